@@ -1,0 +1,25 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .errors import error_middleware
+from .logs import echo_request_id, request_log_middleware
+from .resources import SETTINGS, db_ctx, http_ctx, redis_ctx
+from .routes import setup_routes
+from .settings import Settings
+
+JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploads stream past this
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_log_middleware, error_middleware],
+        client_max_size=JSON_BODY_LIMIT,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx])
+    app.on_response_prepare.append(echo_request_id)
+    setup_routes(app, settings.path_prefix)
+    return app

@@ -1,0 +1,54 @@
+"""Turning request parts into typed values, or a 400 with an ``errorCode``."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from .errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+REGISTER_VALUES = {"y": True, "yes": True, "n": False, "no": False}
+
+
+def parse_register(request: web.Request) -> bool:
+    """``register`` accepts y/n/yes/no in any case; default n."""
+    raw = request.query.get("register")
+    if raw is None:
+        return False
+    value = REGISTER_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise ApiError("invalidRegisterParameter", {"register": raw[:50]})
+    return value
+
+
+async def read_json_model(request: web.Request, model: type[M], params: dict[str, Any] | None = None) -> M:
+    """The body as ``model``: malformed JSON, a non-object, or wrong types give 400 invalidRequestBody."""
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise ApiError("invalidRequestBody", params) from None
+    if not isinstance(data, dict):
+        raise ApiError("invalidRequestBody", params)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
+        raise ApiError("invalidRequestBody", {**(params or {}), "fields": fields}) from None
+
+
+def page_params(request: web.Request, default_size: int = 50, max_size: int = 1000) -> tuple[int, int]:
+    """``page`` (1-based) and ``pageSize`` from the query string."""
+    try:
+        page = int(request.query.get("page", "1"))
+        size = int(request.query.get("pageSize", str(default_size)))
+    except ValueError:
+        raise ApiError("invalidParameter", {"parameter": "page/pageSize"}) from None
+    if page < 1 or not 1 <= size <= max_size or page > 10_000_000:
+        raise ApiError("invalidParameter", {"parameter": "page/pageSize"})
+    return page, size

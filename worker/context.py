@@ -1,0 +1,24 @@
+"""What every job finds in ``ctx``: settings, a Postgres pool, an HTTP session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from service.db import create_pool
+from service.settings import Settings
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    assert settings.database_url
+    ctx["db"] = await create_pool(settings.database_url, 1, 5, settings.db_timeout_seconds)
+    ctx["http"] = aiohttp.ClientSession()
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if "http" in ctx:
+        await ctx["http"].close()
+    if "db" in ctx:
+        await ctx["db"].close()

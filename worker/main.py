@@ -1,0 +1,39 @@
+"""The arq workers: one per queue, each a plain ``arq.Worker`` built from ``Settings``.
+
+Queues:
+- ``extract_queue``: extract jobs only, with a short job timeout so that a job whose worker was
+  killed is picked up again quickly (arq re-runs it when its in-progress key expires);
+- ``default_queue``: everything else (bulk uploads, webhook deliveries, cron maintenance).
+Jobs are safe to run more than once: each checks the job row in Postgres first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import Worker
+
+from service.resources import redis_settings
+from service.settings import Settings
+
+from . import context, tasks
+
+
+def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
+    is_extract = queue == settings.extract_queue
+    kwargs: dict[str, Any] = dict(
+        functions=tasks.EXTRACT_FUNCTIONS if is_extract else tasks.DEFAULT_FUNCTIONS,
+        cron_jobs=[] if is_extract else tasks.CRON_JOBS,
+        redis_settings=redis_settings(settings),
+        queue_name=queue,
+        on_startup=context.startup,
+        on_shutdown=context.shutdown,
+        ctx={"settings": settings},
+        poll_delay=settings.worker_poll_delay,
+        job_timeout=settings.extract_job_timeout_seconds if is_extract else 300,
+        max_tries=5,
+        health_check_key=f"{queue}:health-check",
+        handle_signals=False,
+    )
+    kwargs.update(overrides)
+    return Worker(**kwargs)
