@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .errors import error_middleware
+from .http_input import nul_guard_middleware
 from .logs import echo_request_id, request_log_middleware
 from .resources import SETTINGS, db_ctx, http_ctx, redis_ctx
 from .routes import setup_routes
@@ -15,7 +16,7 @@ JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploa
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_log_middleware, error_middleware],
+        middlewares=[request_log_middleware, error_middleware, nul_guard_middleware],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings

@@ -52,3 +52,16 @@ def page_params(request: web.Request, default_size: int = 50, max_size: int = 10
     if page < 1 or not 1 <= size <= max_size or page > 10_000_000:
         raise ApiError("invalidParameter", {"parameter": "page/pageSize"})
     return page, size
+
+
+@web.middleware
+async def nul_guard_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Postgres cannot store or compare text with NUL in it, so no NUL reaches a query from a URL:
+    in a path parameter it becomes U+FFFD (then names nothing, e.g. ``studyNotExist``); in the query
+    string it is a 400."""
+    for key, value in list(request.match_info.items()):
+        if "\x00" in value:
+            request.match_info[key] = value.replace("\x00", "\ufffd")
+    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise ApiError("invalidParameter", {"parameter": "query"})
+    return await handler(request)
