@@ -37,10 +37,9 @@ async def _with_conn(settings: Settings, fn):  # type: ignore[no-untyped-def]
 def _run(coro):  # type: ignore[no-untyped-def]
     try:
         import uvloop
-
-        return uvloop.run(coro)
     except ImportError:  # pragma: no cover
         return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def _serve(settings: Settings) -> None:

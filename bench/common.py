@@ -1,0 +1,137 @@
+"""Shared pieces of the benchmarks: a scratch database, the service in a subprocess, memory readings.
+
+Benchmarks print ratios against a physical floor measured in the same run; they never assert on
+wall time. Servers are found like the tests find them: ``PARTICIPANTS_BENCH_DATABASE_URL`` /
+``PARTICIPANTS_BENCH_REDIS_URL``, else the local ones on 127.0.0.1, else embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+
+from service.db import migrate
+from service.embedded import EmbeddedServers, free_port, reachable
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef"
+_embedded: EmbeddedServers | None = None
+
+
+def _embedded_servers() -> EmbeddedServers:
+    global _embedded
+    if _embedded is None:
+        _embedded = EmbeddedServers(Path(tempfile.mkdtemp(prefix="participants-bench-")))
+    return _embedded
+
+
+def server_dsn() -> str:
+    if url := os.environ.get("PARTICIPANTS_BENCH_DATABASE_URL"):
+        return url
+    if reachable("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/postgres"
+    return _embedded_servers().postgres_url()
+
+
+def redis_url() -> str:
+    if url := os.environ.get("PARTICIPANTS_BENCH_REDIS_URL"):
+        return url
+    if reachable("127.0.0.1", 6379):
+        return "redis://127.0.0.1:6379/14"
+    return _embedded_servers().redis_url()
+
+
+def with_database(dsn: str, database: str) -> str:
+    base, _, query = dsn.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{database}" + (f"?{query}" if query else "")
+
+
+async def fresh_database(name: str) -> str:
+    """Drop and create ``name``, apply the migrations, return its DSN."""
+    admin = await asyncpg.connect(server_dsn())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(server_dsn(), name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
+    env.update(
+        PARTICIPANTS_DATABASE_URL=database_url,
+        PARTICIPANTS_REDIS_URL=redis_url(),
+        PARTICIPANTS_JWT_SECRET=BENCH_SECRET,
+        PARTICIPANTS_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        if reachable("127.0.0.1", port, 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` (a python -m ... command) until the block ends; wait for ``port`` if given."""
+    proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        if port is not None:
+            wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_service(database_url: str, **extra_env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``participants serve`` on a free port; yields its base URL and process."""
+    port = free_port()
+    env = service_env(database_url, PARTICIPANTS_PORT=str(port), **extra_env)
+    with running(["-m", "service.cli", "serve"], env, port) as proc:
+        yield f"http://127.0.0.1:{port}", proc
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
