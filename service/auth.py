@@ -79,12 +79,34 @@ class JwksCache:
             self._fetched_at = time.monotonic()
 
 
+VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SECONDS = 60.0
+
+
 class TokenVerifier:
+    """Verifies tokens and remembers the verified ones briefly (clients send the same token many
+    times): a remembered token is still refused the moment its own ``exp`` passes."""
+
     def __init__(self, settings: Settings, jwks: JwksCache | None) -> None:
         self.settings = settings
         self.jwks = jwks
+        self._verified: dict[str, tuple[str, float, float]] = {}  # token -> (username, exp, remember until)
 
     async def username(self, token: str) -> str:
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None:
+            name, exp, until = hit
+            if now < exp + self.settings.jwt_leeway_seconds and time.monotonic() < until:
+                return name
+            del self._verified[token]
+        name, exp = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (name, exp, time.monotonic() + VERIFIED_CACHE_SECONDS)
+        return name
+
+    async def _verify(self, token: str) -> tuple[str, float]:
         s = self.settings
         try:
             header = jwt.get_unverified_header(token)
@@ -115,7 +137,7 @@ class TokenVerifier:
         name = claims.get(s.jwt_username_claim) or claims.get("sub")
         if not isinstance(name, str) or not name or len(name) > 255:
             raise ApiError("unauthenticated")
-        return name
+        return name, float(claims["exp"])
 
 
 def bearer_token(request: web.Request) -> str:

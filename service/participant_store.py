@@ -167,6 +167,13 @@ async def save_participant(
     if errors:
         raise ApiError(errors[0], params, errors=errors)
 
+    if key and not system_generated and not study["enforce_enrollment_cap"]:
+        # The common case, a new participant in a study without a cap: one statement inserts it
+        # and its audit row, no explicit transaction. An existing ID falls through to the full path.
+        created = await _create_in_one_statement(conn, scope, key, contact, register)
+        if created is not None:
+            return created
+
     async with conn.transaction():
         for _ in range(5):  # a concurrent insert of the same ID or access code: look again
             existing = await conn.fetchrow(SELECT_BY_KEY + " FOR UPDATE OF p", study["id"], key) if key else None
@@ -178,6 +185,42 @@ async def save_participant(
             if created is not None:
                 return created
         raise ApiError("participantIDNotUnique", params)
+
+
+INSERT_PARTICIPANT_WITH_AUDIT = """
+WITH created AS (
+    INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
+                              identifier, access_code, participate_status, created_by, updated_by)
+    VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $11)
+    ON CONFLICT DO NOTHING
+    RETURNING *
+), audited AS (
+    INSERT INTO audit_log (user_id, username, action, study_id, site_id, participant_id, details)
+    SELECT $11, $12, 'participant.create', $1, $2, id, $13 FROM created
+)
+SELECT * FROM created
+"""
+
+
+async def _create_in_one_statement(
+    conn: asyncpg.Connection, scope: Scope, key: str, contact: dict[str, str | None], register: bool
+) -> dict[str, Any] | None:
+    study, site = scope.study, scope.site
+    assert study is not None
+    fields = [k for k in CONTACT_COLUMNS if contact.get(k)]
+    row = await conn.fetchrow(
+        INSERT_PARTICIPANT_WITH_AUDIT,
+        study["id"],
+        site["id"] if site else None,
+        key,
+        *(contact.get(k) or None for k in CONTACT_COLUMNS),
+        new_access_code() if register else None,
+        "CREATED" if register else "",
+        scope.user_id,
+        scope.username,
+        {"fields": fields, "registered": register},
+    )
+    return view(row, scope.site_oid) if row is not None else None
 
 
 async def _create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -130,3 +131,11 @@ async def test_rs256_via_jwks(make_client, world, jwks_server):
     await expect(await get(client, unknown_kid), 401)
     expired = jwt.encode({**claims, "exp": now - 1}, key, algorithm="RS256", headers={"kid": "k1"})
     await expect(await get(client, expired), 401)
+
+
+async def test_a_remembered_token_still_expires(client, world, settings):
+    await world.standard()
+    token = hs_token(settings.jwt_secret, exp=int(time.time()) + 2)
+    await expect(await get(client, token), 200)  # verified, and now remembered
+    await asyncio.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.05)
+    await expect(await get(client, token), 401)
