@@ -38,6 +38,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalidPhoneNumber": 400,
     "studyLevelParticipantContactNotAllowed": 400,
     "notSupportedFileFormat": 400,
+    "webhookUrlNotAllowed": 400,
     "blankFile": 400,
     "missingParticipantIDHeader": 400,
     # 401 / 403

@@ -1,14 +1,70 @@
 """The webhook outbox: events written in the same transaction as a job's final status.
 
-(The event rows and their delivery are being built in this session; until then this records nothing.)
+``record_job_finished`` inserts one ``webhook_messages`` row per enabled endpoint subscribed to
+the event (and to the job's study, if scoped). The rows commit or roll back with the job's
+status, so an event is never lost and never sent for a status that did not happen. Delivery is
+the worker's: a sweeper (``worker/webhooks.py``, every second) enqueues an arq task for each due
+row; the row, not the arq job, is the source of truth.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+EVENT_BY_STATUS = {"COMPLETED": "job.completed", "FAILED": "job.failed"}
 
-async def record_job_finished(conn: asyncpg.Connection, job_uuid: UUID) -> None:
-    """Call inside the transaction that sets a job's final status (COMPLETED or FAILED)."""
+JOB_FOR_EVENT = """
+SELECT j.uuid, j.type, j.status, j.study_id, j.row_count, j.byte_size, j.sha256, j.file_name, j.expires_at,
+       j.completed_at, st.oid AS study_oid, si.oid AS site_oid
+FROM jobs j JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id
+WHERE j.uuid = $1
+"""
+
+
+def event_payload(job: asyncpg.Record | dict[str, Any], event_type: str, at: datetime) -> dict[str, Any]:
+    """The event without its URLs (added at delivery from the configured public URL). No personal data:
+    only the job's metadata, never a participant's name or contact."""
+    return {
+        "type": event_type,
+        "timestamp": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "data": {
+            "jobUuid": str(job["uuid"]),
+            "jobType": job["type"],
+            "status": job["status"],
+            "studyOid": job["study_oid"],
+            "siteOid": job["site_oid"],
+            "rowCount": job["row_count"],
+            "byteSize": job["byte_size"],
+            "sha256": job["sha256"],
+            "fileName": job["file_name"],
+            "expiresAt": job["expires_at"].astimezone(UTC).isoformat().replace("+00:00", "Z")
+            if job["expires_at"]
+            else None,
+        },
+    }
+
+
+async def record_job_finished(conn: asyncpg.Connection, job_uuid: UUID) -> list[int]:
+    """Call inside the transaction that sets a job's final status (COMPLETED or FAILED).
+
+    Returns the ids of the messages written (none for other statuses or when nobody subscribed).
+    """
+    job = await conn.fetchrow(JOB_FOR_EVENT, job_uuid)
+    if job is None or job["status"] not in EVENT_BY_STATUS:
+        return []
+    event_type = EVENT_BY_STATUS[job["status"]]
+    at = job["completed_at"] or await conn.fetchval("SELECT now()")
+    payload = event_payload(job, event_type, at)
+    rows = await conn.fetch(
+        """INSERT INTO webhook_messages (msg_id, endpoint_id, event_type, job_uuid, payload)
+           SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, $1, $2, $3
+           FROM webhook_endpoints e
+           WHERE e.enabled AND $1 = ANY (e.event_types) AND (e.study_id IS NULL OR e.study_id = $4)
+           RETURNING id""",
+        event_type, job_uuid, payload, job["study_id"],
+    )  # fmt: skip
+    return [r["id"] for r in rows]

@@ -1,10 +1,229 @@
-"""(being built in this session)"""
+"""Webhook delivery: Standard Webhooks v1 requests from the outbox, at least once.
+
+- ``sweep_webhook_outbox`` (cron, every few seconds) enqueues ``deliver_webhook`` for each due
+  message; the arq job id names the message and its attempt number, so a message is queued once
+  per attempt however many sweepers run.
+- ``deliver_webhook`` claims the message with a lease (``next_attempt_at`` moved ahead), makes one
+  attempt, logs it in ``webhook_attempts`` and schedules the next one. A worker killed mid-attempt
+  leaves a pending message whose lease expires: the sweeper queues it again. Nothing is lost.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from arq.cron import CronJob
+import aiohttp
+import asyncpg
+import orjson
+from arq.connections import ArqRedis
+from arq.cron import CronJob, cron
+from arq.worker import func
 
-FUNCTIONS: list[Any] = []
-CRON_JOBS: list[CronJob] = []
+from service import webhook_store as ws
+from service.settings import Settings
+from service.ssrf import AddressPolicy, BlockedAddress, GuardedResolver, check_url
+
+log = logging.getLogger("participants.webhooks")
+
+USER_AGENT = "participants-webhooks/1 (Standard Webhooks v1)"
+SWEEP_BATCH = 500
+
+CLAIM = """
+UPDATE webhook_messages SET next_attempt_at = now() + make_interval(secs => $2), attempts = attempts + 1
+WHERE id = $1 AND status = 'pending' AND next_attempt_at <= now()
+RETURNING *, coalesce(retry_until, created_at + make_interval(secs => $3)) AS retry_deadline
+"""
+
+
+def policy(settings: Settings) -> AddressPolicy:
+    return AddressPolicy(settings.webhook_allow_private, settings.webhook_allowed_networks)
+
+
+def public_base(settings: Settings) -> str:
+    """Where clients reach the OC4 API: the public URL (scheme and host) plus the path prefix."""
+    return settings.public_url.rstrip("/") + settings.path_prefix.rstrip("/")
+
+
+def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
+    """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
+    data = dict(payload["data"])
+    jobs = public_base(settings) + "/pages/auth/api/jobs/" + data["jobUuid"]
+    data["statusUrl"] = jobs
+    completed_extract = data["jobType"] == "EXTRACT_PARTICIPANTS" and data["status"] == "COMPLETED"
+    data["downloadUrl"] = jobs + "/downloadFile" if completed_extract else None
+    return orjson.dumps({"type": payload["type"], "timestamp": payload["timestamp"], "data": data})
+
+
+async def enqueue_delivery(redis: ArqRedis, settings: Settings, message_id: int, attempts: int) -> bool:
+    job = await redis.enqueue_job(
+        "deliver_webhook",
+        message_id,
+        _job_id=ws.delivery_job_id(message_id, attempts),
+        _queue_name=settings.default_queue,
+    )
+    return job is not None
+
+
+async def sweep_webhook_outbox(ctx: dict[str, Any]) -> int:
+    """Queue every due message; returns how many were newly queued."""
+    settings: Settings = ctx["settings"]
+    rows = await ctx["db"].fetch(
+        """SELECT id, attempts FROM webhook_messages WHERE status = 'pending' AND next_attempt_at <= now()
+           ORDER BY next_attempt_at LIMIT $1""",
+        SWEEP_BATCH,
+    )
+    queued = 0
+    for r in rows:
+        queued += await enqueue_delivery(ctx["redis"], settings, r["id"], r["attempts"])
+    return queued
+
+
+async def deliver_webhook(ctx: dict[str, Any], message_id: int) -> str:
+    """One delivery attempt of one message; returns the outcome (or why nothing was attempted)."""
+    return await attempt_delivery(ctx["db"], ctx["settings"], message_id)
+
+
+async def attempt_delivery(pool: asyncpg.Pool, settings: Settings, message_id: int) -> str:
+    window = settings.webhook_retry_hours * 3600.0
+    async with pool.acquire() as conn:
+        endpoint = await conn.fetchrow(
+            """SELECT e.* FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
+               WHERE m.id = $1 AND m.status = 'pending'""",
+            message_id,
+        )
+        if endpoint is None:
+            return "not_pending"
+        if not endpoint["enabled"]:
+            await conn.execute(
+                "UPDATE webhook_messages SET status = 'failed', last_error = 'endpoint disabled'"
+                " WHERE id = $1 AND status = 'pending'",
+                message_id,
+            )
+            return "endpoint_disabled"
+        msg = await conn.fetchrow(CLAIM, message_id, settings.webhook_lease_seconds, window)
+        if msg is None:
+            return "not_due"  # another attempt holds the lease, or it is not time yet
+        secrets = await ws.active_secrets(conn, endpoint["id"])
+
+    body = event_body(msg["payload"], settings)
+    started = time.perf_counter()
+    result = await send(endpoint["url"], msg["msg_id"], body, secrets, settings)
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    now = datetime.now(UTC)
+
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO webhook_attempts (message_id, attempt, duration_ms, outcome, http_status, response_excerpt, error)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            message_id, msg["attempts"], duration_ms, result.outcome, result.http_status, result.excerpt, result.error,
+        )  # fmt: skip
+        if result.outcome == "success":
+            await conn.execute(
+                "UPDATE webhook_messages SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1",
+                message_id,
+            )
+        elif result.outcome == "gone":
+            await conn.execute(
+                "UPDATE webhook_messages SET status = 'failed', last_error = $2 WHERE id = $1",
+                message_id, "410 Gone: endpoint disabled",
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE webhook_endpoints SET enabled = false, disabled_reason = 'gone', updated_at = now()"
+                " WHERE id = $1",
+                endpoint["id"],
+            )
+        else:
+            retry_after = result.retry_after_seconds(now)
+            when = ws.next_attempt_at(msg["attempts"], now, msg["retry_deadline"], settings, retry_after)
+            if when is None:
+                await conn.execute(
+                    "UPDATE webhook_messages SET status = 'failed', last_error = $2 WHERE id = $1",
+                    message_id, f"gave up after {msg['attempts']} attempts: {result.summary()}",
+                )  # fmt: skip
+            else:
+                await conn.execute(
+                    "UPDATE webhook_messages SET next_attempt_at = $2, last_error = $3 WHERE id = $1",
+                    message_id, when, result.summary(),
+                )  # fmt: skip
+    log.info(
+        "webhook attempt",
+        extra={
+            "message_id": message_id,
+            "endpoint_id": endpoint["id"],
+            "attempt": msg["attempts"],
+            "outcome": result.outcome,
+            "http_status": result.http_status,
+            "ms": duration_ms,
+        },
+    )
+    return result.outcome
+
+
+class AttemptResult:
+    def __init__(
+        self,
+        outcome: ws.Outcome,
+        http_status: int | None = None,
+        excerpt: str | None = None,
+        error: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        self.outcome = outcome
+        self.http_status = http_status
+        self.excerpt = excerpt
+        self.error = error
+        self.retry_after = retry_after
+
+    def retry_after_seconds(self, now: datetime) -> float | None:
+        """``Retry-After`` counts for 429 and 5xx only (a 3xx or 4xx's header is not about load)."""
+        if self.http_status is None or not (self.http_status == 429 or self.http_status >= 500):
+            return None
+        return ws.parse_retry_after(self.retry_after, now)
+
+    def summary(self) -> str:
+        if self.http_status is not None:
+            return f"HTTP {self.http_status}"
+        return f"{self.outcome}: {self.error}" if self.error else self.outcome
+
+
+async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings: Settings) -> AttemptResult:
+    """POST one signed event; never raises for anything the receiver or the network does."""
+    guard = policy(settings)
+    timestamp = int(time.time())
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": ws.signature_header(secrets, msg_id, timestamp, body),
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    try:
+        await check_url(url, guard, resolve=False)  # literal IPs skip the resolver below
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(guard), force_close=True)
+        timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                text = await resp.content.read(ws.EXCERPT_CHARS * 4)
+                return AttemptResult(
+                    ws.classify(resp.status), resp.status, ws.excerpt(text), None, resp.headers.get("Retry-After")
+                )
+    except BlockedAddress as exc:
+        return AttemptResult("blocked", error=exc.reason)
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, BlockedAddress) or isinstance(exc.__cause__, BlockedAddress):
+            return AttemptResult("blocked", error="address not allowed")
+        return AttemptResult("connection_error", error=type(exc).__name__)
+    except (TimeoutError, asyncio.TimeoutError):
+        return AttemptResult("timeout", error=f"no answer within {settings.webhook_timeout_seconds:g} s")
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return AttemptResult("connection_error", error=type(exc).__name__)
+
+
+FUNCTIONS: list[Any] = [func(deliver_webhook, keep_result=0, max_tries=3)]
+CRON_JOBS: list[CronJob] = [
+    cron(sweep_webhook_outbox, second=set(range(0, 60, 5)), keep_result=0, unique=True, max_tries=1)
+]

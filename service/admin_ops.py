@@ -1,0 +1,437 @@
+"""The admin API's operations side (``/admin/api/jobs``, ``/audit``, ``/queue``; admins only).
+
+An admin sees every job's metadata (never a file's contents), retries a FAILED job, cancels a
+queued or running one (a flag in Postgres the worker checks between chunks; arq's own abort is
+not relied upon), purges expired files, reads the audit log and the queues' health.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from . import admin, job_store
+from . import webhook_store as ws
+from .audit import INSERT_AUDIT
+from .errors import ApiError, json_response
+from .extracts import base_url
+from .http_input import page_params
+from .resources import DB, REDIS, SETTINGS, STORAGE
+from .settings import Settings
+from .storage import StorageError, StorageNotFound
+
+log = logging.getLogger("participants.admin_ops")
+
+ADMIN = "/admin/api"
+JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "EXPIRED", "DELETED"]
+JobType = Literal["EXTRACT_PARTICIPANTS", "BULK_ADD_PARTICIPANTS"]
+JOB_STATUSES = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "EXPIRED", "DELETED")
+JOB_TYPES = ("EXTRACT_PARTICIPANTS", "BULK_ADD_PARTICIPANTS")
+PURGE_BATCH = 1000
+
+
+
+class AdminJob(BaseModel):
+    jobUuid: UUID
+    type: str
+    status: str
+    studyOid: str
+    siteOid: str | None
+    owner: str
+    createdAt: dt.datetime
+    startedAt: dt.datetime | None
+    completedAt: dt.datetime | None
+    heartbeatAt: dt.datetime | None
+    attempts: int
+    rowsDone: int
+    rowsExpected: int | None
+    rowCount: int | None
+    byteSize: int | None
+    sha256: str | None
+    fileName: str | None
+    expiresAt: dt.datetime | None
+    error: str | None
+    cancelRequested: bool
+    statusUrl: str
+
+
+class AdminJobList(BaseModel):
+    jobs: list[AdminJob]
+    page: int
+    pageSize: int
+    total: int
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: dt.datetime
+    username: str | None
+    action: str
+    studyOid: str | None
+    siteOid: str | None
+    subjectKey: str | None
+    jobUuid: UUID | None
+    details: dict[str, Any]
+
+
+class AdminJobDetail(AdminJob):
+    params: dict[str, Any]
+    resultSummary: dict[str, Any] | None = Field(description="counts only; never participants' data")
+    webhookDeliveries: list[ws.DeliveryOut]
+    audit: list[AuditEntry]
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    page: int
+    pageSize: int
+    total: int
+
+
+class QueueHealth(BaseModel):
+    name: str
+    depth: int = Field(description="arq messages waiting (including deferred ones)")
+    workerHeartbeat: str | None = Field(description="arq's health-check line of a live worker, or null")
+    workerAlive: bool
+
+
+class QueueReport(BaseModel):
+    queues: list[QueueHealth]
+    jobsInQueue: int
+    jobsInProgress: int
+    webhookMessagesPending: int
+    webhookMessagesFailed: int
+
+
+class PurgeResult(BaseModel):
+    expired: int
+    jobUuids: list[UUID]
+
+
+# --- Query parameters -------------------------------------------------------------------------
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise ApiError("invalidParameter", {"parameter": name, "allowed": list(allowed)})
+    return value
+
+
+def _text(request: web.Request, name: str, max_len: int = 255) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > max_len or "\x00" in value:
+        raise ApiError("invalidParameter", {"parameter": name})
+    return value
+
+
+def _instant(request: web.Request, name: str) -> dt.datetime | None:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ApiError("invalidParameter", {"parameter": name}) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def _job_uuid(request: web.Request) -> UUID:
+    return job_store.parse_job_uuid(request.match_info["jobUuid"])
+
+
+# --- Views ------------------------------------------------------------------------------------
+
+ADMIN_JOB_SELECT = """
+SELECT j.*, st.oid AS study_oid, si.oid AS site_oid, u.username AS owner
+FROM jobs j JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id
+JOIN users u ON u.id = j.owner_id
+"""
+
+
+def admin_job(row: asyncpg.Record, base: str) -> AdminJob:
+    return AdminJob(
+        jobUuid=row["uuid"],
+        type=row["type"],
+        status=row["status"],
+        studyOid=row["study_oid"],
+        siteOid=row["site_oid"],
+        owner=row["owner"],
+        createdAt=row["created_at"],
+        startedAt=row["started_at"],
+        completedAt=row["completed_at"],
+        heartbeatAt=row["heartbeat_at"],
+        attempts=row["attempts"],
+        rowsDone=row["rows_done"],
+        rowsExpected=row["rows_expected"],
+        rowCount=row["row_count"],
+        byteSize=row["byte_size"],
+        sha256=row["sha256"],
+        fileName=row["file_name"],
+        expiresAt=row["expires_at"],
+        error=row["error"],
+        cancelRequested=row["cancel_requested"],
+        statusUrl=f"{base}{job_store.JOBS_PATH}/{row['uuid']}",
+    )
+
+
+def _result_summary(result: Any) -> dict[str, Any] | None:
+    """Only the numbers of a job's result (a bulk summary names participant IDs)."""
+    if not isinstance(result, dict):
+        return None
+    return {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+AUDIT_SELECT = """
+SELECT a.*, st.oid AS study_oid, si.oid AS site_oid, p.subject_key
+FROM audit_log a LEFT JOIN studies st ON st.id = a.study_id LEFT JOIN sites si ON si.id = a.site_id
+LEFT JOIN participants p ON p.id = a.participant_id
+"""
+
+
+def audit_entry(row: asyncpg.Record) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        username=row["username"],
+        action=row["action"],
+        studyOid=row["study_oid"],
+        siteOid=row["site_oid"],
+        subjectKey=row["subject_key"],
+        jobUuid=row["job_uuid"],
+        details=row["details"] or {},
+    )
+
+
+def model_response(model: BaseModel, status: int = 200) -> web.Response:
+    return json_response(model.model_dump(mode="json"), status=status)
+
+
+async def _admin_audit(
+    conn: asyncpg.Connection, username: str, action: str, job: asyncpg.Record, details: dict[str, Any]
+) -> None:
+    user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1", username)
+    await conn.execute(
+        INSERT_AUDIT, user_id, username, action, job["study_id"], job["site_id"], None, job["uuid"], details
+    )
+
+
+# --- Handlers ---------------------------------------------------------------------------------
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """Every job, newest first, filtered by status, type, studyOid, siteOid, owner, createdFrom/To."""
+    await admin.require_admin(request)
+    page, size = page_params(request)
+    status = _choice(request, "status", JOB_STATUSES)
+    job_type = _choice(request, "type", JOB_TYPES)
+    study, site, owner = _text(request, "studyOid"), _text(request, "siteOid"), _text(request, "owner")
+    created_from, created_to = _instant(request, "createdFrom"), _instant(request, "createdTo")
+    where = """WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.type = $2)
+                 AND ($3::text IS NULL OR st.oid = $3) AND ($4::text IS NULL OR si.oid = $4)
+                 AND ($5::text IS NULL OR u.username = $5)
+                 AND ($6::timestamptz IS NULL OR j.created_at >= $6)
+                 AND ($7::timestamptz IS NULL OR j.created_at < $7)"""
+    args = (status, job_type, study, site, owner, created_from, created_to)
+    async with request.app[DB].acquire() as conn:
+        total = await conn.fetchval(
+            "SELECT count(*) FROM (" + ADMIN_JOB_SELECT + where + ") t", *args
+        )
+        rows = await conn.fetch(
+            ADMIN_JOB_SELECT + where + " ORDER BY j.created_at DESC, j.uuid LIMIT $8 OFFSET $9",
+            *args, size, (page - 1) * size,
+        )  # fmt: skip
+    base = base_url(request)
+    return model_response(AdminJobList(jobs=[admin_job(r, base) for r in rows], page=page, pageSize=size, total=total))
+
+
+async def _get_job(conn: asyncpg.Connection, job_uuid: UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(ADMIN_JOB_SELECT + " WHERE j.uuid = $1", job_uuid)
+    if row is None:
+        raise ApiError("invalidUuid", {"jobUuid": str(job_uuid)})
+    return row
+
+
+async def _job_detail(conn: asyncpg.Connection, job_uuid: UUID, base: str) -> AdminJobDetail:
+    row = await _get_job(conn, job_uuid)
+    audit_rows = await conn.fetch(AUDIT_SELECT + " WHERE a.job_uuid = $1 ORDER BY a.at, a.id", job_uuid)
+    return AdminJobDetail(
+        **admin_job(row, base).model_dump(),
+        params=row["params"] or {},
+        resultSummary=_result_summary(row["result"]),
+        webhookDeliveries=await ws.messages_for_job(conn, job_uuid),
+        audit=[audit_entry(a) for a in audit_rows],
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    await admin.require_admin(request)
+    job_uuid = _job_uuid(request)
+    async with request.app[DB].acquire() as conn:
+        return model_response(await _job_detail(conn, job_uuid, base_url(request)))
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    """A FAILED job runs again from scratch (same UUID, a fresh set of attempts)."""
+    username = await admin.require_admin(request)
+    job_uuid = _job_uuid(request)
+    settings = request.app[SETTINGS]
+    async with request.app[DB].acquire() as conn:
+        async with conn.transaction():
+            job = await conn.fetchrow("SELECT * FROM jobs WHERE uuid = $1 FOR UPDATE", job_uuid)
+            if job is None:
+                raise ApiError("invalidUuid", {"jobUuid": str(job_uuid)})
+            if job["status"] != job_store.FAILED or job["type"] not in job_store.JOB_FUNCTIONS:
+                raise ApiError("jobNotRetryable", {"jobUuid": str(job_uuid), "status": job["status"]})
+            await conn.execute(
+                """UPDATE jobs SET status = 'IN_QUEUE', attempts = 0, error = NULL, started_at = NULL,
+                                   completed_at = NULL, heartbeat_at = NULL, rows_done = 0,
+                                   cancel_requested = false
+                   WHERE uuid = $1""",
+                job_uuid,
+            )
+            await _admin_audit(
+                conn, username, "admin.job.retry", job,
+                {"previousAttempts": job["attempts"], "previousError": (job["error"] or "")[:200]},
+            )  # fmt: skip
+        function, queue_setting = job_store.JOB_FUNCTIONS[job["type"]]
+        await job_store.enqueue_job(request.app[REDIS], function, job_uuid, getattr(settings, queue_setting), rerun=True)
+        detail = await _job_detail(conn, job_uuid, base_url(request))
+    return model_response(detail, 202)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """IN_QUEUE: CANCELLED now. IN_PROGRESS: the flag is set and the worker stops at its next chunk."""
+    username = await admin.require_admin(request)
+    job_uuid = _job_uuid(request)
+    async with request.app[DB].acquire() as conn:
+        async with conn.transaction():
+            job = await conn.fetchrow("SELECT * FROM jobs WHERE uuid = $1 FOR UPDATE", job_uuid)
+            if job is None:
+                raise ApiError("invalidUuid", {"jobUuid": str(job_uuid)})
+            if job["status"] == job_store.IN_QUEUE:
+                await conn.execute(
+                    "UPDATE jobs SET status = 'CANCELLED', cancel_requested = true, completed_at = now() WHERE uuid = $1",
+                    job_uuid,
+                )
+            elif job["status"] == job_store.IN_PROGRESS:
+                await conn.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", job_uuid)
+            else:
+                raise ApiError("jobNotCancellable", {"jobUuid": str(job_uuid), "status": job["status"]})
+            await _admin_audit(conn, username, "admin.job.cancel", job, {"statusBefore": job["status"]})
+        detail = await _job_detail(conn, job_uuid, base_url(request))
+    return model_response(detail, 202)
+
+
+async def purge_expired_files(pool: asyncpg.Pool, storage: Any, limit: int = PURGE_BATCH) -> list[UUID]:
+    """COMPLETED jobs past retention: delete the file, mark the job EXPIRED (what the worker's expiry
+    cron does, on demand). Safe to run again: a missing file is already purged; a file storage
+    cannot delete now keeps its job COMPLETED (downloads already answer 410) for the next run."""
+    purged: list[UUID] = []
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT uuid, object_key FROM jobs WHERE status = 'COMPLETED' AND expires_at <= now()
+               ORDER BY expires_at LIMIT $1""",
+            limit,
+        )
+        for r in rows:
+            if r["object_key"]:
+                try:
+                    await storage.delete(r["object_key"])
+                except StorageNotFound:
+                    pass
+                except StorageError:
+                    log.warning("could not delete an expired file", extra={"job_uuid": str(r["uuid"])})
+                    continue
+            done = await conn.fetchval(
+                "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid", r["uuid"]
+            )
+            if done is not None:
+                purged.append(done)
+    return purged
+
+
+async def purge_expired(request: web.Request) -> web.Response:
+    username = await admin.require_admin(request)
+    purged = await purge_expired_files(request.app[DB], request.app[STORAGE])
+    log.info("expired files purged", extra={"count": len(purged), "by": "admin"})
+    async with request.app[DB].acquire() as conn:
+        if purged:
+            user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1", username)
+            await conn.execute(
+                INSERT_AUDIT, user_id, username, "admin.jobs.purgeExpired", None, None, None, None,
+                {"count": len(purged)},
+            )  # fmt: skip
+    return model_response(PurgeResult(expired=len(purged), jobUuids=purged))
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """The audit log, newest first, filtered by user, action, studyOid, siteOid, from, to."""
+    await admin.require_admin(request)
+    page, size = page_params(request)
+    user, action = _text(request, "user"), _text(request, "action")
+    study, site = _text(request, "studyOid"), _text(request, "siteOid")
+    start, end = _instant(request, "from"), _instant(request, "to")
+    where = """WHERE ($1::text IS NULL OR a.username = $1) AND ($2::text IS NULL OR a.action = $2)
+                 AND ($3::text IS NULL OR st.oid = $3) AND ($4::text IS NULL OR si.oid = $4)
+                 AND ($5::timestamptz IS NULL OR a.at >= $5) AND ($6::timestamptz IS NULL OR a.at < $6)"""
+    args = (user, action, study, site, start, end)
+    async with request.app[DB].acquire() as conn:
+        total = await conn.fetchval("SELECT count(*) FROM (" + AUDIT_SELECT + where + ") t", *args)
+        rows = await conn.fetch(
+            AUDIT_SELECT + where + " ORDER BY a.at DESC, a.id DESC LIMIT $7 OFFSET $8", *args, size, (page - 1) * size
+        )
+    return model_response(AuditPage(entries=[audit_entry(r) for r in rows], page=page, pageSize=size, total=total))
+
+
+async def queue_report(pool: asyncpg.Pool, redis: Any, settings: Settings) -> QueueReport:
+    queues = []
+    for name in (settings.extract_queue, settings.default_queue):
+        depth = await redis.zcard(name)
+        beat = await redis.get(f"{name}:health-check")
+        text = beat.decode(errors="replace") if beat else None
+        queues.append(QueueHealth(name=name, depth=depth, workerHeartbeat=text, workerAlive=beat is not None))
+    async with pool.acquire() as conn:
+        counts = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE status = 'IN_QUEUE') AS in_queue,
+                      count(*) FILTER (WHERE status = 'IN_PROGRESS') AS in_progress
+               FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS')"""
+        )
+        hooks = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                      count(*) FILTER (WHERE status = 'failed') AS failed
+               FROM webhook_messages WHERE status IN ('pending', 'failed')"""
+        )
+    return QueueReport(
+        queues=queues,
+        jobsInQueue=counts["in_queue"],
+        jobsInProgress=counts["in_progress"],
+        webhookMessagesPending=hooks["pending"],
+        webhookMessagesFailed=hooks["failed"],
+    )
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    await admin.require_admin(request)
+    return model_response(await queue_report(request.app[DB], request.app[REDIS], request.app[SETTINGS]))
+
+
+def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
+    router.add_get(ADMIN + "/jobs", list_jobs)
+    router.add_post(ADMIN + "/jobs/purge-expired", purge_expired)
+    router.add_get(ADMIN + "/jobs/{jobUuid}", get_job)
+    router.add_post(ADMIN + "/jobs/{jobUuid}/retry", retry_job)
+    router.add_post(ADMIN + "/jobs/{jobUuid}/cancel", cancel_job)
+    router.add_get(ADMIN + "/audit", list_audit)
+    router.add_get(ADMIN + "/queue", get_queue)
