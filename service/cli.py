@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -42,36 +43,57 @@ def _run(coro):  # type: ignore[no-untyped-def]
     return uvloop.run(coro)
 
 
-async def _serve(settings: Settings) -> None:
+def _stop_event() -> asyncio.Event:
+    """Set on SIGINT or SIGTERM: every long-running command stops cleanly and exits 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(settings: Settings, stop: asyncio.Event) -> None:
     from .app import create_app
     from .db import migrate_dsn
 
     assert settings.database_url
     await migrate_dsn(settings.database_url)
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=True)
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
-    log.info("listening", extra={"host": settings.host, "port": settings.port})
     try:
-        await asyncio.Event().wait()
+        await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+        log.info("listening", extra={"host": settings.host, "port": settings.port})
+        await stop.wait()
     finally:
         await runner.cleanup()
 
 
-async def _workers(settings: Settings, queues: Sequence[str]) -> None:
+async def _workers(settings: Settings, queues: Sequence[str], stop: asyncio.Event) -> None:
     from worker.main import build_worker
 
     workers = []
     for queue in queues:
         try:
             workers.append(build_worker(settings, queue))
-        except RuntimeError as exc:  # a queue with nothing registered yet
+        except RuntimeError as exc:  # a queue with nothing registered
             log.warning("no worker for %s: %s", queue, exc)
+    tasks = [asyncio.create_task(w.async_run()) for w in workers]
     try:
-        await asyncio.gather(*(w.async_run() for w in workers))
+        await stop.wait()
     finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for w in workers:
             await w.close()
+
+
+async def _serve_until_stopped(settings: Settings) -> None:
+    await _serve(settings, _stop_event())
+
+
+async def _workers_until_stopped(settings: Settings, queues: Sequence[str]) -> None:
+    await _workers(settings, queues, _stop_event())
 
 
 def _queues(settings: Settings, which: str) -> list[str]:
@@ -100,7 +122,8 @@ async def _dev(settings: Settings) -> None:
         await migrate_dsn(settings.database_url)
         users = await _with_conn(settings, seed_demo)
         _print_demo(settings, users)
-        await asyncio.gather(_serve(settings), _workers(settings, _queues(settings, "all")))
+        stop = _stop_event()
+        await asyncio.gather(_serve(settings, stop), _workers(settings, _queues(settings, "all"), stop))
     finally:
         embedded.stop()
 
@@ -119,7 +142,7 @@ def _print_demo(settings: Settings, users: list[str]) -> None:
     print(
         f"  curl -s -X POST '{base}/pages/auth/api/clinicaldata/studies/{study}/sites/S_SITE_A/participants?register=y'"
         f" -H 'Authorization: Bearer {crc}' -H 'Content-Type: application/json'"
-        """ -d '{"subjectKey": "DEMO-010", "firstName": "Jo", "lastName": "Doe", "emailAddress": "jo@example.org",'"""
+        """ -d '{"subjectKey": "DEMO-010", "firstName": "Jo", "lastName": "Doe", "emailAddress": "jo@example.org","""
         """ "phoneNumber": "+1 5550101"}'"""
     )
     print(
@@ -167,10 +190,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         _run(_dev(settings))
     elif args.command == "serve":
         _require_urls(settings)
-        _run(_serve(settings))
+        _run(_serve_until_stopped(settings))
     elif args.command == "worker":
         _require_urls(settings)
-        _run(_workers(settings, _queues(settings, args.queue)))
+        _run(_workers_until_stopped(settings, _queues(settings, args.queue)))
     elif args.command == "migrate":
         _require_urls(settings)
         applied = _run(migrate_dsn(settings.database_url))  # type: ignore[arg-type]
