@@ -7,7 +7,7 @@ from aiohttp import web
 from .errors import error_middleware
 from .http_input import nul_guard_middleware
 from .logs import echo_request_id, request_log_middleware
-from .resources import SETTINGS, db_ctx, http_ctx, redis_ctx
+from .resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
 from .routes import setup_routes
 from .settings import Settings
 
@@ -20,7 +20,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx])
+    app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)
     setup_routes(app, settings.path_prefix)
     return app

@@ -1,9 +1,241 @@
-"""(being built in this session)"""
+"""The caller's jobs: status, lists, delete, and the file download.
+
+Generic over job types: the download serves ``jobs.object_key`` under ``jobs.file_name`` whatever
+produced it. Only the creator sees a job; anyone else gets ``invalidUuid`` (404), exactly as if
+it did not exist.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import re
+from typing import Any
+
+import asyncpg
 from aiohttp import web
+
+from . import job_store
+from .audit import record as audit_record
+from .auth import authenticated_username
+from .errors import ApiError, json_response
+from .extracts import CSV_CONTENT_TYPE, base_url, content_disposition
+from .http_input import page_params
+from .resources import DB, STORAGE
+from .roles import Scope
+from .storage import StorageError, StorageNotFound, StorageUnavailable
+
+log = logging.getLogger("participants.jobs")
+
+REDIRECT_TTL = dt.timedelta(minutes=5)
+RETRY_AFTER_SECONDS = "2"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def _caller(request: web.Request, conn: asyncpg.Connection) -> tuple[str, int | None]:
+    username = await authenticated_username(request)
+    user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1", username)
+    return username, user_id
+
+
+def _job_scope(username: str, user_id: int | None, job: asyncpg.Record) -> Scope:
+    """The audit row's scope: the job's study and site."""
+    return Scope(
+        user_id=user_id,
+        username=username,
+        full_name="",
+        study={"id": job["study_id"]},
+        site={"id": job["site_id"]} if job["site_id"] is not None else None,
+        study_oid=job["study_oid"],
+        site_oid=job["site_oid"],
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    async with request.app[DB].acquire() as conn:
+        _, user_id = await _caller(request, conn)
+        job = await job_store.get_owned_job(conn, request.match_info["jobUuid"], user_id)
+    return json_response(job_store.job_json(job, base_url(request)))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """The caller's own jobs, newest first; under a study (and site) path, only those there."""
+    study_oid = request.match_info.get("studyOID")
+    site_oid = request.match_info.get("siteOID")
+    page, size = page_params(request)
+    async with request.app[DB].acquire() as conn:
+        _, user_id = await _caller(request, conn)
+        study_id = site_id = None
+        params: dict[str, Any] = {}
+        if study_oid is not None:
+            params["studyOid"] = study_oid
+            study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", study_oid)
+            if study_id is None:
+                raise ApiError("studyNotExist", params)
+        if site_oid is not None:
+            params["siteOid"] = site_oid
+            site_id = await conn.fetchval("SELECT id FROM sites WHERE oid = $1 AND study_id = $2", site_oid, study_id)
+            if site_id is None:
+                raise ApiError("siteNotExist", params)
+        rows = await conn.fetch(
+            job_store.JOB_SELECT
+            + """
+            WHERE j.owner_id = $1 AND ($2::bigint IS NULL OR j.study_id = $2)
+              AND ($3::bigint IS NULL OR j.site_id = $3)
+            ORDER BY j.created_at DESC, j.uuid
+            LIMIT $4 OFFSET $5
+            """,
+            user_id,
+            study_id,
+            site_id,
+            size,
+            (page - 1) * size,
+        )
+    base = base_url(request)
+    return json_response({"jobs": [job_store.job_json(r, base) for r in rows], "page": page, "pageSize": size})
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """The owner deletes the job's file; the row stays, status ``DELETED``."""
+    storage = request.app[STORAGE]
+    async with request.app[DB].acquire() as conn:
+        username, user_id = await _caller(request, conn)
+        job = await job_store.get_owned_job(conn, request.match_info["jobUuid"], user_id)
+        params = {"jobUuid": str(job["uuid"])}
+        if job["status"] in job_store.UNFINISHED:
+            raise ApiError("jobInProgress", params, headers={"Retry-After": RETRY_AFTER_SECONDS})
+        if job["status"] != job_store.DELETED:
+            if job["object_key"]:
+                try:
+                    await storage.delete(job["object_key"])
+                except StorageUnavailable:
+                    raise ApiError("serviceUnavailable", params, headers={"Retry-After": "5"}) from None
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE jobs SET status = 'DELETED', expires_at = least(expires_at, now()) WHERE uuid = $1",
+                    job["uuid"],
+                )
+                await audit_record(conn, _job_scope(username, user_id, job), "job.delete", job_uuid=job["uuid"])
+        job = await job_store.get_owned_job(conn, str(job["uuid"]), user_id)
+    return json_response(job_store.job_json(job, base_url(request)))
+
+
+def _check_downloadable(job: asyncpg.Record) -> None:
+    params = {"jobUuid": str(job["uuid"])}
+    status = job["status"]
+    if status in job_store.UNFINISHED:
+        raise ApiError("jobInProgress", params, headers={"Retry-After": RETRY_AFTER_SECONDS})
+    if status in (job_store.FAILED, job_store.CANCELLED):
+        raise ApiError("jobFailed", {**params, "status": status})
+    if status in (job_store.EXPIRED, job_store.DELETED):
+        raise ApiError("fileExpired", params)
+    expires_at = job["expires_at"]
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
+        raise ApiError("fileExpired", params)
+    if not job["object_key"] or job["byte_size"] is None:
+        raise ApiError("notFound", params)  # a job type that produced no file
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as ``[start, end)``; None means the whole file. Several ranges are
+    answered with the whole file (RFC 9110 allows ignoring Range); unsatisfiable is 416."""
+    if header is None:
+        return None
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - n), size
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if start >= size or (last and int(last) < start):
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    return ApiError("rangeNotSatisfiable", {"size": size}, headers={"Content-Range": f"bytes */{size}"})
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    storage = request.app[STORAGE]
+    async with request.app[DB].acquire() as conn:
+        username, user_id = await _caller(request, conn)
+        job = await job_store.get_owned_job(conn, request.match_info["jobUuid"], user_id)
+        _check_downloadable(job)
+        size: int = job["byte_size"]
+        etag = f'"{job["sha256"]}"' if job["sha256"] else None
+        redirect = request.query.get("redirect", "").lower() in ("true", "1", "yes") and storage.can_sign
+        byte_range = None
+        if not redirect:
+            if_range = request.headers.get("If-Range")
+            if if_range is None or (etag is not None and if_range.strip() == etag):
+                byte_range = _parse_range(request.headers.get("Range"), size)
+        await audit_record(
+            conn,
+            _job_scope(username, user_id, job),
+            "job.download",
+            job_uuid=job["uuid"],
+            details={"range": byte_range is not None, "redirect": redirect},
+        )
+    params = {"jobUuid": str(job["uuid"])}
+    try:
+        if redirect:
+            url = await storage.presigned_get_url(job["object_key"], REDIRECT_TTL)
+            assert url is not None
+            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+        start, end = byte_range or (0, size)
+        chunks = storage.read_stream(job["object_key"], start, end if byte_range else None)
+        # Fetch the first chunk before sending headers, so a missing or unreachable object is
+        # still an ordinary error response.
+        first = await anext(chunks, b"") if end > start else b""
+    except StorageNotFound:
+        raise ApiError("fileExpired", params) from None
+    except StorageUnavailable:
+        raise ApiError("serviceUnavailable", params, headers={"Retry-After": "5"}) from None
+
+    headers = {
+        "Content-Type": CSV_CONTENT_TYPE,
+        "Content-Disposition": content_disposition(job["file_name"] or f"{job['uuid']}.csv"),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-store",
+        "Content-Length": str(end - start),
+    }
+    if etag:
+        headers["ETag"] = etag
+    status = 200
+    if byte_range is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if first:
+        await response.write(first)
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except StorageError as exc:
+            # Headers are gone: all we can do is cut the connection, so the client sees a short body.
+            log.warning("download interrupted", extra={"job_uuid": str(job["uuid"]), "error": type(exc).__name__})
+            if request.transport is not None:
+                request.transport.close()
+            return response
+    await response.write_eof()
+    return response
 
 
 def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     """Register this module's routes under the OC4 path prefix."""
+    api = prefix + "/pages/auth/api"
+    router.add_get(api + "/jobs", list_jobs)
+    router.add_get(api + "/studies/{studyOID}/jobs", list_jobs)
+    router.add_get(api + "/studies/{studyOID}/sites/{siteOID}/jobs", list_jobs)
+    router.add_get(api + "/jobs/{jobUuid}", get_job)
+    router.add_delete(api + "/jobs/{jobUuid}", delete_job)
+    router.add_get(api + "/jobs/{jobUuid}/downloadFile", download_file)

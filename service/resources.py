@@ -17,12 +17,14 @@ from arq.connections import ArqRedis, RedisSettings
 from .auth import JwksCache, TokenVerifier
 from .db import create_pool as create_db_pool
 from .settings import Settings
+from .storage import Storage
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+STORAGE = web.AppKey("storage", Storage)
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -52,3 +54,9 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_VERIFIER] = TokenVerifier(s, jwks)
     yield
     await session.close()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Object storage for job files (obstore keeps no connections that need closing)."""
+    app[STORAGE] = Storage.from_settings(app[SETTINGS])
+    yield

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     default_queue: str = "participants:default"
     extract_job_timeout_seconds: int = 30
     worker_poll_delay: float = 0.05
+    # Extracts (issue 4): progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
+    job_heartbeat_seconds: float = Field(default=1.0, gt=0)
+    job_requeue_after_seconds: float = Field(default=15.0, gt=0)  # IN_QUEUE this long: make sure arq has it
+    job_stale_seconds: float = Field(default=90.0, gt=0)  # IN_PROGRESS without a heartbeat this long: re-enqueue
+    job_max_attempts: int = Field(default=5, ge=1)
+    extract_max_jobs: int = Field(default=2, ge=1)  # concurrent extracts per worker (each holds 2 connections)
+    storage_timeout_seconds: float = Field(default=30.0, gt=0)  # S3 retries give up after this
 
     # Bulk upload.
     bulk_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)

@@ -1,4 +1,5 @@
-"""What every job finds in ``ctx``: settings, a Postgres pool, an HTTP session."""
+"""What every job finds in ``ctx``: settings, a Postgres pool, an HTTP session, object storage
+(and ``redis``, arq's own pool)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import aiohttp
 
 from service.db import create_pool
 from service.settings import Settings
+from service.storage import Storage
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     assert settings.database_url
-    ctx["db"] = await create_pool(settings.database_url, 1, 5, settings.db_timeout_seconds)
+    ctx["db"] = await create_pool(settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds)
     ctx["http"] = aiohttp.ClientSession()
+    ctx["storage"] = Storage.from_settings(settings)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

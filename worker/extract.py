@@ -1,10 +1,166 @@
-"""(being built in this session)"""
+"""The extract job: one site's participants, streamed by Postgres as CSV straight into object storage.
+
+``COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)`` runs through asyncpg's ``copy_from_query``;
+each chunk Postgres sends is hashed, counted and written to a streaming multipart upload. Nothing
+is held whole in memory or on local disk, and rows never pass through Python one by one (quoting
+and the formula guard are SQL). The object becomes visible only when the upload completes, and the
+job is ``COMPLETED`` only after that, so a partial file is never downloadable.
+
+Safe to run more than once (arq's rule): a finished job is skipped, a re-run overwrites the same
+object key and the same row. Between chunks, at most every ``job_heartbeat_seconds``, the job
+records progress and a heartbeat and checks ``cancel_requested``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
 from typing import Any
+from uuid import UUID
 
-from arq.cron import CronJob
+import asyncpg
 
-FUNCTIONS: list[Any] = []
-CRON_JOBS: list[CronJob] = []
+from service import job_store
+from service.extracts import COUNT_SQL, CSV_CONTENT_TYPE, EXTRACT_FUNCTION, content_disposition, extract_select
+from service.settings import Settings
+from service.storage import Storage, StorageError
+
+from . import maintenance
+
+log = logging.getLogger("participants.worker.extract")
+
+
+class StopRequested(Exception):
+    """Cancel requested (or this attempt superseded): abort the COPY and the upload."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a job failed, for the job row: the kind of failure, never data (a Postgres message can
+    quote values, so only its SQLSTATE and class are kept)."""
+    if isinstance(exc, StorageError):
+        return f"storage: {exc}"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"database: {type(exc).__name__} (SQLSTATE {exc.sqlstate})"
+    return f"{type(exc).__name__}"
+
+
+async def stream_extract(
+    conn: asyncpg.Connection,
+    storage: Storage,
+    key: str,
+    select_sql: str,
+    *,
+    content_disposition_value: str | None = None,
+    on_progress: Any = None,
+    progress_every: float = 1.0,
+) -> tuple[int, int, str]:
+    """Stream ``select_sql`` as CSV into ``key``; return (rows, bytes, sha256 hex)."""
+    digest = hashlib.sha256()
+    size = 0
+    newlines = 0
+    next_beat = time.monotonic() + progress_every
+    async with storage.open_upload(
+        key, content_type=CSV_CONTENT_TYPE, content_disposition=content_disposition_value
+    ) as upload:
+
+        async def sink(chunk: bytes) -> None:
+            nonlocal size, newlines, next_beat
+            digest.update(chunk)
+            size += len(chunk)
+            newlines += chunk.count(b"\n")  # progress only: a quoted newline counts too
+            await upload.write(chunk)
+            if on_progress is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + progress_every
+                await on_progress(max(0, newlines - 1))
+
+        status = await conn.copy_from_query(select_sql, output=sink, format="csv", header=True)
+    # "COPY n": the exact number of rows, whatever newlines the cells hold.
+    rows = int(status.split()[-1])
+    return rows, size, digest.hexdigest()
+
+
+async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> str:
+    settings: Settings = ctx["settings"]
+    pool: asyncpg.Pool = ctx["db"]
+    storage: Storage = ctx["storage"]
+    job_uuid = UUID(job_uuid_str)
+    started = time.monotonic()
+
+    async with pool.acquire() as conn, pool.acquire() as beat_conn:
+        job = await job_store.claim_job(conn, job_uuid, settings.job_max_attempts)
+        if job is None:
+            await maintenance.fail_if_exhausted(conn, job_uuid, settings.job_max_attempts)
+            return "skipped"
+        attempt: int = job["attempts"]
+        if job["cancel_requested"]:
+            await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
+            return job_store.CANCELLED
+        expected = await conn.fetchval(COUNT_SQL, job["site_id"])
+        await conn.execute("UPDATE jobs SET rows_expected = $2 WHERE uuid = $1", job_uuid, expected)
+
+        async def on_progress(rows_done: int) -> None:
+            if await job_store.heartbeat(beat_conn, job_uuid, attempt, rows_done):
+                raise StopRequested
+
+        try:
+            rows, size, sha = await stream_extract(
+                conn,
+                storage,
+                job["object_key"],
+                extract_select(job["site_id"]),
+                content_disposition_value=content_disposition(job["file_name"]),
+                on_progress=on_progress,
+                progress_every=settings.job_heartbeat_seconds,
+            )
+        except StopRequested:
+            await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
+            log.info("extract cancelled", extra={"job_uuid": job_uuid_str})
+            return job_store.CANCELLED
+        except asyncio.CancelledError:
+            # arq cancels a job on timeout, and on worker shutdown (then it runs the job again).
+            # Only a timeout is final; the write is shielded from the cancellation.
+            if time.monotonic() - started >= settings.extract_job_timeout_seconds * 0.95:
+                await asyncio.shield(
+                    job_store.finish_job(
+                        conn,
+                        job_uuid,
+                        job_store.FAILED,
+                        attempt=attempt,
+                        error=f"timed out after {settings.extract_job_timeout_seconds} s",
+                    )
+                )
+            raise
+        except Exception as exc:
+            reason = failure_reason(exc)
+            log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason})
+            # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
+            # sweeper runs the job again once Postgres is back.
+            await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=reason)
+            return job_store.FAILED
+
+        # A cancel that arrived after the last chunk still wins.
+        if await beat_conn.fetchval("SELECT cancel_requested FROM jobs WHERE uuid = $1", job_uuid):
+            if await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled"):
+                await storage.delete(job["object_key"])
+            return job_store.CANCELLED
+        done = await job_store.finish_job(
+            conn,
+            job_uuid,
+            job_store.COMPLETED,
+            attempt=attempt,
+            retention=dt.timedelta(hours=settings.job_retention_hours),
+            row_count=rows,
+            byte_size=size,
+            sha256=sha,
+        )
+    log.info("extract finished", extra={"job_uuid": job_uuid_str, "rows": rows, "bytes": size, "recorded": done})
+    return job_store.COMPLETED if done else "superseded"
+
+
+FUNCTIONS: list[Any] = [extract_participants_job]
+CRON_JOBS = maintenance.CRON_JOBS
+
+assert extract_participants_job.__name__ == EXTRACT_FUNCTION

@@ -35,5 +35,15 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
         health_check_key=f"{queue}:health-check",
         handle_signals=False,
     )
+    if is_extract:
+        # Postgres counts the attempts (job_max_attempts); arq's own count must never stop a re-run
+        # first. No results kept in Redis, so the sweeper can enqueue the same UUID again. Each
+        # extract holds two connections (COPY + heartbeat): the pool has room for all of them.
+        kwargs.update(
+            max_jobs=settings.extract_max_jobs,
+            max_tries=1000,
+            keep_result=0,
+            ctx={"settings": settings, "db_pool_max": 2 * settings.extract_max_jobs + 1},
+        )
     kwargs.update(overrides)
     return Worker(**kwargs)
