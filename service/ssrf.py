@@ -45,14 +45,9 @@ class AddressPolicy:
             address = address.ipv4_mapped
         if self.allow_private or any(address in net for net in self.allowed):
             return True
-        return not (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_multicast
-            or address.is_reserved
-            or address.is_unspecified
-        )
+        # is_global is False for private, loopback, link-local, shared (100.64/10), reserved and
+        # documentation ranges; multicast is refused on top.
+        return address.is_global and not address.is_multicast
 
 
 def parse_ip(host: str) -> IPAddress | None:
