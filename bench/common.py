@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from service.db import migrate
+from service.db import dsn_with_database, migrate
 from service.embedded import EmbeddedServers, free_port, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,12 +51,6 @@ def redis_url() -> str:
     return _embedded_servers().redis_url()
 
 
-def with_database(dsn: str, database: str) -> str:
-    base, _, query = dsn.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{database}" + (f"?{query}" if query else "")
-
-
 async def fresh_database(name: str) -> str:
     """Drop and create ``name``, apply the migrations, return its DSN."""
     admin = await asyncpg.connect(server_dsn())
@@ -65,7 +59,7 @@ async def fresh_database(name: str) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    dsn = with_database(server_dsn(), name)
+    dsn = dsn_with_database(server_dsn(), name)
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)

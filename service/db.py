@@ -94,3 +94,10 @@ async def migrate_dsn(dsn: str) -> list[str]:
         return await migrate(conn)
     finally:
         await conn.close()
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at ``database``, keeping host, user and query (e.g. a socket directory)."""
+    base, _, query = dsn.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{database}" + (f"?{query}" if query else "")

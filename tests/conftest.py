@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import create_pool as create_arq_pool
 
 from service.app import create_app
-from service.db import create_pool, migrate
+from service.db import create_pool, dsn_with_database, migrate
 from service.embedded import EmbeddedServers, reachable
 from service.settings import Settings
 from tests.world import World
@@ -55,20 +55,13 @@ def redis_url(embedded: EmbeddedServers) -> str:
     return embedded.redis_url()
 
 
-def _with_database(dsn: str, database: str) -> str:
-    """``dsn`` pointing at ``database`` (keeps host, user and socket-directory query parameters)."""
-    base, _, query = dsn.partition("?")
-    scheme_host, _, _ = base.rpartition("/")
-    return f"{scheme_host}/{database}" + (f"?{query}" if query else "")
-
-
 @pytest.fixture(scope="session")
 async def database_url(server_dsn: str) -> AsyncIterator[str]:
     name = f"participants_test_{os.getpid()}"
     admin = await asyncpg.connect(server_dsn)
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_database(server_dsn, name)
+    dsn = dsn_with_database(server_dsn, name)
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)

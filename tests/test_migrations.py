@@ -6,8 +6,7 @@ import asyncio
 
 import asyncpg
 
-from service.db import migrate, migration_files, pending_migrations
-from tests.conftest import _with_database
+from service.db import dsn_with_database, migrate, migration_files, pending_migrations
 
 
 async def test_concurrent_migrations_apply_each_file_once(server_dsn):
@@ -16,7 +15,7 @@ async def test_concurrent_migrations_apply_each_file_once(server_dsn):
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        dsn = _with_database(server_dsn, name)
+        dsn = dsn_with_database(server_dsn, name)
         conns = [await asyncpg.connect(dsn) for _ in range(4)]
         results = await asyncio.gather(*(migrate(c) for c in conns))
         applied = sorted(n for r in results for n in r)
