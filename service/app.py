@@ -7,6 +7,7 @@ from aiohttp import web
 from .errors import error_middleware
 from .http_input import nul_guard_middleware
 from .logs import echo_request_id, request_log_middleware
+from .metrics import METRICS, Metrics, metrics_middleware
 from .resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
 from .routes import setup_routes
 from .settings import Settings
@@ -16,10 +17,11 @@ JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploa
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_log_middleware, error_middleware, nul_guard_middleware],
+        middlewares=[request_log_middleware, metrics_middleware, error_middleware, nul_guard_middleware],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()  # a registry of its own: apps in one process never share counts
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)
     setup_routes(app, settings.path_prefix)
