@@ -1,9 +1,250 @@
-"""(being built in this session)"""
+"""Bulk participant upload from CSV: ``POST .../participants/bulk`` at study and site level.
+
+The body streams through the CSV parser (``bulk_csv``) into a staging table by COPY, then one
+transaction decides and inserts every row (``bulk_store``), and the summary is streamed back from
+the staging table. Memory holds a chunk of the body and a batch of rows, never the file.
+
+Every answer, failures included, has the seed's shape (``uploadCount``, ``failureCount``,
+``message``, ``createdBy``, ``createdAt``, ``failedParticipants``, ``participants``); a
+file-level failure carries its ``errorCode`` in ``message`` and the status of contract.md's table.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BodyPartReader
+
+from . import bulk_store
+from .auth import authenticated_username
+from .bulk_csv import BulkCsvParser, StagedRow
+from .errors import ApiError
+from .resources import DB, SETTINGS
+from .roles import Action, Scope, authorize, load_scope
+
+STUDY_PATH = "/pages/auth/api/clinicaldata/studies/{studyOID}/participants/bulk"
+SITE_PATH = "/pages/auth/api/clinicaldata/studies/{studyOID}/sites/{siteOID}/participants/bulk"
+
+CHUNK = 256 * 1024  # bytes read from the body at a time
+COPY_BATCH = 20_000  # parsed rows per COPY
+# A multipart body carries some bytes besides the file; allow for them in the early size check.
+MULTIPART_OVERHEAD = 64 * 1024
+ASYNC_VALUES = {"true": True, "false": False, "y": True, "n": False, "yes": True, "no": False, "1": True, "0": False}
 
 
 def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
     """Register this module's routes under the OC4 path prefix."""
+    router.add_post(prefix + STUDY_PATH, bulk_upload, name="bulk_upload_study")
+    router.add_post(prefix + SITE_PATH, bulk_upload, name="bulk_upload_site")
+
+
+def oc4_timestamp(moment: datetime) -> str:
+    """OC4's ``d-M-yyyy HH:mm:ss`` (UTC)."""
+    return f"{moment.day}-{moment.month}-{moment.year} {moment:%H:%M:%S}"
+
+
+def summary_head(upload_count: int, failure_count: int, message: str, created_by: str, created_at: str) -> dict[str, Any]:
+    return {
+        "uploadCount": upload_count,
+        "failureCount": failure_count,
+        "message": message,
+        "createdBy": created_by,
+        "createdAt": created_at,
+    }
+
+
+def failure_body(code: str, created_by: str, created_at: str) -> dict[str, Any]:
+    """A file-level failure in the seed's shape."""
+    return {
+        **summary_head(0, 0, f"errorCode.{code}", created_by, created_at),
+        "failedParticipants": [],
+        "participants": [],
+    }
+
+
+def failed_entries(rows: list[Any]) -> list[dict[str, Any]]:
+    return [{"subjectKey": r["subject_key"], "message": [f"errorCode.{e}" for e in r["errors"]]} for r in rows]
+
+
+def added_entries(rows: list[Any]) -> list[dict[str, Any]]:
+    return [{"subjectKey": r["subject_key"], "status": "Available"} for r in rows]
+
+
+def parse_async(request: web.Request) -> bool:
+    raw = request.query.get("async")
+    if raw is None:
+        return False
+    value = ASYNC_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise ApiError("invalidParameter", {"parameter": "async"})
+    return value
+
+
+async def bulk_upload(request: web.Request) -> web.StreamResponse:
+    """POST .../participants/bulk: add the participant IDs of a CSV file, all or nothing."""
+    created_at = oc4_timestamp(datetime.now(UTC))
+    scope: Scope | None = None
+    try:
+        study_oid = request.match_info["studyOID"]
+        site_oid = request.match_info.get("siteOID")
+        username = await authenticated_username(request)
+        run_async = parse_async(request)
+        async with request.app[DB].acquire() as conn:
+            scope = await load_scope(conn, username, study_oid, site_oid)
+            authorize(scope, Action.WRITE_AT_SITE if site_oid is not None else Action.WRITE_AT_STUDY)
+            assert scope.study is not None
+            if scope.study["participant_id_method"] == "system_generated":
+                raise ApiError("bulkUploadNotSupportSystemGeneratedSetting", scope.params)
+            body = await upload_body(request, request.app[SETTINGS].bulk_max_bytes)
+            if run_async:
+                return await submit_bulk_job(request, conn, scope, body, created_at)
+            return await add_from_csv(request, conn, scope, body, created_at)
+    except ApiError as err:
+        headers = dict(err.headers)
+        if err.status == 401:
+            headers.setdefault("WWW-Authenticate", "Bearer")
+        full_name = scope.full_name if scope is not None else ""
+        return web.Response(
+            body=orjson.dumps(failure_body(err.code, full_name, created_at)),
+            status=err.status,
+            content_type="application/json",
+            headers=headers,
+        )
+
+
+# -- the body ----------------------------------------------------------------------------------
+
+
+async def upload_body(request: web.Request, max_bytes: int) -> AsyncIterator[bytes]:
+    """The CSV file's bytes, as a stream: the multipart part ``file`` or a raw ``text/csv`` body.
+
+    Checks what can be checked before reading the file (media type, part name and file name,
+    declared length); the stream itself raises ``fileTooLarge`` past ``max_bytes`` and
+    ``notSupportedFileFormat`` on a malformed multipart body.
+    """
+    ctype = request.content_type
+    declared = request.content_length
+    if ctype == "multipart/form-data":
+        if declared is not None and declared > max_bytes + MULTIPART_OVERHEAD:
+            raise ApiError("fileTooLarge")
+        part = await _file_part(request)
+        return _part_chunks(part)
+    if ctype == "text/csv":
+        if declared is not None and declared > max_bytes:
+            raise ApiError("fileTooLarge")
+        return _raw_chunks(request)
+    raise ApiError("notSupportedFileFormat")
+
+
+async def _file_part(request: web.Request) -> BodyPartReader:
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise ApiError("notSupportedFileFormat")
+            if not isinstance(part, BodyPartReader):
+                continue  # a nested multipart: not ours
+            with warnings.catch_warnings():  # malformed Content-Disposition: no name, not the file
+                warnings.simplefilter("ignore")
+                name, filename = part.name, part.filename
+            if name != "file":
+                continue
+            part_type = part.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if (filename or "").lower().endswith(".csv") or part_type == "text/csv":
+                return part
+            raise ApiError("notSupportedFileFormat")
+    except (ValueError, AssertionError, HttpProcessingError, RuntimeError):
+        raise ApiError("notSupportedFileFormat") from None
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            chunk = await part.read_chunk(CHUNK)
+            data = part.decode(chunk) if chunk else b""  # a Content-Transfer-Encoding, if any
+        except (ValueError, HttpProcessingError, RuntimeError):
+            raise ApiError("notSupportedFileFormat") from None
+        if not chunk:
+            return
+        yield bytes(data)
+
+
+async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+# -- the synchronous upload --------------------------------------------------------------------
+
+
+async def stage_csv(
+    conn: asyncpg.Connection, body: AsyncIterator[bytes], site_level: bool, max_bytes: int
+) -> BulkCsvParser:
+    """Parse ``body`` into the staging table (created here); return the parser and its counts."""
+    parser = BulkCsvParser(site_level, max_bytes)
+    await bulk_store.create_staging(conn)
+    batch: list[StagedRow] = []
+    async for chunk in body:
+        batch += parser.feed(chunk)
+        if len(batch) >= COPY_BATCH:
+            await bulk_store.stage(conn, batch)
+            batch = []
+    batch += parser.close()
+    await bulk_store.stage(conn, batch)
+    return parser
+
+
+async def add_from_csv(
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, body: AsyncIterator[bytes], created_at: str
+) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    try:
+        parser = await stage_csv(conn, body, scope.site is not None, settings.bulk_max_bytes)
+        outcome = await bulk_store.apply(
+            conn, scope, parser.valid_rows, {"rows": parser.data_rows, "bytes": parser.bytes_read}
+        )
+        return await stream_summary(request, conn, scope, outcome, created_at)
+    finally:
+        try:
+            await bulk_store.drop_staging(conn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass  # a broken connection takes its temp table with it
+
+
+async def stream_summary(
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, outcome: bulk_store.Outcome, created_at: str
+) -> web.StreamResponse:
+    """The seed's summary, written as it is read from the staging table (committed already)."""
+    head = summary_head(outcome.added, outcome.failed, "SUCCESS", scope.full_name, created_at)
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    await resp.write(orjson.dumps(head)[:-1] + b',"failedParticipants":[')
+    first = True
+    async for rows in bulk_store.failed_rows(conn):
+        await resp.write((b"" if first else b",") + orjson.dumps(failed_entries(rows))[1:-1])
+        first = False
+    await resp.write(b'],"participants":[')
+    first = True
+    async for rows in bulk_store.added_rows(conn):
+        await resp.write((b"" if first else b",") + orjson.dumps(added_entries(rows))[1:-1])
+        first = False
+    await resp.write(b"]}")
+    await resp.write_eof()
+    return resp
+
+
+# -- the asynchronous upload -------------------------------------------------------------------
+
+
+async def submit_bulk_job(
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, body: AsyncIterator[bytes], created_at: str
+) -> web.StreamResponse:
+    raise ApiError("invalidParameter", {"parameter": "async"})

@@ -41,6 +41,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "webhookUrlNotAllowed": 400,
     "blankFile": 400,
     "missingParticipantIDHeader": 400,
+    "duplicateColumnHeader": 400,
     # 401 / 403
     "unauthenticated": 401,
     "noRoleSetUp": 403,
