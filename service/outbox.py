@@ -3,8 +3,9 @@
 ``record_job_finished`` inserts one ``webhook_messages`` row per enabled endpoint subscribed to
 the event (and to the job's study, if scoped). The rows commit or roll back with the job's
 status, so an event is never lost and never sent for a status that did not happen. Delivery is
-the worker's: a sweeper (``worker/webhooks.py``, every second) enqueues an arq task for each due
-row; the row, not the arq job, is the source of truth.
+the worker's: a ``NOTIFY`` sent with the rows (so heard only after commit) lets a listening worker
+enqueue them at once, and a sweeper (``worker/webhooks.py``, every 5 s) enqueues whatever is due
+in any case; the row, not the arq job, is the source of truth.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
+NOTIFY_CHANNEL = "webhook_outbox"
 EVENT_BY_STATUS = {"COMPLETED": "job.completed", "FAILED": "job.failed"}
 
 JOB_FOR_EVENT = """
@@ -67,4 +69,10 @@ async def record_job_finished(conn: asyncpg.Connection, job_uuid: UUID) -> list[
            RETURNING id""",
         event_type, job_uuid, payload, job["study_id"],
     )  # fmt: skip
-    return [r["id"] for r in rows]
+    ids = [r["id"] for r in rows]
+    if ids:
+        # Delivered to listeners only if and when this transaction commits: the "right after commit"
+        # nudge (worker/webhooks.py OutboxListener). Too many ids for one payload: an empty one says "sweep".
+        text = ",".join(map(str, ids))
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, text if len(text) < 7000 else "")
+    return ids

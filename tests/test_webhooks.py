@@ -340,3 +340,50 @@ async def test_private_targets_are_refused_at_delivery_too(world, pool, settings
     rows = await pool.fetch("SELECT outcome, error FROM webhook_attempts ORDER BY id")
     assert [tuple(r) for r in rows] == [("blocked", "address not allowed")] * 2
     assert orjson.dumps([dict(r) for r in rows])  # plain data, nothing else
+
+
+async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, settings, receiver):
+    """The NOTIFY written with the outbox rows reaches a listening worker on commit, never before."""
+    import asyncio
+
+    from arq import create_pool
+
+    from service import job_store
+    from service import webhook_store as ws
+    from service.resources import redis_settings
+    from worker.webhooks import start_outbox_listener, stop_outbox_listener
+
+    await world.standard()
+    url = await receiver.start()
+    async with pool.acquire() as conn:
+        created = await ws.create_endpoint(conn, ws.WebhookIn(url=url))
+    s = settings.model_copy(update=ALLOW_LOCAL)
+    redis = await create_pool(redis_settings(s))
+    ctx = {"settings": s, "db": pool, "redis": redis}
+    await start_outbox_listener(ctx)
+    try:
+        async with pool.acquire() as conn:
+            tr = conn.transaction()
+            await tr.start()
+            ids = await conn.fetchrow(
+                "SELECT st.id AS study, si.id AS site, u.id AS owner FROM studies st, sites si, users u"
+                " WHERE st.oid = $1 AND si.oid = $2 AND u.username = 'crc_a'", STUDY, SITE_A,
+            )  # fmt: skip
+            job = await job_store.create_job(conn, job_type="EXTRACT_PARTICIPANTS", study_id=ids["study"],
+                                             site_id=ids["site"], owner_id=ids["owner"])  # fmt: skip
+            assert await job_store.finish_job(conn, job["uuid"], "FAILED", error="storage: unavailable")
+            await asyncio.sleep(0.3)
+            assert await redis.zcard(s.default_queue) == 0  # not committed: nothing heard
+            await tr.commit()
+        for _ in range(100):
+            if await redis.zcard(s.default_queue):
+                break
+            await asyncio.sleep(0.02)
+        assert await redis.zcard(s.default_queue) == 1
+    finally:
+        await stop_outbox_listener(ctx)
+        await redis.aclose()
+    await run_default_worker(s)  # no sweep: the listener queued it
+    assert len(receiver.requests) == 1
+    event = Webhook(created.secret).verify(receiver.requests[0][1], receiver.requests[0][0])
+    assert (event["type"], event["data"]["jobUuid"]) == ("job.failed", str(job["uuid"]))
