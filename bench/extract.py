@@ -1,0 +1,295 @@
+"""Extract benchmark: the real API and a real worker process against the physical floor, in one run.
+
+    python -m bench.extract [--rows 500000] [--big-study 10000000] [--quick]
+
+Measures, on a throw-away database (``participants_bench_<pid>``) and Redis database 15:
+
+1. speed: a site with ``--rows`` participants (seeded with one SQL statement) extracted to the
+   local-folder backend, job time (``started_at`` to ``completed_at``) against
+   ``psql -c "\\copy (same query) to file csv header"``; target ratio <= 1.25;
+2. memory: the worker's peak RSS (``VmHWM``) growth over its idle size after extracting 100,000
+   and then 1,000,000 rows; target < 64 MB and no growth between the two;
+3. latency: a 100-participant site, submit (HTTP) to COMPLETED (seen in Postgres), median of 30;
+   target < 150 ms;
+4. scale: a 1,000-row site in a study of ``--big-study`` participants over 1,000 sites against a
+   1,000-row site in a 10,000-participant study (median job time of 9 runs each); target ratio <= 1.
+
+Needs Postgres (``PARTICIPANTS_BENCH_DATABASE_URL``, default the local server, user postgres) and
+Redis (``PARTICIPANTS_BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/15``), and ``psql``.
+Prints numbers and ratios; it never fails on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from arq.connections import create_pool as create_arq_pool
+
+from service import directory
+from service.app import create_app
+from service.auth import mint_token
+from service.db import migrate
+from service.extracts import extract_select
+from service.resources import redis_settings
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY, BIG_STUDY = "S_BENCH", "S_BIG"
+USER = "bench_crc"
+
+
+def _with_database(dsn: str, database: str) -> str:
+    base, _, query = dsn.partition("?")
+    return f"{base.rpartition('/')[0]}/{database}" + (f"?{query}" if query else "")
+
+
+async def _seed_site(conn: asyncpg.Connection, study_id: int, site_oid: str, n: int) -> int:
+    site_id = await conn.fetchval(
+        "INSERT INTO sites (study_id, oid, name) VALUES ($1, $2, $2) RETURNING id", study_id, site_oid
+    )
+    await conn.execute(
+        """
+        INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
+                                  identifier, access_code, participate_status)
+        SELECT $1, $2::bigint, $3 || '-' || lpad(g::text, 8, '0'), 'SS_' || $2::bigint || '_' || g,
+               'First' || g, 'Last, "' || g || '"', 'person' || g || '@example.org', '+1 555' || g,
+               'ID' || g, NULL, ''
+        FROM generate_series(1, $4) g
+        """,
+        study_id,
+        site_id,
+        site_oid,
+        n,
+    )
+    await conn.execute(
+        "INSERT INTO role_assignments (user_id, study_id, site_id, role) SELECT id, $1, $2, 'ra' FROM users WHERE username = $3",
+        study_id,
+        site_id,
+        USER,
+    )
+    return site_id
+
+
+async def _seed_big_study(conn: asyncpg.Connection, study_id: int, total: int, sites: int) -> None:
+    """``total`` participants over ``sites`` sites (one statement for the sites, one for the people)."""
+    await conn.execute(
+        "INSERT INTO sites (study_id, oid, name) SELECT $1, 'S_BIG_' || g, 'Big ' || g FROM generate_series(1, $2) g",
+        study_id,
+        sites,
+    )
+    await conn.execute(
+        """
+        INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone)
+        SELECT $1, s.first_id + (g % $3), 'B-' || lpad(g::text, 9, '0'), 'SS_B' || g,
+               'First' || g, 'Last' || g, 'b' || g || '@example.org', '+1 555' || g
+        FROM (SELECT min(id) AS first_id FROM sites WHERE study_id = $1) s, generate_series(1, $2) g
+        """,
+        study_id,
+        total,
+        sites,
+    )
+
+
+async def _create_study(conn: asyncpg.Connection, oid: str) -> int:
+    await directory.create_study(conn, directory.StudyIn(oid=oid, name=oid))
+    return await conn.fetchval("SELECT id FROM studies WHERE oid = $1", oid)
+
+
+class Bench:
+    def __init__(self, settings: Settings, conn: asyncpg.Connection) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.base = ""
+        self.token = mint_token(settings, USER, 3600)
+
+    def start_worker(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
+        env.update(
+            PARTICIPANTS_DATABASE_URL=str(self.settings.database_url),
+            PARTICIPANTS_REDIS_URL=str(self.settings.redis_url),
+            PARTICIPANTS_STORAGE_PATH=str(self.settings.storage_dir),
+            PARTICIPANTS_WORKER_POLL_DELAY=str(self.settings.worker_poll_delay),
+            PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS="600",
+            PARTICIPANTS_LOG_LEVEL="WARNING",
+        )
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--queue", "extract"], cwd=ROOT, env=env
+        )
+
+    def rss_kb(self, field: str) -> int:
+        assert self.worker is not None
+        for line in Path(f"/proc/{self.worker.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(field)
+
+    async def extract(self, study_oid: str, site_oid: str) -> tuple[float, float, asyncpg.Record]:
+        """Submit over HTTP, wait for COMPLETED; (submit-to-completed seconds, job seconds, job row)."""
+        assert self.http is not None
+        url = f"{self.base}/pages/auth/api/clinicaldata/studies/{study_oid}/sites/{site_oid}/participants/extractParticipantsInfo"
+        t0 = time.perf_counter()
+        async with self.http.post(url, headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"}) as resp:
+            assert resp.status == 200, await resp.text()
+            job_uuid = (await resp.json())["jobUuid"]
+        while True:
+            row = await self.conn.fetchrow("SELECT * FROM jobs WHERE uuid = $1", job_uuid)
+            assert row is not None
+            if row["status"] == "COMPLETED":
+                break
+            if row["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
+                raise RuntimeError(f"job ended {row['status']}: {row['error']}")
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - t0
+        return elapsed, (row["completed_at"] - row["started_at"]).total_seconds(), row
+
+    def psql_floor(self, site_id: int, out: Path) -> float:
+        query = " ".join(extract_select(site_id).split())
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", str(self.settings.database_url), "-c",
+             f"\\copy ({query}) to '{out}' csv header"],
+            check=True,
+            env={**os.environ, "PGCLIENTENCODING": "UTF8"},
+        )
+        return time.perf_counter() - t0
+
+
+async def run(args: argparse.Namespace) -> None:
+    server_dsn = os.environ.get("PARTICIPANTS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    redis_url = os.environ.get("PARTICIPANTS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+    name = f"participants_bench_{os.getpid()}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = _with_database(server_dsn, name)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    settings = Settings(
+        database_url=dsn, redis_url=redis_url, data_dir=tmp, storage_path=tmp / "storage",
+        worker_poll_delay=args.poll_delay, log_json=False, log_level="WARNING",
+    )
+    conn = await asyncpg.connect(dsn)
+    bench = Bench(settings, conn)
+    runner: web.AppRunner | None = None
+    try:
+        await migrate(conn)
+        redis = await create_arq_pool(redis_settings(settings))
+        await redis.flushdb()
+        await redis.aclose()
+        await directory.create_user(conn, directory.UserIn(username=USER, fullName="Bench CRC"))
+        study_id = await _create_study(conn, STUDY)
+        big_id = await _create_study(conn, BIG_STUDY)
+
+        t = time.perf_counter()
+        sizes = {"S_SMALL100": 100, "S_100K": 100_000, "S_MAIN": args.rows, "S_1M": 1_000_000 if not args.quick else 300_000}
+        site_ids = {oid: await _seed_site(conn, study_id, oid, n) for oid, n in sizes.items()}
+        # The 10,000-participant study of the scale comparison: this 1,000-row site and 9,000 others.
+        tenk_id = await _create_study(conn, "S_TENK")
+        await _seed_site(conn, tenk_id, "S_TENK_1000", 1000)
+        await _seed_site(conn, tenk_id, "S_TENK_REST", 9000)
+        await _seed_big_study(conn, big_id, args.big_study, 1000)
+        await _seed_site(conn, big_id, "S_BIG_TARGET", 1000)
+        await conn.execute("ANALYZE")
+        print(f"seeded in {time.perf_counter() - t:.1f} s "
+              f"(sites {', '.join(f'{k}={v:,}' for k, v in sizes.items())}; big study {args.big_study:,} over 1,000 sites)")
+
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bench.base = f"http://127.0.0.1:{port}"
+        bench.http = aiohttp.ClientSession()
+        bench.start_worker()
+        for _ in range(3):  # warm up: imports, pools, first plans
+            await bench.extract(STUDY, "S_SMALL100")
+        idle_kb = bench.rss_kb("VmRSS")
+
+        # 1. speed against the floor, alternating, best of 3 each (the machine is shared)
+        ours, floors = [], []
+        for _ in range(3):
+            floors.append(bench.psql_floor(site_ids["S_MAIN"], tmp / "floor.csv"))
+            _, job_s, row = await bench.extract(STUDY, "S_MAIN")
+            ours.append(job_s)
+        floor_bytes = (tmp / "floor.csv").stat().st_size
+        same = floor_bytes == row["byte_size"]
+        print(f"\n[speed] {args.rows:,} rows, {row['byte_size'] / 1e6:.1f} MB (identical size to psql's file: {same})")
+        print(f"  psql \\copy floor   best {min(floors):.3f} s  (runs {', '.join(f'{x:.3f}' for x in floors)})")
+        print(f"  extract job        best {min(ours):.3f} s  (runs {', '.join(f'{x:.3f}' for x in ours)})")
+        print(f"  ratio job/floor    {min(ours) / min(floors):.2f}x   (target <= 1.25)")
+
+        # 2. memory
+        await bench.extract(STUDY, "S_100K")
+        hwm_100k = bench.rss_kb("VmHWM")
+        _, _, row_1m = await bench.extract(STUDY, "S_1M")
+        hwm_1m = bench.rss_kb("VmHWM")
+        print(f"\n[memory] worker RSS idle {idle_kb / 1024:.1f} MB")
+        print(f"  peak after 100,000 rows      {hwm_100k / 1024:.1f} MB (+{(hwm_100k - idle_kb) / 1024:.1f} MB)")
+        print(f"  peak after {row_1m['row_count']:,} rows  {hwm_1m / 1024:.1f} MB (+{(hwm_1m - idle_kb) / 1024:.1f} MB;"
+              f" {(hwm_1m - hwm_100k) / 1024:+.1f} MB over the 100,000 run)   (target growth < 64 MB, none from 100k to 1M)")
+
+        # 3. latency of a small site
+        latencies = [(await bench.extract(STUDY, "S_SMALL100"))[0] for _ in range(30)]
+        med = statistics.median(latencies)
+        print(f"\n[latency] 100-participant site, submit to COMPLETED over 30 runs: median {med * 1000:.0f} ms,"
+              f" p90 {sorted(latencies)[26] * 1000:.0f} ms, worker poll delay {args.poll_delay * 1000:.0f} ms   (target < 150 ms)")
+
+        # 4. scale: a 1,000-row site in a huge study vs in a 10,000-participant study
+        big_times, small_times = [], []
+        for _ in range(9):
+            big_times.append((await bench.extract(BIG_STUDY, "S_BIG_TARGET"))[1])
+            small_times.append((await bench.extract("S_TENK", "S_TENK_1000"))[1])
+        b, s = statistics.median(big_times), statistics.median(small_times)
+        plan = await conn.fetch("EXPLAIN " + extract_select(await conn.fetchval("SELECT id FROM sites WHERE oid = 'S_BIG_TARGET'")))
+        uses_index = any("participants_site_extract_idx" in r[0] for r in plan)
+        print(f"\n[scale] 1,000-row site: in a {args.big_study:,}-participant study (1,000 sites) {b * 1000:.1f} ms,"
+              f" in a 10,000-participant study {s * 1000:.1f} ms: ratio {b / s:.2f}x (target <= 1);"
+              f" plan uses participants_site_extract_idx: {uses_index}")
+    finally:
+        if bench.worker is not None:
+            bench.worker.terminate()
+            try:
+                bench.worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                bench.worker.kill()
+                bench.worker.wait(timeout=10)
+        if bench.http is not None:
+            await bench.http.close()
+        if runner is not None:
+            await runner.cleanup()
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.extract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=500_000, help="participants at the speed test's site")
+    parser.add_argument("--big-study", type=int, default=2_000_000,
+                        help="participants in the big study (10,000,000 is the target size; the default fits a 2-core machine in about a minute)")
+    parser.add_argument("--poll-delay", type=float, default=0.02, help="arq poll delay of the worker, seconds")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.big_study = min(args.rows, 50_000), min(args.big_study, 100_000)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The caller's jobs: status, lists, delete, download semantics (ownership, 409/410, Range, redirect), expiry."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from uuid import UUID, uuid4
+
+import aiohttp
+
+from tests.s3 import s3_server, s3_settings  # noqa: F401
+from tests.test_extract import HEADER, JOBS, SUBMIT, download, parse_csv, run_jobs, seed_site, submit
+from tests.world import SITE_A, SITE_B, STUDY, expect
+from worker.context import shutdown, startup
+from worker.maintenance import expire_jobs
+
+SITE_B_SUBMIT = SUBMIT.replace(SITE_A, SITE_B)
+
+
+async def _completed(client, world, pool, settings, n: int = 20, user: str = "crc_a") -> str:
+    await seed_site(pool, SITE_A, n)
+    job_uuid = await submit(client, world, user)
+    await run_jobs(settings)
+    return job_uuid
+
+
+async def test_status_shows_progress_and_result(client, world, pool, settings):
+    await world.standard()
+    await seed_site(pool, SITE_A, 30)
+    job_uuid = await submit(client, world)
+    body = await expect(await client.get(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a")), 200)
+    assert body["status"] == "IN_QUEUE" and body["type"] == "EXTRACT_PARTICIPANTS"
+    assert (body["studyOid"], body["siteOid"]) == (STUDY, SITE_A)
+    assert body["progress"] == {"rowsDone": 0, "rowsExpected": None}
+    await run_jobs(settings)
+    body = await expect(await client.get(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a")), 200)
+    assert body["status"] == "COMPLETED"
+    assert body["progress"] == {"rowsDone": 30, "rowsExpected": 30}
+    assert body["rowCount"] == 30 and body["attempts"] == 1 and body["error"] is None
+    assert body["expiresAt"] and body["completedAt"] and body["sha256"]
+    assert body["downloadUrl"].endswith(f"{JOBS}/{job_uuid}/downloadFile")
+
+
+async def test_other_users_never_see_a_job(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings)
+    for user in ("inv_a", "crc_b", "dm", "admin", "nobody"):
+        for method, path in (("GET", ""), ("GET", "/downloadFile"), ("DELETE", "")):
+            resp = await client.request(method, f"{JOBS}/{job_uuid}{path}", headers=world.auth(user))
+            body = await expect(resp, 404)
+            assert body == {"message": "errorCode.invalidUuid", "params": {"jobUuid": job_uuid}}, (user, method, path)
+    for bad in ("not-a-uuid", str(uuid4()), "1" * 100, "%00"):
+        body = await expect(await download(client, world, bad), 404)
+        assert body["message"] == "errorCode.invalidUuid"
+    body = await expect(await client.get(f"{JOBS}/{job_uuid}/downloadFile"), 401)
+    assert body["message"] == "errorCode.unauthenticated"
+    # Nothing about the job changed, and only the owner's successful download is audited.
+    resp = await download(client, world, job_uuid)
+    assert resp.status == 200
+    actions = [r["username"] for r in await pool.fetch("SELECT username FROM audit_log WHERE action = 'job.download'")]
+    assert actions == ["crc_a"]
+
+
+async def test_lists_show_only_the_callers_jobs(client, world, pool):
+    await world.standard()
+    await world.user("crc_ab", [(SITE_A, "ra"), (SITE_B, "ra")])
+    a1 = await submit(client, world, "crc_ab")
+    b1 = await submit(client, world, "crc_ab", url=SITE_B_SUBMIT)
+    a2 = await submit(client, world, "crc_ab")
+    other = await submit(client, world, "crc_a")
+    h = world.auth("crc_ab")
+    all_jobs = await expect(await client.get(JOBS, headers=h), 200)
+    assert [j["jobUuid"] for j in all_jobs["jobs"]] == [a2, b1, a1]
+    study = await expect(await client.get(f"/pages/auth/api/studies/{STUDY}/jobs", headers=h), 200)
+    assert [j["jobUuid"] for j in study["jobs"]] == [a2, b1, a1]
+    site = await expect(await client.get(f"/pages/auth/api/studies/{STUDY}/sites/{SITE_A}/jobs", headers=h), 200)
+    assert [j["jobUuid"] for j in site["jobs"]] == [a2, a1]
+    paged = await expect(await client.get(JOBS + "?page=2&pageSize=2", headers=h), 200)
+    assert [j["jobUuid"] for j in paged["jobs"]] == [a1]
+    assert other not in {j["jobUuid"] for j in all_jobs["jobs"]}
+    body = await expect(await client.get("/pages/auth/api/studies/NOPE/jobs", headers=h), 404)
+    assert body == {"message": "errorCode.studyNotExist", "params": {"studyOid": "NOPE"}}
+    body = await expect(await client.get(f"/pages/auth/api/studies/{STUDY}/sites/NOPE/jobs", headers=h), 404)
+    assert body == {"message": "errorCode.siteNotExist", "params": {"studyOid": STUDY, "siteOid": "NOPE"}}
+    body = await expect(await client.get(JOBS + "?pageSize=0", headers=h), 400)
+    assert body["message"] == "errorCode.invalidParameter"
+
+
+async def test_download_while_queued_or_running_is_409_with_retry_after(client, world, pool):
+    await world.standard()
+    job_uuid = await submit(client, world)
+    for status in ("IN_QUEUE", "IN_PROGRESS"):
+        await pool.execute("UPDATE jobs SET status = $2 WHERE uuid = $1", UUID(job_uuid), status)
+        resp = await download(client, world, job_uuid)
+        body = await expect(resp, 409)
+        assert body == {"message": "errorCode.jobInProgress", "params": {"jobUuid": job_uuid}}
+        assert int(resp.headers["Retry-After"]) > 0
+    await pool.execute("UPDATE jobs SET status = 'FAILED', error = 'storage: down' WHERE uuid = $1", UUID(job_uuid))
+    body = await expect(await download(client, world, job_uuid), 409)
+    assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "FAILED"}}
+
+
+async def test_range_requests(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings, n=200)
+    full = await (await download(client, world, job_uuid)).read()
+    size = len(full)
+    etag = (await download(client, world, job_uuid)).headers["ETag"]
+    cases = [("bytes=0-9", 0, 10), (f"bytes=100-{size + 50}", 100, size), ("bytes=5000-", 5000, size), ("bytes=-7", size - 7, size)]
+    for header, start, end in cases:
+        resp = await download(client, world, job_uuid, headers={"Range": header})
+        body = await resp.read()
+        assert resp.status == 206, (header, resp.status, body[:200])
+        assert body == full[start:end], header
+        assert resp.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+        assert int(resp.headers["Content-Length"]) == end - start
+        assert resp.headers["ETag"] == etag
+    resp = await download(client, world, job_uuid, headers={"Range": f"bytes={size}-"})
+    body = await expect(resp, 416)
+    assert body["message"] == "errorCode.rangeNotSatisfiable"
+    assert resp.headers["Content-Range"] == f"bytes */{size}"
+    for ignored in ("bytes=0-1,5-6", "items=0-3", "garbage"):
+        resp = await download(client, world, job_uuid, headers={"Range": ignored})
+        assert resp.status == 200 and await resp.read() == full
+    # If-Range with another validator: the whole (changed) file, not a slice of it.
+    resp = await download(client, world, job_uuid, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert resp.status == 200 and await resp.read() == full
+    resp = await download(client, world, job_uuid, headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert resp.status == 206 and await resp.read() == full[:10]
+
+
+async def test_delete_by_owner_then_410(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings)
+    path = settings.storage_dir / "extracts" / f"{job_uuid}.csv"
+    assert path.exists()
+    body = await expect(await client.delete(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a")), 200)
+    assert body["status"] == "DELETED"
+    assert not path.exists()
+    body = await expect(await download(client, world, job_uuid), 410)
+    assert body == {"message": "errorCode.fileExpired", "params": {"jobUuid": job_uuid}}
+    # Deleting again is harmless; the row stays.
+    body = await expect(await client.delete(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a")), 200)
+    assert body["status"] == "DELETED"
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'job.delete'") == 1
+    # An unfinished job cannot be deleted (an admin cancels it).
+    queued = await submit(client, world)
+    body = await expect(await client.delete(f"{JOBS}/{queued}", headers=world.auth("crc_a")), 409)
+    assert body["message"] == "errorCode.jobInProgress"
+
+
+async def test_expiry_deletes_the_file_and_marks_the_job(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings)
+    expires_at = await pool.fetchval("SELECT expires_at - completed_at FROM jobs WHERE uuid = $1", UUID(job_uuid))
+    assert expires_at.total_seconds() == settings.job_retention_hours * 3600 == 24 * 3600
+    path = settings.storage_dir / "extracts" / f"{job_uuid}.csv"
+    ctx: dict[str, Any] = {"settings": settings}
+    await startup(ctx)
+    try:
+        assert await expire_jobs(ctx) == 0  # not yet
+        assert path.exists()
+        await pool.execute("UPDATE jobs SET expires_at = now() - interval '1 second' WHERE uuid = $1", UUID(job_uuid))
+        # Past retention the download is 410 even before the cron job has run.
+        body = await expect(await download(client, world, job_uuid), 410)
+        assert body["message"] == "errorCode.fileExpired"
+        assert await expire_jobs(ctx) == 1
+    finally:
+        await shutdown(ctx)
+    assert not path.exists()
+    assert await pool.fetchval("SELECT status FROM jobs WHERE uuid = $1", UUID(job_uuid)) == "EXPIRED"
+    body = await expect(await download(client, world, job_uuid), 410)
+    assert body["message"] == "errorCode.fileExpired"
+
+
+S3_FIELDS = {"storage_backend", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key_id", "s3_secret_access_key",
+             "s3_allow_http", "storage_timeout_seconds"}
+
+
+async def test_redirect_to_a_presigned_url_on_s3(make_client, world, pool, s3_settings):
+    client = await make_client(**s3_settings.model_dump(include=S3_FIELDS))
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, s3_settings, n=25)
+    full = await (await download(client, world, job_uuid)).read()
+    resp = await download(client, world, job_uuid, params={"redirect": "true"}, allow_redirects=False)
+    assert resp.status == 302, await resp.text()
+    url = resp.headers["Location"]
+    assert url.startswith(s3_settings.s3_endpoint) and "X-Amz-Expires=300" in url
+    async with aiohttp.ClientSession() as session, session.get(url) as direct:
+        assert direct.status == 200
+        body = await direct.read()
+        assert "Participant Access Code" in direct.headers.get("Content-Disposition", "")
+    assert body == full and hashlib.sha256(body).hexdigest() == (await pool.fetchval("SELECT sha256 FROM jobs"))
+    assert parse_csv(body)[0] == HEADER and len(parse_csv(body)) == 26
+    # Range through the service on S3, too.
+    resp = await download(client, world, job_uuid, headers={"Range": "bytes=3-12"})
+    assert resp.status == 206 and await resp.read() == full[3:13]
+    audits = await pool.fetch("SELECT details FROM audit_log WHERE action = 'job.download' ORDER BY id")
+    assert [a["details"]["redirect"] for a in audits] == [False, True, False]
+
+
+async def test_redirect_on_the_local_backend_streams_instead(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings, n=3)
+    resp = await download(client, world, job_uuid, params={"redirect": "true"}, allow_redirects=False)
+    assert resp.status == 200
+    assert len(parse_csv(await resp.read())) == 4
+
+
+async def test_cancel_requested_before_the_run_ends_cancelled(client, world, pool, settings):
+    await world.standard()
+    await seed_site(pool, SITE_A, 10)
+    job_uuid = await submit(client, world)
+    await pool.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", UUID(job_uuid))
+    await run_jobs(settings)
+    row = await pool.fetchrow("SELECT status, object_key FROM jobs WHERE uuid = $1", UUID(job_uuid))
+    assert row["status"] == "CANCELLED"
+    assert not (settings.storage_dir / row["object_key"]).exists()
+    body = await expect(await download(client, world, job_uuid), 409)
+    assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "CANCELLED"}}
