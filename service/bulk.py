@@ -11,10 +11,13 @@ file-level failure carries its ``errorCode`` in ``message`` and the status of co
 
 from __future__ import annotations
 
+import logging
+import uuid
 import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import orjson
@@ -22,18 +25,21 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 
-from . import bulk_store
+from . import audit, bulk_store, job_store
 from .auth import authenticated_username
-from .bulk_csv import BulkCsvParser, StagedRow
+from .bulk_csv import BulkCsvParser
 from .errors import ApiError
-from .resources import DB, SETTINGS
+from .extracts import base_url
+from .resources import DB, REDIS, SETTINGS, STORAGE
 from .roles import Action, Scope, authorize, load_scope
+from .storage import Storage, StorageError
+
+log = logging.getLogger("participants.bulk")
 
 STUDY_PATH = "/pages/auth/api/clinicaldata/studies/{studyOID}/participants/bulk"
 SITE_PATH = "/pages/auth/api/clinicaldata/studies/{studyOID}/sites/{siteOID}/participants/bulk"
 
 CHUNK = 256 * 1024  # bytes read from the body at a time
-COPY_BATCH = 20_000  # parsed rows per COPY
 # A multipart body carries some bytes besides the file; allow for them in the early size check.
 MULTIPART_OVERHEAD = 64 * 1024
 ASYNC_VALUES = {"true": True, "false": False, "y": True, "n": False, "yes": True, "no": False, "1": True, "0": False}
@@ -87,6 +93,14 @@ def parse_async(request: web.Request) -> bool:
     return value
 
 
+def check_bulk_allowed(scope: Scope) -> None:
+    """Bulk has the rights of the single add at that level, and needs manual participant IDs."""
+    authorize(scope, Action.WRITE_AT_SITE if scope.site_oid is not None else Action.WRITE_AT_STUDY)
+    assert scope.study is not None
+    if scope.study["participant_id_method"] == "system_generated":
+        raise ApiError("bulkUploadNotSupportSystemGeneratedSetting", scope.params)
+
+
 async def bulk_upload(request: web.Request) -> web.StreamResponse:
     """POST .../participants/bulk: add the participant IDs of a CSV file, all or nothing."""
     created_at = oc4_timestamp(datetime.now(UTC))
@@ -98,10 +112,7 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         run_async = parse_async(request)
         async with request.app[DB].acquire() as conn:
             scope = await load_scope(conn, username, study_oid, site_oid)
-            authorize(scope, Action.WRITE_AT_SITE if site_oid is not None else Action.WRITE_AT_STUDY)
-            assert scope.study is not None
-            if scope.study["participant_id_method"] == "system_generated":
-                raise ApiError("bulkUploadNotSupportSystemGeneratedSetting", scope.params)
+            check_bulk_allowed(scope)
             body = await upload_body(request, request.app[SETTINGS].bulk_max_bytes)
             if run_async:
                 return await submit_bulk_job(request, conn, scope, body, created_at)
@@ -185,29 +196,12 @@ async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
 # -- the synchronous upload --------------------------------------------------------------------
 
 
-async def stage_csv(
-    conn: asyncpg.Connection, body: AsyncIterator[bytes], site_level: bool, max_bytes: int
-) -> BulkCsvParser:
-    """Parse ``body`` into the staging table (created here); return the parser and its counts."""
-    parser = BulkCsvParser(site_level, max_bytes)
-    await bulk_store.create_staging(conn)
-    batch: list[StagedRow] = []
-    async for chunk in body:
-        batch += parser.feed(chunk)
-        if len(batch) >= COPY_BATCH:
-            await bulk_store.stage(conn, batch)
-            batch = []
-    batch += parser.close()
-    await bulk_store.stage(conn, batch)
-    return parser
-
-
 async def add_from_csv(
     request: web.Request, conn: asyncpg.Connection, scope: Scope, body: AsyncIterator[bytes], created_at: str
 ) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     try:
-        parser = await stage_csv(conn, body, scope.site is not None, settings.bulk_max_bytes)
+        parser = await bulk_store.stage_csv(conn, body, scope.site is not None, settings.bulk_max_bytes)
         outcome = await bulk_store.apply(
             conn, scope, parser.valid_rows, {"rows": parser.data_rows, "bytes": parser.bytes_read}
         )
@@ -243,8 +237,85 @@ async def stream_summary(
 
 # -- the asynchronous upload -------------------------------------------------------------------
 
+BULK_FUNCTION = "bulk_add_participants_job"
+# The async path parses only this much in the web process, to refuse a file without a header (or
+# not a CSV at all) at once; the job parses the whole file.
+SNIFF_BYTES = 64 * 1024
+
+# The sweeper and the admin retry re-enqueue unfinished jobs by type (job_store.JOB_FUNCTIONS).
+job_store.JOB_FUNCTIONS.setdefault(job_store.BULK_ADD_PARTICIPANTS, (BULK_FUNCTION, "default_queue"))
+
+
+def upload_object_key(job_uuid: UUID) -> str:
+    return f"bulk/{job_uuid}/upload.csv"
+
+
+def result_object_key(job_uuid: UUID) -> str:
+    return f"bulk/{job_uuid}/result.csv"
+
+
+def result_file_name(study_oid: str, site_oid: str | None, at: datetime) -> str:
+    """Named like the extract file: ``{studyOID}[-{siteOID}]_Bulk Participant Upload_{yyyy-MM-dd-HHmmssSSS}Z.csv``."""
+    at = at.astimezone(UTC)
+    stamp = at.strftime("%Y-%m-%d-%H%M%S") + f"{at.microsecond // 1000:03d}"
+    where = f"{study_oid}-{site_oid}" if site_oid else study_oid
+    return f"{where}_Bulk Participant Upload_{stamp}Z.csv"
+
 
 async def submit_bulk_job(
     request: web.Request, conn: asyncpg.Connection, scope: Scope, body: AsyncIterator[bytes], created_at: str
 ) -> web.StreamResponse:
-    raise ApiError("invalidParameter", {"parameter": "async"})
+    """Store the upload as it streams in, then create and enqueue the job; answer like the extract."""
+    settings = request.app[SETTINGS]
+    storage = request.app[STORAGE]
+    assert scope.study is not None and scope.user_id is not None
+    job_uuid = uuid.uuid4()
+    key = upload_object_key(job_uuid)
+    sniffer = BulkCsvParser(scope.site is not None, settings.bulk_max_bytes)
+    size = 0
+    try:
+        async with storage.open_upload(key, content_type="text/csv") as upload:
+            async for chunk in body:
+                if size < SNIFF_BYTES and not sniffer.header_seen:
+                    sniffer.feed(chunk)  # file-level errors of the first bytes, at once
+                size += len(chunk)
+                if size > settings.bulk_max_bytes:
+                    raise ApiError("fileTooLarge")
+                await upload.write(chunk)
+            if sniffer.bytes_read == size:
+                sniffer.close()  # the whole file went through: a blank one is refused now
+    except StorageError:
+        raise ApiError("serviceUnavailable", scope.params, headers={"Retry-After": "5"}) from None
+    try:
+        async with conn.transaction():
+            await job_store.create_job(
+                conn,
+                job_type=job_store.BULK_ADD_PARTICIPANTS,
+                study_id=scope.study["id"],
+                site_id=scope.site["id"] if scope.site else None,
+                owner_id=scope.user_id,
+                file_name=result_file_name(scope.study_oid, scope.site_oid, datetime.now(UTC)),
+                params={"uploadKey": key, "uploadBytes": size, "createdAt": created_at},
+                job_uuid=job_uuid,
+            )
+            await audit.record(conn, scope, "bulk.submit", job_uuid=job_uuid, details={"bytes": size})
+        await job_store.enqueue_job(request.app[REDIS], BULK_FUNCTION, job_uuid, settings.default_queue)
+    except Exception:
+        # The caller never learns this UUID: withdraw the job and its upload (best effort: if
+        # Postgres is gone too, the sweeper runs the job later, which is harmless).
+        await _withdraw(conn, storage, job_uuid, key)
+        raise
+    status_url, download_url = job_store.job_urls(base_url(request), job_uuid)
+    headers = {"Location": status_url}
+    if "application/json" in request.headers.get("Accept", ""):
+        data = {"jobUuid": str(job_uuid), "status": job_store.IN_QUEUE, "statusUrl": status_url, "downloadUrl": download_url}
+        return web.Response(body=orjson.dumps(data), content_type="application/json", headers=headers)
+    return web.Response(text=f"job uuid: {job_uuid}", content_type="text/plain", headers=headers)
+
+
+async def _withdraw(conn: asyncpg.Connection, storage: Storage, job_uuid: UUID, key: str) -> None:
+    try:
+        await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
+        await storage.delete(key)
+    except Exception:  # noqa: S110 - see the caller
+        log.warning("could not withdraw an unqueued bulk job", extra={"job_uuid": str(job_uuid)})

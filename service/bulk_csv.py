@@ -113,6 +113,10 @@ class BulkCsvParser:
         if csv.field_size_limit() < FIELD_LIMIT:
             csv.field_size_limit(FIELD_LIMIT)
 
+    @property
+    def header_seen(self) -> bool:
+        return self._columns is not None
+
     # -- bytes to lines -------------------------------------------------------------------------
 
     def feed(self, chunk: bytes) -> list[StagedRow]:

@@ -19,18 +19,19 @@ when the upload is done (and with the session, if the connection dies).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from . import audit
-from .bulk_csv import StagedRow
+from .bulk_csv import BulkCsvParser, StagedRow
 from .participant_store import lock_study_and_check_cap
 from .roles import Scope
 
 STAGING = "bulk_rows"
+COPY_BATCH = 20_000  # parsed rows per COPY
 STAGED_COLUMNS = list(StagedRow._fields)
 
 CREATE_STAGING = f"""
@@ -147,15 +148,50 @@ async def stage(conn: asyncpg.Connection, rows: Sequence[StagedRow]) -> None:
         await conn.copy_records_to_table(STAGING, records=rows, columns=STAGED_COLUMNS)
 
 
+async def stage_csv(
+    conn: asyncpg.Connection,
+    body: AsyncIterable[bytes],
+    site_level: bool,
+    max_bytes: int,
+    on_progress: Callable[[int], Awaitable[None]] | None = None,
+) -> BulkCsvParser:
+    """Parse ``body`` into a fresh staging table, a batch of rows per COPY; return the parser
+    (its counts). File-level problems raise ``ApiError`` from the parser."""
+    parser = BulkCsvParser(site_level, max_bytes)
+    await create_staging(conn)
+    batch: list[StagedRow] = []
+    async for chunk in body:
+        batch += parser.feed(chunk)
+        if len(batch) >= COPY_BATCH:
+            await stage(conn, batch)
+            batch = []
+            if on_progress is not None:
+                await on_progress(parser.data_rows)
+    batch += parser.close()
+    await stage(conn, batch)
+    return parser
+
+
 async def before_commit(conn: asyncpg.Connection) -> None:
     """Seam for tests: runs inside the transaction after the insert, just before the commit."""
 
 
-async def apply(conn: asyncpg.Connection, scope: Scope, candidates: int, details: dict[str, Any]) -> Outcome:
+OnDecided = Callable[[asyncpg.Connection, "Outcome"], Awaitable[None]]
+
+
+async def apply(
+    conn: asyncpg.Connection,
+    scope: Scope,
+    candidates: int,
+    details: dict[str, Any],
+    on_decided: OnDecided | None = None,
+) -> Outcome:
     """Decide every staged row and insert the accepted ones, in one transaction.
 
     ``candidates``: the staged rows without field errors (an upper bound of the rows to add).
     ``details``: what the upload's own audit row says (counts, never values).
+    ``on_decided``: runs in the same transaction once every row is decided (the async job records
+    its result and final status there, so that the participants and the job commit together).
     """
     study, site = scope.study, scope.site
     assert study is not None
@@ -177,6 +213,8 @@ async def apply(conn: asyncpg.Connection, scope: Scope, candidates: int, details
             "participant.bulk_add",
             details={**details, "uploadCount": outcome.added, "failureCount": outcome.failed},
         )
+        if on_decided is not None:
+            await on_decided(conn, outcome)
         await before_commit(conn)
     return outcome
 
