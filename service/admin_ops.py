@@ -142,9 +142,10 @@ def _instant(request: web.Request, name: str) -> dt.datetime | None:
         return None
     try:
         when = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
+        when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # also a zone pushing year 1 or 9999 out of range
         raise ApiError("invalidParameter", {"parameter": name}) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    return when
 
 
 def _job_uuid(request: web.Request) -> UUID:

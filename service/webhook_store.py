@@ -37,21 +37,26 @@ MAX_OVERLAP_SECONDS = 30 * 24 * 3600
 # --- The admin API's bodies and answers -------------------------------------------------------
 
 
+# Postgres text cannot hold NUL: such input is a 400 here, not a failed query.
+URL_PATTERN = r"^[^\x00-\x20\x7f]+$"  # no whitespace or control characters
+TEXT_PATTERN = r"^[^\x00]*$"
+
+
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2048)
-    description: str = Field(default="", max_length=1000)
+    url: str = Field(min_length=1, max_length=2048, pattern=URL_PATTERN)
+    description: str = Field(default="", max_length=1000, pattern=TEXT_PATTERN)
     eventTypes: list[EventType] = Field(default=list(EVENT_TYPES), min_length=1, max_length=2)
-    studyOid: str | None = Field(default=None, min_length=1, max_length=64)
+    studyOid: str | None = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)
     enabled: StrictBool = True
 
 
 class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
-    description: str | None = Field(default=None, max_length=1000)
+    url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=URL_PATTERN)
+    description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
     eventTypes: list[EventType] | None = Field(default=None, min_length=1, max_length=2)
-    studyOid: str | None = Field(default=None, min_length=1, max_length=64)  # null: every study
+    studyOid: str | None = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)  # null: every study
     enabled: StrictBool | None = None
 
 

@@ -83,7 +83,8 @@ async def test_list_jobs_filters_and_pages(client, world, pool):
     }  # fmt: skip
     assert "objectKey" not in job and "object_key" not in job
 
-    for bad in ("?status=DONE", "?type=x", "?createdFrom=yesterday", "?page=0", "?pageSize=abc", "?owner=%00"):
+    for bad in ("?status=DONE", "?type=x", "?createdFrom=yesterday", "?page=0", "?pageSize=abc", "?owner=%00",
+                "?createdFrom=0001-01-01T00:00%2B05:00", "?createdTo=9999-12-31T23:59-05:00"):
         resp = await client.get(JOBS + bad, headers=admin)
         assert (await expect(resp, 400))["message"] == "errorCode.invalidParameter", bad
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
+
+import orjson
 
 from arq import create_pool
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import ops
+from service.logs import JsonFormatter
 from service.resources import redis_settings
 from tests.test_webhooks_support import finished_job
 from tests.world import STUDY, expect
@@ -46,9 +50,15 @@ async def test_readyz_reports_each_failing_dependency(client, pool, monkeypatch)
     }  # fmt: skip
 
 
-async def test_request_id_is_echoed_or_generated(client, pool):
+async def test_request_id_is_echoed_or_generated(client, pool, caplog):
+    caplog.set_level(logging.INFO, logger="participants.access")
     resp = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert resp.headers["X-Request-ID"] == "abc-123"
+    [record] = [r for r in caplog.records if r.name == "participants.access"]
+    line = orjson.loads(JsonFormatter().format(record))  # the structured line, as production writes it
+    assert {k: line[k] for k in ("msg", "method", "route", "status", "request_id")} == {
+        "msg": "request", "method": "GET", "route": "/healthz", "status": 200, "request_id": "abc-123"
+    }
     resp = await client.get("/healthz", headers={"X-Request-ID": "x" * 500})  # unreasonable: replaced
     assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-ID"])
     resp = await client.get("/nowhere")
