@@ -8,6 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service import outbox
+from service import webhook_store as ws
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
     Receiver,
@@ -190,6 +191,8 @@ async def test_delivery_is_standard_webhooks_and_carries_no_personal_data(make_c
         "expiresAt": event["data"]["expiresAt"], "statusUrl": base, "downloadUrl": base + "/downloadFile",
     }  # fmt: skip
     assert event["data"]["expiresAt"].endswith("Z") and event["timestamp"].endswith("Z")
+    ws.JobEvent.model_validate(event)  # the body documented under the OpenAPI document's `webhooks`
+    assert list(event) == ["type", "timestamp", "data"] and list(event["data"])[:3] == ["jobUuid", "jobType", "status"]
     for personal in (b"Zelda", b"Quixote", b"zelda@example.org", b"5550199", b"WH-1"):
         assert personal not in body
     with pytest.raises(WebhookVerificationError):

@@ -52,7 +52,8 @@ def public_base(settings: Settings) -> str:
 
 def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
     """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
-    data = dict(payload["data"])
+    stored = payload["data"]
+    data = {name: stored.get(name) for name in ws.JobEventData.model_fields}  # the documented order (jsonb sorts keys)
     jobs = public_base(settings) + "/pages/auth/api/jobs/" + data["jobUuid"]
     data["statusUrl"] = jobs
     completed_extract = data["jobType"] == "EXTRACT_PARTICIPANTS" and data["status"] == "COMPLETED"
