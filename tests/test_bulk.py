@@ -458,3 +458,19 @@ async def test_oids_match_the_single_add(client, world):
     plain = {k: v for k, v in expected.items() if "_" not in v.removeprefix("SS_")}
     assert {k: got[k] for k in plain} == plain
     assert len(set(got.values())) == len(keys)
+
+
+async def test_control_characters_in_a_row(client, world):
+    await world.standard()
+    data = b'ParticipantID,FirstName,Identifier\n"A\x0bB",,\nC-1,"Jo\nhn",\nC-2,,"x\x07y"\n'
+    body = await body_of(await upload(client, world.token("crc_a"), data), 200)
+    assert body == summary(
+        [],
+        [
+            ("A\x0bB", ["participantIDContainsUnsupportedCharacter"]),
+            ("C-1", ["firstNameContainsUnsupportedCharacter"]),
+            ("C-2", ["identifierContainsUnsupportedCharacter"]),
+        ],
+        "Crc_A",
+        body["createdAt"],
+    )
