@@ -321,15 +321,11 @@ async def cancel_job(request: web.Request) -> web.Response:
             job = await conn.fetchrow("SELECT * FROM jobs WHERE uuid = $1 FOR UPDATE", job_uuid)
             if job is None:
                 raise ApiError("invalidUuid", {"jobUuid": str(job_uuid)})
-            if job["status"] == job_store.IN_QUEUE:
-                await conn.execute(
-                    "UPDATE jobs SET status = 'CANCELLED', cancel_requested = true, completed_at = now() WHERE uuid = $1",
-                    job_uuid,
-                )
-            elif job["status"] == job_store.IN_PROGRESS:
-                await conn.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", job_uuid)
-            else:
+            if job["status"] not in job_store.UNFINISHED:
                 raise ApiError("jobNotCancellable", {"jobUuid": str(job_uuid), "status": job["status"]})
+            await conn.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", job_uuid)
+            if job["status"] == job_store.IN_QUEUE:  # no worker has it: final now (a late arq message finds it done)
+                await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, error="cancelled")
             await _admin_audit(conn, username, "admin.job.cancel", job, {"statusBefore": job["status"]})
         detail = await _job_detail(conn, job_uuid, base_url(request))
     return model_response(detail, 202)

@@ -106,7 +106,8 @@ async def test_cancel_queued_running_and_finished_jobs(client, world, pool):
     queued, running, done = await _job(pool), await _job(pool, status="IN_PROGRESS"), await _job(pool, status="COMPLETED")
 
     body = await expect(await client.post(f"{JOBS}/{queued}/cancel", headers=admin), 202)
-    assert (body["status"], body["cancelRequested"]) == ("CANCELLED", True)
+    assert (body["status"], body["cancelRequested"], body["error"]) == ("CANCELLED", True, "cancelled")
+    assert body["completedAt"] is not None
     body = await expect(await client.post(f"{JOBS}/{running}/cancel", headers=admin), 202)
     assert (body["status"], body["cancelRequested"]) == ("IN_PROGRESS", True)  # the worker stops at its next chunk
     assert [a["action"] for a in body["audit"]] == ["admin.job.cancel"]
@@ -210,3 +211,16 @@ async def test_queue_health(client, world, pool, settings):
     body = await expect(await client.get("/admin/api/queue", headers=admin), 200)
     assert [(q["depth"], q["workerAlive"]) for q in body["queues"]] == [(1, False), (0, True)]
     assert body["queues"][1]["workerHeartbeat"] == "Nov-22 17:00:00 j_complete=1 j_failed=0"
+
+
+async def test_the_extract_worker_honours_an_admin_cancel(client, world, pool, settings):
+    await world.standard()
+    body = await expect(await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200)
+    j = body["jobUuid"]
+    # The job is running (as far as Postgres knows) when the admin cancels; its message is still in arq.
+    await pool.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", uuid.UUID(j))
+    body = await expect(await client.post(f"{JOBS}/{j}/cancel", headers=world.auth("admin")), 202)
+    assert (body["status"], body["cancelRequested"]) == ("IN_PROGRESS", True)
+    await _run_extract_worker(settings)
+    body = await expect(await client.get(f"{JOBS}/{j}", headers=world.auth("admin")), 200)
+    assert (body["status"], body["byteSize"]) == ("CANCELLED", None)
