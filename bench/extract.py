@@ -227,18 +227,18 @@ async def run(args: argparse.Namespace) -> None:
             ours.append(job_s)
         floor_bytes = (tmp / "floor.csv").stat().st_size
         same = floor_bytes == row["byte_size"]
-        print(f"\n[speed] {args.rows:,} rows, {row['byte_size'] / 1e6:.1f} MB (identical size to psql's file: {same})")
-        print(f"  psql \\copy floor   best {min(floors):.3f} s  (runs {', '.join(f'{x:.3f}' for x in floors)})")
-        print(f"  extract job        best {min(ours):.3f} s  (runs {', '.join(f'{x:.3f}' for x in ours)})")
-        print(f"  ratio job/floor    {min(ours) / min(floors):.2f}x   (target <= 1.25)")
+        print(f"\n[speed] {args.rows:,} rows, {row['byte_size'] / 1e6:.1f} MB (identical size to psql's file: {same})", flush=True)
+        print(f"  psql \\copy floor   best {min(floors):.3f} s  (runs {', '.join(f'{x:.3f}' for x in floors)})", flush=True)
+        print(f"  extract job        best {min(ours):.3f} s  (runs {', '.join(f'{x:.3f}' for x in ours)})", flush=True)
+        print(f"  ratio job/floor    {min(ours) / min(floors):.2f}x   (target <= 1.25)", flush=True)
 
         # 2. memory
         await bench.extract(STUDY, "S_100K")
         hwm_100k = bench.rss_kb("VmHWM")
         _, _, row_1m = await bench.extract(STUDY, "S_1M")
         hwm_1m = bench.rss_kb("VmHWM")
-        print(f"\n[memory] worker RSS idle {idle_kb / 1024:.1f} MB")
-        print(f"  peak after 100,000 rows      {hwm_100k / 1024:.1f} MB (+{(hwm_100k - idle_kb) / 1024:.1f} MB)")
+        print(f"\n[memory] worker RSS idle {idle_kb / 1024:.1f} MB", flush=True)
+        print(f"  peak after 100,000 rows      {hwm_100k / 1024:.1f} MB (+{(hwm_100k - idle_kb) / 1024:.1f} MB)", flush=True)
         print(f"  peak after {row_1m['row_count']:,} rows  {hwm_1m / 1024:.1f} MB (+{(hwm_1m - idle_kb) / 1024:.1f} MB;"
               f" {(hwm_1m - hwm_100k) / 1024:+.1f} MB over the 100,000 run)   (target growth < 64 MB, none from 100k to 1M)")
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import re
 import warnings
+from urllib.parse import urlsplit
 from typing import Any
 from uuid import UUID
 
@@ -319,3 +320,32 @@ async def test_job_is_safe_to_run_twice(client, world, pool, settings):
     assert [p.name for p in (settings.storage_dir / "extracts").iterdir()] == [f"{job_uuid}.csv"]
     resp = await download(client, world, job_uuid)
     assert len(parse_csv(await resp.read())) == 51
+
+
+async def test_no_personal_data_in_job_rows_audit_or_logs(client, world, pool, settings, caplog):
+    await world.standard()
+    await add_participant(pool, SITE_A, "SECRET-KEY-1", first_name="Zebedee", last_name="Quux",
+                          email="zebedee@secret.example", phone="+1 5550199", access_code="qQ7wW8eE9")
+    caplog.set_level("DEBUG")
+    job_uuid = await submit(client, world)
+    await run_jobs(settings)
+    resp = await download(client, world, job_uuid)
+    assert b"Zebedee" in await resp.read()
+    await client.get(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a"))
+    stored = " ".join(str(dict(r)) for r in await pool.fetch("SELECT * FROM jobs"))
+    stored += " ".join(str(dict(r)) for r in await pool.fetch("SELECT * FROM audit_log WHERE job_uuid IS NOT NULL"))
+    logs = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    for secret in ("Zebedee", "Quux", "zebedee@secret", "5550199", "qQ7wW8eE9", "SECRET-KEY-1"):
+        assert secret not in stored, secret
+        assert secret not in logs, secret
+
+
+async def test_path_prefix_reaches_submit_and_urls(make_client, world, settings):
+    client = await make_client(path_prefix="/OpenClinica")
+    await world.standard()
+    resp = await client.get("/OpenClinica" + SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"})
+    body = await expect(resp, 200)
+    assert "/OpenClinica/pages/auth/api/jobs/" in body["statusUrl"]
+    await run_jobs(settings)
+    resp = await client.get(urlsplit(body["downloadUrl"]).path, headers=world.auth("crc_a"))
+    assert resp.status == 200 and parse_csv(await resp.read()) == [HEADER]

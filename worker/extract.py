@@ -14,6 +14,7 @@ records progress and a heartbeat and checks ``cancel_requested``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -47,6 +48,10 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}"
 
 
+BLOCK_SIZE = 1024 * 1024  # what the upload is handed at a time: far fewer calls into obstore than COPY chunks
+BLOCKS_IN_FLIGHT = 3
+
+
 async def stream_extract(
     conn: asyncpg.Connection,
     storage: Storage,
@@ -57,26 +62,63 @@ async def stream_extract(
     on_progress: Any = None,
     progress_every: float = 1.0,
 ) -> tuple[int, int, str]:
-    """Stream ``select_sql`` as CSV into ``key``; return (rows, bytes, sha256 hex)."""
+    """Stream ``select_sql`` as CSV into ``key``; return (rows, bytes, sha256 hex).
+
+    COPY chunks (~10 KB each) are gathered into 1 MiB blocks, which a writer task hashes and
+    uploads while the next block arrives; the bounded queue keeps memory at a few blocks and,
+    when storage is slow, stops reading from Postgres instead of buffering.
+    """
     digest = hashlib.sha256()
     size = 0
     newlines = 0
     next_beat = time.monotonic() + progress_every
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=BLOCKS_IN_FLIGHT)
+    failure: list[BaseException] = []
+
     async with storage.open_upload(
         key, content_type=CSV_CONTENT_TYPE, content_disposition=content_disposition_value
     ) as upload:
 
+        async def write_blocks() -> None:
+            while (block := await queue.get()) is not None:
+                if failure:
+                    continue  # keep draining so the reader never blocks; it raises the failure
+                try:
+                    digest.update(block)
+                    await upload.write(block)
+                except Exception as exc:
+                    failure.append(exc)
+
+        writer = asyncio.create_task(write_blocks())
+        buffer = bytearray()
+
         async def sink(chunk: bytes) -> None:
             nonlocal size, newlines, next_beat
-            digest.update(chunk)
+            if failure:
+                raise failure[0]
             size += len(chunk)
             newlines += chunk.count(b"\n")  # progress only: a quoted newline counts too
-            await upload.write(chunk)
+            buffer.extend(chunk)
+            if len(buffer) >= BLOCK_SIZE:
+                await queue.put(bytes(buffer))
+                buffer.clear()
             if on_progress is not None and time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + progress_every
                 await on_progress(max(0, newlines - 1))
 
-        status = await conn.copy_from_query(select_sql, output=sink, format="csv", header=True)
+        try:
+            status = await conn.copy_from_query(select_sql, output=sink, format="csv", header=True)
+            if buffer:
+                await queue.put(bytes(buffer))
+            await queue.put(None)
+            await writer
+            if failure:
+                raise failure[0]
+        finally:
+            if not writer.done():
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
     # "COPY n": the exact number of rows, whatever newlines the cells hold.
     rows = int(status.split()[-1])
     return rows, size, digest.hexdigest()
@@ -98,10 +140,18 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
         if job["cancel_requested"]:
             await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
             return job_store.CANCELLED
-        expected = await conn.fetchval(COUNT_SQL, job["site_id"])
-        await conn.execute("UPDATE jobs SET rows_expected = $2 WHERE uuid = $1", job_uuid, expected)
+
+        async def count_expected() -> None:
+            expected = await beat_conn.fetchval(COUNT_SQL, job["site_id"])
+            await beat_conn.execute(
+                "UPDATE jobs SET rows_expected = $2 WHERE uuid = $1 AND attempts = $3", job_uuid, expected, attempt
+            )
+
+        # The count runs on the heartbeat connection while COPY streams on the other.
+        counting = asyncio.create_task(count_expected())
 
         async def on_progress(rows_done: int) -> None:
+            await counting  # the heartbeat shares its connection
             if await job_store.heartbeat(beat_conn, job_uuid, attempt, rows_done):
                 raise StopRequested
 
@@ -140,6 +190,10 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
             # sweeper runs the job again once Postgres is back.
             await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=reason)
             return job_store.FAILED
+        finally:
+            # Never go on (or hand the heartbeat connection back) with the count still running.
+            with contextlib.suppress(Exception):
+                await counting
 
         # A cancel that arrived after the last chunk still wins.
         if await beat_conn.fetchval("SELECT cancel_requested FROM jobs WHERE uuid = $1", job_uuid):
