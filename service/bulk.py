@@ -220,18 +220,26 @@ async def stream_summary(
     head = summary_head(outcome.added, outcome.failed, "SUCCESS", scope.full_name, created_at)
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
-    await resp.write(orjson.dumps(head)[:-1] + b',"failedParticipants":[')
-    first = True
-    async for rows in bulk_store.failed_rows(conn):
-        await resp.write((b"" if first else b",") + orjson.dumps(failed_entries(rows))[1:-1])
-        first = False
-    await resp.write(b'],"participants":[')
-    first = True
-    async for rows in bulk_store.added_rows(conn):
-        await resp.write((b"" if first else b",") + orjson.dumps(added_entries(rows))[1:-1])
-        first = False
-    await resp.write(b"]}")
-    await resp.write_eof()
+    try:
+        await resp.write(orjson.dumps(head)[:-1] + b',"failedParticipants":[')
+        first = True
+        async for rows in bulk_store.failed_rows(conn):
+            await resp.write((b"" if first else b",") + orjson.dumps(failed_entries(rows))[1:-1])
+            first = False
+        await resp.write(b'],"participants":[')
+        first = True
+        async for rows in bulk_store.added_rows(conn):
+            await resp.write((b"" if first else b",") + orjson.dumps(added_entries(rows))[1:-1])
+            first = False
+        await resp.write(b"]}")
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client left; the upload is committed all the same
+    except Exception as exc:
+        # Headers are gone (and the upload committed): all we can do is cut the body short.
+        log.warning("bulk summary interrupted", extra={"error": type(exc).__name__})
+        if request.transport is not None:
+            request.transport.close()
     return resp
 
 

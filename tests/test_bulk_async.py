@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from uuid import UUID
 
 from service.storage import Storage, StorageNotFound
 from tests.bulk_files import SITE_URL, STUDY_URL, csv_bytes, file_failure, summary, upload
@@ -207,3 +208,36 @@ async def test_async_failure_before_commit_leaves_nothing_and_fails_the_job(clie
     assert status["status"] == "FAILED", status
     assert await world.pool.fetchval("SELECT count(*) FROM participants") == 0
     assert await world.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'participant.create'") == 0
+
+
+async def test_async_job_cancelled_before_it_runs_adds_nothing(client, world, settings):
+    await world.standard()
+    job_uuid = await submit(client, world, csv_bytes("ParticipantID", "K-1"))
+    await world.pool.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", job_uuid)
+    await run_default_worker(settings)
+    status = await job_status(client, world, job_uuid)
+    assert status["status"] == "CANCELLED", status
+    assert await world.pool.fetchval("SELECT count(*) FROM participants") == 0
+    assert not await upload_exists(settings, job_uuid)
+
+
+async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
+    """A bulk job Redis lost is enqueued again by the sweeper, by name, on the default queue."""
+    from service import job_store
+    from worker.tasks import DEFAULT_FUNCTIONS
+
+    function_name, queue_field = job_store.JOB_FUNCTIONS["BULK_ADD_PARTICIPANTS"]
+    assert getattr(settings, queue_field) == settings.default_queue
+    assert function_name in {getattr(f, "name", getattr(f, "__name__", None)) for f in DEFAULT_FUNCTIONS}
+    await world.standard()
+    job_uuid = await submit(client, world, csv_bytes("ParticipantID", "K-1"))
+    from arq import create_pool
+
+    from service.resources import redis_settings
+
+    redis = await create_pool(redis_settings(settings))
+    await redis.flushdb()  # the message is lost
+    assert await job_store.enqueue_job(redis, function_name, UUID(job_uuid), getattr(settings, queue_field))
+    await redis.aclose()
+    await run_default_worker(settings)
+    assert (await job_status(client, world, job_uuid))["status"] == "COMPLETED"
