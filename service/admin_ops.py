@@ -36,7 +36,6 @@ JOB_TYPES = ("EXTRACT_PARTICIPANTS", "BULK_ADD_PARTICIPANTS")
 PURGE_BATCH = 1000
 
 
-
 class AdminJob(BaseModel):
     jobUuid: UUID
     type: str
@@ -246,15 +245,15 @@ async def list_jobs(request: web.Request) -> web.Response:
                  AND ($7::timestamptz IS NULL OR j.created_at < $7)"""
     args = (status, job_type, study, site, owner, created_from, created_to)
     async with request.app[DB].acquire() as conn:
-        total = await conn.fetchval(
-            "SELECT count(*) FROM (" + ADMIN_JOB_SELECT + where + ") t", *args
-        )
+        total = await conn.fetchval("SELECT count(*) FROM (" + ADMIN_JOB_SELECT + where + ") t", *args)
         rows = await conn.fetch(
             ADMIN_JOB_SELECT + where + " ORDER BY j.created_at DESC, j.uuid LIMIT $8 OFFSET $9",
             *args, size, (page - 1) * size,
         )  # fmt: skip
     base = base_url(request)
-    return model_response(AdminJobList(jobs=[admin_job(r, base) for r in rows], page=page, pageSize=size, total=total))
+    return model_response(
+        AdminJobList(jobs=[admin_job(r, base) for r in rows], page=page, pageSize=size, total=total)
+    )
 
 
 async def _get_job(conn: asyncpg.Connection, job_uuid: UUID) -> asyncpg.Record:
@@ -307,7 +306,9 @@ async def retry_job(request: web.Request) -> web.Response:
                 {"previousAttempts": job["attempts"], "previousError": (job["error"] or "")[:200]},
             )  # fmt: skip
         function, queue_setting = job_store.JOB_FUNCTIONS[job["type"]]
-        await job_store.enqueue_job(request.app[REDIS], function, job_uuid, getattr(settings, queue_setting), rerun=True)
+        await job_store.enqueue_job(
+            request.app[REDIS], function, job_uuid, getattr(settings, queue_setting), rerun=True
+        )
         detail = await _job_detail(conn, job_uuid, base_url(request))
     return model_response(detail, 202)
 
@@ -324,7 +325,9 @@ async def cancel_job(request: web.Request) -> web.Response:
             if job["status"] not in job_store.UNFINISHED:
                 raise ApiError("jobNotCancellable", {"jobUuid": str(job_uuid), "status": job["status"]})
             await conn.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", job_uuid)
-            if job["status"] == job_store.IN_QUEUE:  # no worker has it: final now (a late arq message finds it done)
+            if (
+                job["status"] == job_store.IN_QUEUE
+            ):  # no worker has it: final now (a late arq message finds it done)
                 await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, error="cancelled")
             await _admin_audit(conn, username, "admin.job.cancel", job, {"statusBefore": job["status"]})
         detail = await _job_detail(conn, job_uuid, base_url(request))
@@ -352,7 +355,8 @@ async def purge_expired_files(pool: asyncpg.Pool, storage: Any, limit: int = PUR
                     log.warning("could not delete an expired file", extra={"job_uuid": str(r["uuid"])})
                     continue
             done = await conn.fetchval(
-                "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid", r["uuid"]
+                "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid",
+                r["uuid"],
             )
             if done is not None:
                 purged.append(done)
@@ -387,9 +391,14 @@ async def list_audit(request: web.Request) -> web.Response:
     async with request.app[DB].acquire() as conn:
         total = await conn.fetchval("SELECT count(*) FROM (" + AUDIT_SELECT + where + ") t", *args)
         rows = await conn.fetch(
-            AUDIT_SELECT + where + " ORDER BY a.at DESC, a.id DESC LIMIT $7 OFFSET $8", *args, size, (page - 1) * size
+            AUDIT_SELECT + where + " ORDER BY a.at DESC, a.id DESC LIMIT $7 OFFSET $8",
+            *args,
+            size,
+            (page - 1) * size,
         )
-    return model_response(AuditPage(entries=[audit_entry(r) for r in rows], page=page, pageSize=size, total=total))
+    return model_response(
+        AuditPage(entries=[audit_entry(r) for r in rows], page=page, pageSize=size, total=total)
+    )
 
 
 async def queue_report(pool: asyncpg.Pool, redis: Any, settings: Settings) -> QueueReport:

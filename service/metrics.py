@@ -49,7 +49,9 @@ class JobsCollector(Collector):
     async def refresh(self, pool: asyncpg.Pool, redis: Any, settings: Settings) -> None:
         try:
             async with pool.acquire() as conn:
-                jobs = await conn.fetch("SELECT type, status, count(*) AS n FROM jobs GROUP BY type, status ORDER BY 1, 2")
+                jobs = await conn.fetch(
+                    "SELECT type, status, count(*) AS n FROM jobs GROUP BY type, status ORDER BY 1, 2"
+                )
                 cols = ", ".join(f"count(*) FILTER (WHERE d <= {b})" for b in JOB_BUCKETS)
                 durations = await conn.fetch(
                     f"""SELECT type, {cols}, count(*) AS n, coalesce(sum(d), 0) AS total FROM (
@@ -74,14 +76,18 @@ class JobsCollector(Collector):
             self.refresh_ok = False
             return
         self.jobs = [(r["type"], r["status"], r["n"]) for r in jobs]
-        self.durations = {r["type"]: ([r[i + 1] for i in range(len(JOB_BUCKETS))], r["n"], r["total"]) for r in durations}
+        self.durations = {
+            r["type"]: ([r[i + 1] for i in range(len(JOB_BUCKETS))], r["n"], r["total"]) for r in durations
+        }
         self.rows_extracted = int(rows)
         self.webhook_attempts = [(r["outcome"], r["n"]) for r in attempts]
         self.queue_depth, self.worker_up = depth, up
         self.refresh_ok = True
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("participants_jobs", "Jobs by type and current status", labels=["type", "status"])
+        jobs = GaugeMetricFamily(
+            "participants_jobs", "Jobs by type and current status", labels=["type", "status"]
+        )
         for job_type, status, n in self.jobs:
             jobs.add_metric([job_type, status], n)
         yield jobs
@@ -93,21 +99,31 @@ class JobsCollector(Collector):
             hist.add_metric([job_type], buckets, total)
         yield hist
         yield CounterMetricFamily(
-            "participants_extract_rows", "Participant rows written to extract files", value=self.rows_extracted
+            "participants_extract_rows",
+            "Participant rows written to extract files",
+            value=self.rows_extracted,
         )
-        depth = GaugeMetricFamily("participants_queue_depth", "arq messages waiting, by queue", labels=["queue"])
-        up = GaugeMetricFamily("participants_worker_up", "1 if a worker's arq heartbeat is fresh", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "participants_queue_depth", "arq messages waiting, by queue", labels=["queue"]
+        )
+        up = GaugeMetricFamily(
+            "participants_worker_up", "1 if a worker's arq heartbeat is fresh", labels=["queue"]
+        )
         for queue, n in self.queue_depth.items():
             depth.add_metric([queue], n)
             up.add_metric([queue], int(self.worker_up.get(queue, False)))
         yield depth
         yield up
-        hooks = CounterMetricFamily("participants_webhook_attempts", "Webhook delivery attempts", labels=["outcome"])
+        hooks = CounterMetricFamily(
+            "participants_webhook_attempts", "Webhook delivery attempts", labels=["outcome"]
+        )
         for outcome, n in self.webhook_attempts:
             hooks.add_metric([outcome], n)
         yield hooks
         yield GaugeMetricFamily(
-            "participants_metrics_refresh_ok", "1 if Postgres and Redis answered this scrape", value=int(self.refresh_ok)
+            "participants_metrics_refresh_ok",
+            "1 if Postgres and Redis answered this scrape",
+            value=int(self.refresh_ok),
         )
 
 
@@ -115,7 +131,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "participants_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+            "participants_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "participants_http_request_duration_seconds",

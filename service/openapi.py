@@ -205,29 +205,43 @@ NO_CONTENT = "no content"
 OPERATIONS: dict[Any, Op] = {
     # OC4's participant API
     participants.add_participant: Op(
-        "Add, update or register one participant", "participants", ParticipantIn, {200: ParticipantOut},
+        "Add, update or register one participant",
+        "participants",
+        ParticipantIn,
+        {200: ParticipantOut},
         [Query("register", {"type": "string", "maxLength": 10}, "y/n/yes/no, any case; default n")],
     ),
-    participants.get_participants: Op("List participants (no personal data)", "participants", ok={200: ParticipantListDoc}, query=PAGE),
+    participants.get_participants: Op(
+        "List participants (no personal data)", "participants", ok={200: ParticipantListDoc}, query=PAGE
+    ),
     participants.remove_participant: Op("Remove a participant", "participants", ok={200: ParticipantOut}),
-    participants.restore_participant: Op("Restore a removed participant", "participants", ok={200: ParticipantOut}),
+    participants.restore_participant: Op(
+        "Restore a removed participant", "participants", ok={200: ParticipantOut}
+    ),
     getattr(bulk, "bulk_upload", "bulk.bulk_upload"): Op(  # being built alongside: tolerate its absence
-        "Bulk add participant IDs from a CSV file", "participants", ok={200: BulkResultDoc},
+        "Bulk add participant IDs from a CSV file",
+        "participants",
+        ok={200: BulkResultDoc},
         query=[Query("async", {"type": "string", "maxLength": 10}, "y/n: run as a job")],
         body_media={
-            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
             "text/csv": {"schema": {"type": "string"}},
         },
         error_model=BulkResultDoc | ErrorBody,
     ),
     extracts.submit_extract: Op(
-        "Submit an extract of participant contact information", "extracts",
+        "Submit an extract of participant contact information",
+        "extracts",
         ok={200: {**PLAIN, "application/json": {"schema": ExtractSubmittedDoc}}},
     ),
     jobs.list_jobs: Op("The caller's own jobs", "jobs", ok={200: JobListDoc}, query=PAGE),
     jobs.get_job: Op("One of the caller's jobs", "jobs", ok={200: JobDoc}),
     jobs.delete_job: Op("Delete the job's file (the job stays, DELETED)", "jobs", ok={200: JobDoc}),
-    jobs.download_file: Op("Download the job's file (Range supported)", "jobs", ok={200: CSV, 206: CSV, 302: NO_CONTENT}),
+    jobs.download_file: Op(
+        "Download the job's file (Range supported)", "jobs", ok={200: CSV, 206: CSV, 302: NO_CONTENT}
+    ),
     # Admin: directory
     admin.create_study: Op("Create a study", "admin", StudyIn, {201: StudyDoc}),
     admin.list_studies: Op("List studies", "admin", ok={200: StudyListDoc}),
@@ -242,40 +256,82 @@ OPERATIONS: dict[Any, Op] = {
     admin.list_roles: Op("A user's roles", "admin", ok={200: RoleListDoc}),
     admin.revoke_role: Op("Revoke a role", "admin", RoleIn, {204: NO_CONTENT}),
     # Admin: webhooks
-    webhooks.create_webhook: Op("Register a webhook endpoint (answers the secret, once)", "webhooks", ws.WebhookIn, {201: ws.WebhookCreated}),
+    webhooks.create_webhook: Op(
+        "Register a webhook endpoint (answers the secret, once)",
+        "webhooks",
+        ws.WebhookIn,
+        {201: ws.WebhookCreated},
+    ),
     webhooks.list_webhooks: Op("List webhook endpoints", "webhooks", ok={200: ws.WebhookList}),
     webhooks.get_webhook: Op("One webhook endpoint", "webhooks", ok={200: ws.WebhookOut}),
-    webhooks.patch_webhook: Op("Change a webhook endpoint", "webhooks", ws.WebhookPatch, {200: ws.WebhookOut}),
+    webhooks.patch_webhook: Op(
+        "Change a webhook endpoint", "webhooks", ws.WebhookPatch, {200: ws.WebhookOut}
+    ),
     webhooks.delete_webhook: Op("Delete a webhook endpoint", "webhooks", ok={204: NO_CONTENT}),
-    webhooks.rotate_secret: Op("Rotate the signing secret (old ones sign alongside for the overlap)", "webhooks", ws.RotateSecretIn, {200: ws.SecretRotated}),
-    webhooks.list_deliveries: Op("An endpoint's deliveries and every attempt", "webhooks", ok={200: ws.DeliveryList}, query=SMALL_PAGE),
+    webhooks.rotate_secret: Op(
+        "Rotate the signing secret (old ones sign alongside for the overlap)",
+        "webhooks",
+        ws.RotateSecretIn,
+        {200: ws.SecretRotated},
+    ),
+    webhooks.list_deliveries: Op(
+        "An endpoint's deliveries and every attempt", "webhooks", ok={200: ws.DeliveryList}, query=SMALL_PAGE
+    ),
     webhooks.redeliver: Op("Queue a delivery again (same webhook-id)", "webhooks", ok={202: ws.DeliveryOut}),
     # Admin: operations
     admin_ops.list_jobs: Op(
-        "Every job, filtered", "operations", ok={200: admin_ops.AdminJobList},
+        "Every job, filtered",
+        "operations",
+        ok={200: admin_ops.AdminJobList},
         query=[
             Query("status", {"type": "string", "enum": list(admin_ops.JOB_STATUSES)}),
             Query("type", {"type": "string", "enum": list(admin_ops.JOB_TYPES)}),
-            Query("studyOid", TEXT), Query("siteOid", TEXT), Query("owner", TEXT),
-            Query("createdFrom", INSTANT), Query("createdTo", INSTANT), *PAGE,
+            Query("studyOid", TEXT),
+            Query("siteOid", TEXT),
+            Query("owner", TEXT),
+            Query("createdFrom", INSTANT),
+            Query("createdTo", INSTANT),
+            *PAGE,
         ],
     ),  # fmt: skip
-    admin_ops.get_job: Op("One job in full (never the file)", "operations", ok={200: admin_ops.AdminJobDetail}),
+    admin_ops.get_job: Op(
+        "One job in full (never the file)", "operations", ok={200: admin_ops.AdminJobDetail}
+    ),
     admin_ops.retry_job: Op("Run a FAILED job again", "operations", ok={202: admin_ops.AdminJobDetail}),
-    admin_ops.cancel_job: Op("Cancel a queued or running job", "operations", ok={202: admin_ops.AdminJobDetail}),
-    admin_ops.purge_expired: Op("Delete files past retention now", "operations", ok={200: admin_ops.PurgeResult}),
+    admin_ops.cancel_job: Op(
+        "Cancel a queued or running job", "operations", ok={202: admin_ops.AdminJobDetail}
+    ),
+    admin_ops.purge_expired: Op(
+        "Delete files past retention now", "operations", ok={200: admin_ops.PurgeResult}
+    ),
     admin_ops.list_audit: Op(
-        "The audit log, filtered", "operations", ok={200: admin_ops.AuditPage},
-        query=[Query("user", TEXT), Query("action", TEXT), Query("studyOid", TEXT), Query("siteOid", TEXT),
-               Query("from", INSTANT), Query("to", INSTANT), *PAGE],
+        "The audit log, filtered",
+        "operations",
+        ok={200: admin_ops.AuditPage},
+        query=[
+            Query("user", TEXT),
+            Query("action", TEXT),
+            Query("studyOid", TEXT),
+            Query("siteOid", TEXT),
+            Query("from", INSTANT),
+            Query("to", INSTANT),
+            *PAGE,
+        ],
     ),  # fmt: skip
-    admin_ops.get_queue: Op("Queue depths, jobs in flight, worker heartbeats", "operations", ok={200: admin_ops.QueueReport}),
+    admin_ops.get_queue: Op(
+        "Queue depths, jobs in flight, worker heartbeats", "operations", ok={200: admin_ops.QueueReport}
+    ),
 }
 
 # The service's own face (ops.py registers its handlers here, to avoid an import cycle).
 PUBLIC_OPERATIONS: dict[str, Op] = {
     "healthz": Op("The process is alive", "service", ok={200: Health}, public=True),
-    "readyz": Op("Postgres, Redis and storage reachable, migrations applied", "service", ok={200: Readiness}, public=True),
+    "readyz": Op(
+        "Postgres, Redis and storage reachable, migrations applied",
+        "service",
+        ok={200: Readiness},
+        public=True,
+    ),
     "metrics": Op("Prometheus metrics", "service", ok={200: PROMETHEUS}, public=True),
     "openapi": Op("This document", "service", ok={200: OPENAPI}, public=True),
     "docs": Op("API reference page", "service", ok={200: HTML}, public=True),
@@ -332,17 +388,25 @@ def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]
         responses: dict[str, Any] = {}
         for status, answer in op.ok.items():
             if answer is None:
-                responses[str(status)] = {"description": "success", "content": {"application/json": {"schema": {}}}}
+                responses[str(status)] = {
+                    "description": "success",
+                    "content": {"application/json": {"schema": {}}},
+                }
             elif answer == NO_CONTENT:
                 responses[str(status)] = {"description": "success, no body"}
             elif isinstance(answer, dict):
                 content = {
-                    media: {"schema": ref(spec["schema"]) if isinstance(spec["schema"], type) else spec["schema"]}
+                    media: {
+                        "schema": ref(spec["schema"]) if isinstance(spec["schema"], type) else spec["schema"]
+                    }
                     for media, spec in answer.items()
                 }
                 responses[str(status)] = {"description": "success", "content": content}
             else:
-                responses[str(status)] = {"description": "success", "content": {"application/json": {"schema": ref(answer)}}}
+                responses[str(status)] = {
+                    "description": "success",
+                    "content": {"application/json": {"schema": ref(answer)}},
+                }
         if not op.public:
             err = error if op.error_model is ErrorBody else {
                 "description": "error", "content": {"application/json": {"schema": ref(op.error_model)}}
@@ -374,7 +438,7 @@ def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]
             "title": TITLE,
             "version": VERSION,
             "description": "OC4-compatible participant endpoints, their jobs, and this service's own admin API. "
-            "Every error is `{\"message\": \"errorCode.X\", \"params\": {...}}`.",
+            'Every error is `{"message": "errorCode.X", "params": {...}}`.',
         },
         "servers": [{"url": server_url}],
         "paths": paths,
@@ -383,7 +447,9 @@ def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]
                 "post": {
                     "summary": f"{event}: Standard Webhooks v1 (webhook-id, webhook-timestamp, webhook-signature)",
                     "requestBody": {"content": {"application/json": {"schema": ref(ws.JobEvent)}}},
-                    "responses": {"2XX": {"description": "received; 410 disables the endpoint, others are retried"}},
+                    "responses": {
+                        "2XX": {"description": "received; 410 disables the endpoint, others are retried"}
+                    },
                 }
             }
             for event in ws.EVENT_TYPES
@@ -412,4 +478,3 @@ def _path_params(path: str) -> list[str]:
 def _op_suffix(path: str) -> str:
     words = [p.strip("{}") for p in path.split("/") if p]
     return "".join(w[:1].upper() + w[1:] for w in words).replace("-", "").replace(".", "")
-

@@ -101,7 +101,9 @@ async def docs(request: web.Request) -> web.Response:
 
 
 async def docs_asset(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(REDOC, headers={"Content-Type": "text/javascript", "Cache-Control": "public, max-age=86400"})
+    return web.FileResponse(
+        REDOC, headers={"Content-Type": "text/javascript", "Cache-Control": "public, max-age=86400"}
+    )
 
 
 def add_routes(router: web.UrlDispatcher, prefix: str) -> None:

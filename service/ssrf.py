@@ -102,7 +102,9 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
-        permitted = [r for r in results if (ip := parse_ip(r["host"])) is not None and self.policy.permits(ip)]
+        permitted = [
+            r for r in results if (ip := parse_ip(r["host"])) is not None and self.policy.permits(ip)
+        ]
         if not permitted:
             raise BlockedAddress("address not allowed")
         return permitted

@@ -56,7 +56,9 @@ class WebhookPatch(BaseModel):
     url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=URL_PATTERN)
     description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
     eventTypes: list[EventType] | None = Field(default=None, min_length=1, max_length=2)
-    studyOid: str | None = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)  # null: every study
+    studyOid: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN
+    )  # null: every study
     enabled: StrictBool | None = None
 
 
@@ -272,7 +274,9 @@ async def create_endpoint(conn: asyncpg.Connection, body: WebhookIn) -> WebhookC
             " VALUES ($1, $2, $3, $4, $5) RETURNING id",
             body.url, body.description, sorted(set(body.eventTypes)), study_id, body.enabled,
         )  # fmt: skip
-        await conn.execute("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret)
+        await conn.execute(
+            "INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret
+        )
         row = await get_endpoint(conn, endpoint_id)
     return WebhookCreated(**endpoint_view(row).model_dump(), secret=secret)
 
@@ -301,7 +305,9 @@ async def patch_endpoint(conn: asyncpg.Connection, endpoint_id: int, patch: Webh
         if changes:
             sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(changes))
             await conn.execute(
-                f"UPDATE webhook_endpoints SET {sets}, updated_at = now() WHERE id = $1", row["id"], *changes.values()
+                f"UPDATE webhook_endpoints SET {sets}, updated_at = now() WHERE id = $1",
+                row["id"],
+                *changes.values(),
             )
             row = await get_endpoint(conn, endpoint_id)
     return endpoint_view(row)
@@ -325,9 +331,15 @@ async def rotate_secret(conn: asyncpg.Connection, endpoint_id: int, overlap_seco
                RETURNING expires_at""",
             endpoint_id, float(overlap_seconds),
         )  # fmt: skip
-        await conn.execute("DELETE FROM webhook_secrets WHERE endpoint_id = $1 AND expires_at <= now()", endpoint_id)
-        await conn.execute("INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret)
-    return SecretRotated(id=endpoint_id, secret=secret, previousSecretsExpireAt=expires if overlap_seconds else None)
+        await conn.execute(
+            "DELETE FROM webhook_secrets WHERE endpoint_id = $1 AND expires_at <= now()", endpoint_id
+        )
+        await conn.execute(
+            "INSERT INTO webhook_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret
+        )
+    return SecretRotated(
+        id=endpoint_id, secret=secret, previousSecretsExpireAt=expires if overlap_seconds else None
+    )
 
 
 async def active_secrets(conn: asyncpg.Connection, endpoint_id: int) -> list[str]:

@@ -40,7 +40,9 @@ async def _check_target(request: web.Request, url: str) -> None:
     """A URL we would refuse to call is refused now, with the reason (not later, silently)."""
     s = request.app[SETTINGS]
     try:
-        await asyncio.wait_for(check_url(url, AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)), 5.0)
+        await asyncio.wait_for(
+            check_url(url, AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)), 5.0
+        )
     except TimeoutError:
         return  # a slow resolver: every delivery checks again
     except BlockedAddress as exc:

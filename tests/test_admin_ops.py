@@ -19,7 +19,9 @@ JOBS = "/admin/api/jobs"
 SUBMIT = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractPartcipantsInfo"
 
 
-async def _job(pool, *, status="IN_QUEUE", owner="crc_a", site=SITE_A, job_type="EXTRACT_PARTICIPANTS", created=None):
+async def _job(
+    pool, *, status="IN_QUEUE", owner="crc_a", site=SITE_A, job_type="EXTRACT_PARTICIPANTS", created=None
+):
     async with pool.acquire() as conn:
         row = await job_store.create_job(
             conn, job_type=job_type,
@@ -83,8 +85,16 @@ async def test_list_jobs_filters_and_pages(client, world, pool):
     }  # fmt: skip
     assert "objectKey" not in job and "object_key" not in job
 
-    for bad in ("?status=DONE", "?type=x", "?createdFrom=yesterday", "?page=0", "?pageSize=abc", "?owner=%00",
-                "?createdFrom=0001-01-01T00:00%2B05:00", "?createdTo=9999-12-31T23:59-05:00"):
+    for bad in (
+        "?status=DONE",
+        "?type=x",
+        "?createdFrom=yesterday",
+        "?page=0",
+        "?pageSize=abc",
+        "?owner=%00",
+        "?createdFrom=0001-01-01T00:00%2B05:00",
+        "?createdTo=9999-12-31T23:59-05:00",
+    ):
         resp = await client.get(JOBS + bad, headers=admin)
         assert (await expect(resp, 400))["message"] == "errorCode.invalidParameter", bad
 
@@ -93,7 +103,12 @@ async def test_one_job_in_full_and_unknown_ones(client, world, pool):
     await world.standard()
     j = await _job(pool, status="FAILED")
     body = await expect(await client.get(f"{JOBS}/{j}", headers=world.auth("admin")), 200)
-    assert (body["jobUuid"], body["status"], body["attempts"], body["error"]) == (j, "FAILED", 5, "storage: unavailable")
+    assert (body["jobUuid"], body["status"], body["attempts"], body["error"]) == (
+        j,
+        "FAILED",
+        5,
+        "storage: unavailable",
+    )
     assert body["webhookDeliveries"] == [] and body["audit"] == [] and body["params"] == {}
     for bad in (str(uuid.uuid4()), "not-a-uuid", "x" * 100):
         resp = await client.get(f"{JOBS}/{bad}", headers=world.auth("admin"))
@@ -103,13 +118,20 @@ async def test_one_job_in_full_and_unknown_ones(client, world, pool):
 async def test_cancel_queued_running_and_finished_jobs(client, world, pool):
     await world.standard()
     admin = world.auth("admin")
-    queued, running, done = await _job(pool), await _job(pool, status="IN_PROGRESS"), await _job(pool, status="COMPLETED")
+    queued, running, done = (
+        await _job(pool),
+        await _job(pool, status="IN_PROGRESS"),
+        await _job(pool, status="COMPLETED"),
+    )
 
     body = await expect(await client.post(f"{JOBS}/{queued}/cancel", headers=admin), 202)
     assert (body["status"], body["cancelRequested"], body["error"]) == ("CANCELLED", True, "cancelled")
     assert body["completedAt"] is not None
     body = await expect(await client.post(f"{JOBS}/{running}/cancel", headers=admin), 202)
-    assert (body["status"], body["cancelRequested"]) == ("IN_PROGRESS", True)  # the worker stops at its next chunk
+    assert (body["status"], body["cancelRequested"]) == (
+        "IN_PROGRESS",
+        True,
+    )  # the worker stops at its next chunk
     assert [a["action"] for a in body["audit"]] == ["admin.job.cancel"]
     # The worker's check between chunks sees the flag.
     async with pool.acquire() as conn:
@@ -122,7 +144,9 @@ async def test_cancel_queued_running_and_finished_jobs(client, world, pool):
 
 async def test_retry_a_failed_extract_runs_it_again(client, world, pool, settings):
     await world.standard()
-    body = await expect(await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200)
+    body = await expect(
+        await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200
+    )
     j = body["jobUuid"]
     async with pool.acquire() as conn:
         await conn.execute("UPDATE jobs SET attempts = 5 WHERE uuid = $1", uuid.UUID(j))
@@ -140,12 +164,17 @@ async def test_retry_a_failed_extract_runs_it_again(client, world, pool, setting
     assert (body["status"], body["attempts"]) == ("COMPLETED", 1)
 
     again = await client.post(f"{JOBS}/{j}/retry", headers=world.auth("admin"))
-    assert await expect(again, 409) == {"message": "errorCode.jobNotRetryable", "params": {"jobUuid": j, "status": "COMPLETED"}}
+    assert await expect(again, 409) == {
+        "message": "errorCode.jobNotRetryable",
+        "params": {"jobUuid": j, "status": "COMPLETED"},
+    }
 
 
 async def test_purge_expired_deletes_files_and_marks_jobs(client, world, pool, settings):
     await world.standard()
-    body = await expect(await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200)
+    body = await expect(
+        await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200
+    )
     j = body["jobUuid"]
     await _run_extract_worker(settings)
     key = await pool.fetchval("SELECT object_key FROM jobs WHERE uuid = $1", uuid.UUID(j))
@@ -154,7 +183,9 @@ async def test_purge_expired_deletes_files_and_marks_jobs(client, world, pool, s
 
     nothing = await expect(await client.post(JOBS + "/purge-expired", headers=world.auth("admin")), 200)
     assert nothing == {"expired": 0, "jobUuids": []}
-    await pool.execute("UPDATE jobs SET expires_at = now() - interval '1 minute' WHERE uuid = $1", uuid.UUID(j))
+    await pool.execute(
+        "UPDATE jobs SET expires_at = now() - interval '1 minute' WHERE uuid = $1", uuid.UUID(j)
+    )
     purged = await expect(await client.post(JOBS + "/purge-expired", headers=world.auth("admin")), 200)
     assert purged == {"expired": 1, "jobUuids": [j]}
     with pytest.raises(StorageNotFound):
@@ -187,7 +218,10 @@ async def test_audit_log_filters_and_pages(client, world, pool):
     page = await entries("?page=2&pageSize=2")
     assert (len(page["entries"]), page["total"]) == (1, 3)
     resp = await client.get("/admin/api/audit?from=noon", headers=admin)
-    assert await expect(resp, 400) == {"message": "errorCode.invalidParameter", "params": {"parameter": "from"}}
+    assert await expect(resp, 400) == {
+        "message": "errorCode.invalidParameter",
+        "params": {"parameter": "from"},
+    }
 
 
 async def test_queue_health(client, world, pool, settings):
@@ -215,7 +249,9 @@ async def test_queue_health(client, world, pool, settings):
 
 async def test_the_extract_worker_honours_an_admin_cancel(client, world, pool, settings):
     await world.standard()
-    body = await expect(await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200)
+    body = await expect(
+        await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200
+    )
     j = body["jobUuid"]
     # The job is running (as far as Postgres knows) when the admin cancels; its message is still in arq.
     await pool.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", uuid.UUID(j))

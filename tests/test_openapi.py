@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from openapi_spec_validator import validate
 
 from service.demo import DEMO_SITES, DEMO_STUDY, seed_demo
@@ -28,19 +27,38 @@ async def test_document_is_valid_openapi_31_and_lists_every_route(client, pool):
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert documented == routes
-    undocumented = [f"{m} {p}" for p, ops in doc["paths"].items() for m, op in ops.items() if op["summary"] == GENERIC.summary]
+    undocumented = [
+        f"{m} {p}"
+        for p, ops in doc["paths"].items()
+        for m, op in ops.items()
+        if op["summary"] == GENERIC.summary
+    ]
     assert undocumented == []  # every handler has its entry in service/openapi.py
     webhook = doc["paths"]["/admin/api/webhooks"]["post"]
-    assert webhook["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/WebhookIn"}
+    assert webhook["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/WebhookIn"
+    }
     assert set(doc["webhooks"]) == {"job.completed", "job.failed"}
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+def _check_operation(strategy: Any, base_url: str, headers: dict[str, str], checks: list[Any]) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])  # fmt: skip
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        case.call_and_validate(base_url=base_url, headers=headers, checks=checks)
+
+    run()
 
 
 def _fuzz(doc: dict[str, Any], base_url: str, tokens: dict[str, str]) -> list[str]:
     """Runs in a thread: schemathesis is synchronous, the server lives on the test's event loop."""
     import schemathesis
+    from hypothesis import strategies as st
     from schemathesis import GenerationMode
-    from hypothesis import HealthCheck, Phase, given, settings, strategies as st
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
@@ -48,7 +66,12 @@ def _fuzz(doc: dict[str, Any], base_url: str, tokens: dict[str, str]) -> list[st
         status_code_conformance,
     )
 
-    checks = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
+    checks = [
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+        content_type_conformance,
+    ]
     schema = schemathesis.openapi.from_dict(doc)
     failures: list[str] = []
     for result in schema.get_all_operations():
@@ -61,20 +84,13 @@ def _fuzz(doc: dict[str, Any], base_url: str, tokens: dict[str, str]) -> list[st
             strategies.append(op.as_strategy(path_parameters=fixed))
         strategy = st.one_of(*strategies)
 
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])  # fmt: skip
-        @given(case=strategy)
-        def run(case: Any) -> None:
-            case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, checks=checks)
-
         try:
-            run()
+            _check_operation(strategy, base_url, {"Authorization": f"Bearer {token}"}, checks)
         except (Exception, BaseExceptionGroup) as exc:  # schemathesis raises a FailureGroup; collect all
             failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:1500]}")
     return failures
 
 
-@pytest.mark.slow
 async def test_schemathesis_finds_no_5xx_and_no_answer_off_the_schema(client, world, pool):
     async with pool.acquire() as conn:
         await seed_demo(conn)

@@ -6,7 +6,6 @@ import logging
 import re
 
 import orjson
-
 from arq import create_pool
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,7 +56,11 @@ async def test_request_id_is_echoed_or_generated(client, pool, caplog):
     [record] = [r for r in caplog.records if r.name == "participants.access"]
     line = orjson.loads(JsonFormatter().format(record))  # the structured line, as production writes it
     assert {k: line[k] for k in ("msg", "method", "route", "status", "request_id")} == {
-        "msg": "request", "method": "GET", "route": "/healthz", "status": 200, "request_id": "abc-123"
+        "msg": "request",
+        "method": "GET",
+        "route": "/healthz",
+        "status": 200,
+        "request_id": "abc-123",
     }
     resp = await client.get("/healthz", headers={"X-Request-ID": "x" * 500})  # unreasonable: replaced
     assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-ID"])
@@ -96,18 +99,39 @@ async def test_metrics_count_requests_by_route_template_jobs_and_webhooks(make_c
     text = await expect(resp, 200)
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     m = samples(text)
-    assert m[("participants_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))] == 3
+    assert (
+        m[("participants_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))]
+        == 3
+    )
     route = "/pages/auth/api/jobs/{jobUuid}"
-    assert m[("participants_http_requests_total", (("method", "GET"), ("route", route), ("status", "404")))] == 1
+    assert (
+        m[("participants_http_requests_total", (("method", "GET"), ("route", route), ("status", "404")))] == 1
+    )
     route = "/pages/auth/api/clinicaldata/studies/{studyOID}/participants"
-    assert m[("participants_http_requests_total", (("method", "GET"), ("route", route), ("status", "200")))] == 1
+    assert (
+        m[("participants_http_requests_total", (("method", "GET"), ("route", route), ("status", "200")))] == 1
+    )
     assert "SECRET-KEY-1" not in text  # templates, never raw paths
-    assert m[("participants_http_request_duration_seconds_count", (("method", "GET"), ("route", "/healthz"), ("status", "200")))] == 3
+    assert (
+        m[
+            (
+                "participants_http_request_duration_seconds_count",
+                (("method", "GET"), ("route", "/healthz"), ("status", "200")),
+            )
+        ]
+        == 3
+    )
     assert m[("participants_jobs", (("status", "COMPLETED"), ("type", "EXTRACT_PARTICIPANTS")))] == 2
     assert m[("participants_jobs", (("status", "FAILED"), ("type", "EXTRACT_PARTICIPANTS")))] == 1
     assert m[("participants_job_duration_seconds_count", (("type", "EXTRACT_PARTICIPANTS"),))] == 3
-    assert m[("participants_job_duration_seconds_bucket", (("le", "1.0"), ("type", "EXTRACT_PARTICIPANTS")))] == 0
-    assert m[("participants_job_duration_seconds_bucket", (("le", "2.5"), ("type", "EXTRACT_PARTICIPANTS")))] == 3
+    assert (
+        m[("participants_job_duration_seconds_bucket", (("le", "1.0"), ("type", "EXTRACT_PARTICIPANTS")))]
+        == 0
+    )
+    assert (
+        m[("participants_job_duration_seconds_bucket", (("le", "2.5"), ("type", "EXTRACT_PARTICIPANTS")))]
+        == 3
+    )
     assert m[("participants_extract_rows_total", ())] == 6
     assert m[("participants_webhook_attempts_total", (("outcome", "http_error"),))] == 1
     assert m[("participants_webhook_attempts_total", (("outcome", "success"),))] == 1
@@ -117,7 +141,10 @@ async def test_metrics_count_requests_by_route_template_jobs_and_webhooks(make_c
     assert m[("participants_metrics_refresh_ok", ())] == 1
 
     other_m = samples(await expect(await other.get("/metrics"), 200))
-    assert ("participants_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200"))) not in other_m
+    assert (
+        "participants_http_requests_total",
+        (("method", "GET"), ("route", "/healthz"), ("status", "200")),
+    ) not in other_m
 
 
 async def test_docs_page_uses_the_vendored_script(client, pool):

@@ -87,7 +87,10 @@ async def test_private_and_odd_urls_are_refused_at_registration(client, world, u
     await world.standard()
     resp = await client.post(HOOKS, json={"url": url}, headers=world.auth("admin"))
     body = await expect(resp, 400)
-    assert body == {"message": "errorCode.webhookUrlNotAllowed", "params": {"fields": ["url"], "reason": reason}}
+    assert body == {
+        "message": "errorCode.webhookUrlNotAllowed",
+        "params": {"fields": ["url"], "reason": reason},
+    }
 
 
 @pytest.mark.parametrize(
@@ -98,7 +101,10 @@ async def test_private_and_odd_urls_are_refused_at_registration(client, world, u
         ({"url": "https://93.184.216.34/x", "eventTypes": []}, ["eventTypes"]),
         ({"url": "https://93.184.216.34/x", "enabled": "yes"}, ["enabled"]),
         ({"url": "https://93.184.216.34/x", "secret": "whsec_mine"}, ["secret"]),
-        ({"url": "https://93.184.216.34/x", "description": "a\u0000b"}, ["description"]),  # Postgres refuses NUL
+        (
+            {"url": "https://93.184.216.34/x", "description": "a\u0000b"},
+            ["description"],
+        ),  # Postgres refuses NUL
         ({"url": "https://93.184.216.34/\u0000"}, ["url"]),
         ({"url": "https://93.184.216.34/a b"}, ["url"]),
         ({"url": "https://93.184.216.34/x", "studyOid": "S\u0000"}, ["studyOid"]),
@@ -107,7 +113,10 @@ async def test_private_and_odd_urls_are_refused_at_registration(client, world, u
 async def test_bad_bodies_are_400(client, world, body, fields):
     await world.standard()
     resp = await client.post(HOOKS, json=body, headers=world.auth("admin"))
-    assert await expect(resp, 400) == {"message": "errorCode.invalidRequestBody", "params": {"fields": fields}}
+    assert await expect(resp, 400) == {
+        "message": "errorCode.invalidRequestBody",
+        "params": {"fields": fields},
+    }
 
 
 async def test_unknown_study_scope_and_ids_are_404(client, world):
@@ -136,7 +145,9 @@ async def test_outbox_rows_follow_the_transaction_and_the_subscriptions(client, 
 
     completed = await finished_job(pool, "COMPLETED")
     failed = await finished_job(pool, "FAILED")
-    rows = await pool.fetch("SELECT endpoint_id, event_type, job_uuid, payload FROM webhook_messages ORDER BY id")
+    rows = await pool.fetch(
+        "SELECT endpoint_id, event_type, job_uuid, payload FROM webhook_messages ORDER BY id"
+    )
     got = {(r["endpoint_id"], r["event_type"], r["job_uuid"]) for r in rows}
     assert got == {
         (everything["id"], "job.completed", completed),
@@ -159,7 +170,9 @@ async def test_outbox_rows_follow_the_transaction_and_the_subscriptions(client, 
 # --- Delivery ----------------------------------------------------------------------------------
 
 
-async def test_delivery_is_standard_webhooks_and_carries_no_personal_data(make_client, world, pool, settings, receiver):
+async def test_delivery_is_standard_webhooks_and_carries_no_personal_data(
+    make_client, world, pool, settings, receiver
+):
     client = await make_client(**ALLOW_LOCAL)
     await world.standard()
     url = await receiver.start()
@@ -171,7 +184,9 @@ async def test_delivery_is_standard_webhooks_and_carries_no_personal_data(make_c
                              headers=world.auth("crc_a"))  # fmt: skip
     await expect(resp, 200)
     job_uuid = await finished_job(pool, "COMPLETED")
-    s = settings.model_copy(update={**ALLOW_LOCAL, "public_url": "https://trial.example.org", "path_prefix": "/OpenClinica"})
+    s = settings.model_copy(
+        update={**ALLOW_LOCAL, "public_url": "https://trial.example.org", "path_prefix": "/OpenClinica"}
+    )
 
     assert await sweep(s, pool) == 1
     assert await sweep(s, pool) == 0  # already queued for this attempt: not twice
@@ -192,22 +207,35 @@ async def test_delivery_is_standard_webhooks_and_carries_no_personal_data(make_c
     }  # fmt: skip
     assert event["data"]["expiresAt"].endswith("Z") and event["timestamp"].endswith("Z")
     ws.JobEvent.model_validate(event)  # the body documented under the OpenAPI document's `webhooks`
-    assert list(event) == ["type", "timestamp", "data"] and list(event["data"])[:3] == ["jobUuid", "jobType", "status"]
+    assert list(event) == ["type", "timestamp", "data"] and list(event["data"])[:3] == [
+        "jobUuid",
+        "jobType",
+        "status",
+    ]
     for personal in (b"Zelda", b"Quixote", b"zelda@example.org", b"5550199", b"WH-1"):
         assert personal not in body
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + "A" * 44).verify(body, headers)
 
-    deliveries = await expect(await client.get(f"{HOOKS}/{created['id']}/deliveries", headers=world.auth("admin")), 200)
+    deliveries = await expect(
+        await client.get(f"{HOOKS}/{created['id']}/deliveries", headers=world.auth("admin")), 200
+    )
     [d] = deliveries["deliveries"]
     assert (d["status"], d["attempts"], d["eventId"], d["eventType"], d["jobUuid"]) == (
-        "delivered", 1, headers["webhook-id"], "job.completed", str(job_uuid))
+        "delivered",
+        1,
+        headers["webhook-id"],
+        "job.completed",
+        str(job_uuid),
+    )
     assert [(a["attempt"], a["outcome"], a["httpStatus"], a["responseExcerpt"]) for a in d["attemptLog"]] == [
         (1, "success", 204, "")
     ]
 
 
-async def test_fails_times_out_recovers_and_a_restarted_worker_loses_nothing(make_client, world, pool, settings, receiver):
+async def test_fails_times_out_recovers_and_a_restarted_worker_loses_nothing(
+    make_client, world, pool, settings, receiver
+):
     client = await make_client(**ALLOW_LOCAL)
     await world.standard()
     url = await receiver.start()
@@ -223,7 +251,9 @@ async def test_fails_times_out_recovers_and_a_restarted_worker_loses_nothing(mak
         await run_default_worker(s)  # a fresh worker each time: nothing lives in the process
         outcomes.append(await pool.fetchval("SELECT outcome FROM webhook_attempts ORDER BY id DESC LIMIT 1"))
         if outcomes[-1] == "http_error" and len(outcomes) == 3:
-            wait = await pool.fetchval("SELECT extract(epoch FROM next_attempt_at - now()) FROM webhook_messages")
+            wait = await pool.fetchval(
+                "SELECT extract(epoch FROM next_attempt_at - now()) FROM webhook_messages"
+            )
             assert 5 < wait <= 7  # Retry-After honoured
     assert outcomes == ["http_error", "timeout", "http_error", "success"]
 
@@ -232,7 +262,9 @@ async def test_fails_times_out_recovers_and_a_restarted_worker_loses_nothing(mak
     for h, b in receiver.requests:
         Webhook(created["secret"]).verify(b, h)
 
-    d = (await expect(await client.get(f"{HOOKS}/{created['id']}/deliveries", headers=world.auth("admin")), 200))
+    d = await expect(
+        await client.get(f"{HOOKS}/{created['id']}/deliveries", headers=world.auth("admin")), 200
+    )
     [msg] = d["deliveries"]
     assert (msg["status"], msg["attempts"]) == ("delivered", 4)
     log = [(a["attempt"], a["outcome"], a["httpStatus"]) for a in msg["attemptLog"]]
@@ -261,7 +293,9 @@ async def test_a_worker_killed_mid_attempt_leaves_the_message_to_be_retried(worl
     assert await pool.fetchval("SELECT status || ':' || attempts FROM webhook_messages") == "delivered:2"
 
 
-async def test_410_disables_the_endpoint_and_redelivery_after_reenabling(make_client, world, pool, settings, receiver):
+async def test_410_disables_the_endpoint_and_redelivery_after_reenabling(
+    make_client, world, pool, settings, receiver
+):
     client = await make_client(**ALLOW_LOCAL)
     await world.standard()
     url = await receiver.start()
@@ -271,7 +305,9 @@ async def test_410_disables_the_endpoint_and_redelivery_after_reenabling(make_cl
     await finished_job(pool, "COMPLETED")
     await finished_job(pool, "FAILED")
     s = settings.model_copy(update=ALLOW_LOCAL)
-    await pool.execute("UPDATE webhook_messages SET next_attempt_at = now() + interval '1 hour' WHERE event_type = 'job.failed'")
+    await pool.execute(
+        "UPDATE webhook_messages SET next_attempt_at = now() + interval '1 hour' WHERE event_type = 'job.failed'"
+    )
     await sweep(s, pool)
     await run_default_worker(s)
 
@@ -281,14 +317,23 @@ async def test_410_disables_the_endpoint_and_redelivery_after_reenabling(make_cl
     await sweep(s, pool)
     await run_default_worker(s)
     assert len(receiver.requests) == 1  # the disabled endpoint gets nothing more
-    statuses = dict(await pool.fetch("SELECT event_type, status || ':' || coalesce(last_error, '') FROM webhook_messages"))
-    assert statuses == {"job.completed": "failed:410 Gone: endpoint disabled", "job.failed": "failed:endpoint disabled"}
+    statuses = dict(
+        await pool.fetch("SELECT event_type, status || ':' || coalesce(last_error, '') FROM webhook_messages")
+    )
+    assert statuses == {
+        "job.completed": "failed:410 Gone: endpoint disabled",
+        "job.failed": "failed:endpoint disabled",
+    }
 
     # The receiver is back; an admin re-enables the endpoint and redelivers.
     await expect(await client.patch(hook, json={"enabled": True}, headers=world.auth("admin")), 200)
-    deliveries = (await expect(await client.get(hook + "/deliveries", headers=world.auth("admin")), 200))["deliveries"]
+    deliveries = (await expect(await client.get(hook + "/deliveries", headers=world.auth("admin")), 200))[
+        "deliveries"
+    ]
     for d in deliveries:
-        body = await expect(await client.post(f"{HOOKS}/deliveries/{d['id']}/redeliver", headers=world.auth("admin")), 202)
+        body = await expect(
+            await client.post(f"{HOOKS}/deliveries/{d['id']}/redeliver", headers=world.auth("admin")), 202
+        )
         assert body["status"] == "pending" and body["eventId"] == d["eventId"]
     await run_default_worker(s)  # queued by the redeliver calls themselves, no sweep needed
     assert len(receiver.requests) == 3
@@ -296,7 +341,9 @@ async def test_410_disables_the_endpoint_and_redelivery_after_reenabling(make_cl
     assert await pool.fetchval("SELECT array_agg(DISTINCT status) FROM webhook_messages") == ["delivered"]
 
 
-async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(make_client, world, pool, settings, receiver):
+async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(
+    make_client, world, pool, settings, receiver
+):
     client = await make_client(**ALLOW_LOCAL)
     await world.standard()
     url = await receiver.start()

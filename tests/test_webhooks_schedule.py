@@ -3,7 +3,6 @@ backoff, Retry-After, the SSRF address policy."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 from email.utils import format_datetime
@@ -65,7 +64,12 @@ async def _attempt(pool, settings, message_id, **mock):
         (500, {"Retry-After": "10000000"}, 12 * 3600 - 2, 12 * 3600),  # capped at the backoff maximum
         (503, {"Retry-After": "soon"}, 22.5 - 2, 37.5),  # unreadable: the normal backoff
         (400, {"Retry-After": "120"}, 22.5 - 2, 37.5),  # only 429 and 5xx speak for the receiver's load
-        (302, {"Location": "http://169.254.169.254/"}, 22.5 - 2, 37.5),  # a redirect is a failure, never followed
+        (
+            302,
+            {"Location": "http://169.254.169.254/"},
+            22.5 - 2,
+            37.5,
+        ),  # a redirect is a failure, never followed
         (404, {}, 22.5 - 2, 37.5),
     ],
 )
@@ -81,7 +85,9 @@ async def test_failed_attempt_schedules_the_next(pool, settings, message, status
 
 async def test_retry_after_as_an_http_date(pool, settings, message):
     when = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
-    await _attempt(pool, settings, message, status=503, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    await _attempt(
+        pool, settings, message, status=503, headers={"Retry-After": format_datetime(when, usegmt=True)}
+    )
     _, wait, _ = await _wait(pool, message)
     assert 595 <= wait <= 600
 
@@ -101,8 +107,12 @@ async def test_backoff_grows_exponentially_with_jitter(pool, settings, message):
 @pytest.mark.parametrize(
     "mock, outcome, error",
     [
-        ({"exception": asyncio.TimeoutError()}, "timeout", "no answer within 10 s"),
-        ({"exception": aiohttp.ClientConnectionError("refused")}, "connection_error", "ClientConnectionError"),
+        ({"exception": TimeoutError()}, "timeout", "no answer within 10 s"),
+        (
+            {"exception": aiohttp.ClientConnectionError("refused")},
+            "connection_error",
+            "ClientConnectionError",
+        ),
         ({"exception": aiohttp.ServerDisconnectedError()}, "connection_error", "ServerDisconnectedError"),
     ],
 )
@@ -115,11 +125,15 @@ async def test_network_failures_are_retried(pool, settings, message, mock, outco
 
 async def test_the_last_attempt_is_at_the_end_of_the_window_then_it_gives_up(pool, settings, message):
     # Created almost three days ago: the next attempt is clipped to the window's end, not skipped.
-    await pool.execute("UPDATE webhook_messages SET created_at = now() - interval '72 hours' + interval '10 s'")
+    await pool.execute(
+        "UPDATE webhook_messages SET created_at = now() - interval '72 hours' + interval '10 s'"
+    )
     await _attempt(pool, settings, message, status=500)
     state, wait, _ = await _wait(pool, message)
     assert state == "pending" and 7 <= wait <= 10
-    await pool.execute("UPDATE webhook_messages SET created_at = now() - interval '73 hours', next_attempt_at = now()")
+    await pool.execute(
+        "UPDATE webhook_messages SET created_at = now() - interval '73 hours', next_attempt_at = now()"
+    )
     await _attempt(pool, settings, message, status=502)
     state, _, error = await _wait(pool, message)
     assert (state, error) == ("failed", "gave up after 2 attempts: HTTP 502")
@@ -128,12 +142,17 @@ async def test_the_last_attempt_is_at_the_end_of_the_window_then_it_gives_up(poo
 async def test_2xx_is_success_and_410_disables(pool, settings, message):
     assert await _attempt(pool, settings, message, status=202) == "success"
     assert (await _wait(pool, message))[0] == "delivered"
-    assert await attempt_delivery(pool, settings, message) == "not_pending"  # a duplicate arq message: nothing
+    assert (
+        await attempt_delivery(pool, settings, message) == "not_pending"
+    )  # a duplicate arq message: nothing
 
     second = await finished_job(pool, "FAILED")
     msg2 = await pool.fetchval("SELECT id FROM webhook_messages WHERE job_uuid = $1", second)
     assert await _attempt(pool, settings, msg2, status=410) == "gone"
-    assert tuple(await pool.fetchrow("SELECT enabled, disabled_reason FROM webhook_endpoints")) == (False, "gone")
+    assert tuple(await pool.fetchrow("SELECT enabled, disabled_reason FROM webhook_endpoints")) == (
+        False,
+        "gone",
+    )
 
 
 async def test_a_message_not_yet_due_is_not_attempted(pool, settings, message):
@@ -200,7 +219,13 @@ def test_allowed_networks_open_only_themselves():
 async def test_check_url_and_the_guarded_resolver():
     policy = AddressPolicy()
     await check_url("https://93.184.216.34/x", policy)
-    for bad in ("http://127.0.0.1/", "http://[::ffff:7f00:1]/", "file:///etc/passwd", "http:///nohost", "http://a:b/"):
+    for bad in (
+        "http://127.0.0.1/",
+        "http://[::ffff:7f00:1]/",
+        "file:///etc/passwd",
+        "http:///nohost",
+        "http://a:b/",
+    ):
         with pytest.raises(BlockedAddress):
             await check_url(bad, policy)
 
@@ -209,7 +234,10 @@ async def test_check_url_and_the_guarded_resolver():
             self.hosts = hosts
 
         async def resolve(self, host, port=0, family=0):
-            return [{"hostname": host, "host": h, "port": port, "family": family, "proto": 0, "flags": 0} for h in self.hosts]
+            return [
+                {"hostname": host, "host": h, "port": port, "family": family, "proto": 0, "flags": 0}
+                for h in self.hosts
+            ]
 
         async def close(self):
             pass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,11 @@ class Receiver:
 
 
 async def finished_job(
-    pool: asyncpg.Pool, status: str = "COMPLETED", study: str = STUDY, site: str | None = SITE_A, owner: str = "crc_a"
+    pool: asyncpg.Pool,
+    status: str = "COMPLETED",
+    study: str = STUDY,
+    site: str | None = SITE_A,
+    owner: str = "crc_a",
 ) -> uuid.UUID:
     """A job row taken to ``status`` through the job store (the outbox is written on the way)."""
     async with pool.acquire() as conn:
@@ -63,7 +67,9 @@ async def finished_job(
             conn, job_type="EXTRACT_PARTICIPANTS", study_id=study_id, site_id=site_id, owner_id=owner_id,
             file_name=f"{study}-{site}_Participant Access Code_2026-01-01-000000000Z.csv",
         )  # fmt: skip
-        await conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", row["uuid"])
+        await conn.execute(
+            "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", row["uuid"]
+        )
         if status == "COMPLETED":
             import datetime as dt
 

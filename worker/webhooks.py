@@ -53,7 +53,9 @@ def public_base(settings: Settings) -> str:
 def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
     """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
     stored = payload["data"]
-    data = {name: stored.get(name) for name in ws.JobEventData.model_fields}  # the documented order (jsonb sorts keys)
+    data = {
+        name: stored.get(name) for name in ws.JobEventData.model_fields
+    }  # the documented order (jsonb sorts keys)
     jobs = public_base(settings) + "/pages/auth/api/jobs/" + data["jobUuid"]
     data["statusUrl"] = jobs
     completed_extract = data["jobType"] == "EXTRACT_PARTICIPANTS" and data["status"] == "COMPLETED"
@@ -268,7 +270,11 @@ async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings:
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 text = await resp.content.read(ws.EXCERPT_CHARS * 4)
                 return AttemptResult(
-                    ws.classify(resp.status), resp.status, ws.excerpt(text), None, resp.headers.get("Retry-After")
+                    ws.classify(resp.status),
+                    resp.status,
+                    ws.excerpt(text),
+                    None,
+                    resp.headers.get("Retry-After"),
                 )
     except BlockedAddress as exc:
         return AttemptResult("blocked", error=exc.reason)
@@ -276,7 +282,7 @@ async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings:
         if isinstance(exc.os_error, BlockedAddress) or isinstance(exc.__cause__, BlockedAddress):
             return AttemptResult("blocked", error="address not allowed")
         return AttemptResult("connection_error", error=type(exc).__name__)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         return AttemptResult("timeout", error=f"no answer within {settings.webhook_timeout_seconds:g} s")
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         return AttemptResult("connection_error", error=type(exc).__name__)
