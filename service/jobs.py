@@ -177,13 +177,15 @@ async def download_file(request: web.Request) -> web.StreamResponse:
             if_range = request.headers.get("If-Range")
             if if_range is None or (etag is not None and if_range.strip() == etag):
                 byte_range = _parse_range(request.headers.get("Range"), size)
-        await audit_record(
-            conn,
-            _job_scope(username, user_id, job),
-            "job.download",
-            job_uuid=job["uuid"],
-            details={"range": byte_range is not None, "redirect": redirect},
-        )
+        is_head = request.method == "HEAD"
+        if not is_head:
+            await audit_record(
+                conn,
+                _job_scope(username, user_id, job),
+                "job.download",
+                job_uuid=job["uuid"],
+                details={"range": byte_range is not None, "redirect": redirect},
+            )
     params = {"jobUuid": str(job["uuid"])}
     try:
         if redirect:
@@ -193,8 +195,8 @@ async def download_file(request: web.Request) -> web.StreamResponse:
         start, end = byte_range or (0, size)
         chunks = storage.read_stream(job["object_key"], start, end if byte_range else None)
         # Fetch the first chunk before sending headers, so a missing or unreachable object is
-        # still an ordinary error response.
-        first = await anext(chunks, b"") if end > start else b""
+        # still an ordinary error response. HEAD sends the headers only: no body, no audit row.
+        first = await anext(chunks, b"") if end > start and not is_head else b""
     except StorageNotFound:
         raise ApiError("fileExpired", params) from None
     except StorageUnavailable:
@@ -215,7 +217,9 @@ async def download_file(request: web.Request) -> web.StreamResponse:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
-    if first:
+    if is_head:
+        await chunks.aclose()
+    elif first:
         await response.write(first)
         try:
             async for chunk in chunks:

@@ -192,10 +192,10 @@ def _worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start_worker(settings: Settings, log_path: Path, **extra: str) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, log_path: Path, queue: str = "extract", **extra: str) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker", "--queue", "extract"],
+            [sys.executable, "-m", "service.cli", "worker", "--queue", queue],
             cwd=ROOT,
             env=_worker_env(settings, **extra),
             stdout=log,
@@ -253,6 +253,24 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
     assert resp.status == 200 and len(body) == job["byte_size"]
     rows = parse_csv(body)
     assert len(rows) == n + 1 and rows[1][0] == "P0000001" and rows[-1][0] == f"P{n:07d}"
+
+
+@pytest.mark.slow
+async def test_the_sweeper_cron_in_a_real_worker_recovers_a_flushed_queue(client, world, pool, settings, tmp_path):
+    await world.standard()
+    await seed_site(pool, SITE_A, 30)
+    jobs = [await submit(client, world) for _ in range(3)]
+    await _flush_redis(settings)
+    proc = _start_worker(settings, tmp_path / "all.log", "all", PARTICIPANTS_JOB_REQUEUE_AFTER_SECONDS="0.5")
+    try:
+        deadline = time.monotonic() + 45
+        while {(await _job(pool, j))["status"] for j in jobs} != {"COMPLETED"}:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "all.log").read_text()
+            await asyncio.sleep(0.1)
+    finally:
+        _stop(proc)
+    for j in jobs:
+        assert (await _job(pool, j))["row_count"] == 30
 
 
 # ---- 503 while Postgres or Redis is unreachable, and recovery ----

@@ -218,3 +218,30 @@ async def test_cancel_requested_before_the_run_ends_cancelled(client, world, poo
     assert not (settings.storage_dir / row["object_key"]).exists()
     body = await expect(await download(client, world, job_uuid), 409)
     assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "CANCELLED"}}
+
+
+async def test_storage_unreachable_during_download_or_delete_is_503(make_client, world, pool, s3_settings):
+    good = await make_client(**s3_settings.model_dump(include=S3_FIELDS))
+    await world.standard()
+    job_uuid = await _completed(good, world, pool, s3_settings, n=5)
+    down = s3_settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0})
+    bad = await make_client(**down.model_dump(include=S3_FIELDS))
+    for method, path in (("GET", "/downloadFile"), ("DELETE", "")):
+        resp = await bad.request(method, f"{JOBS}/{job_uuid}{path}", headers=world.auth("crc_a"))
+        body = await expect(resp, 503)
+        assert body == {"message": "errorCode.serviceUnavailable", "params": {"jobUuid": job_uuid}}
+    # Nothing was lost: the job is still COMPLETED and the file still there.
+    assert await pool.fetchval("SELECT status FROM jobs") == "COMPLETED"
+    resp = await download(good, world, job_uuid)
+    assert resp.status == 200 and len(parse_csv(await resp.read())) == 6
+
+
+async def test_head_gives_the_headers_without_the_body(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings, n=5)
+    full = await (await download(client, world, job_uuid)).read()
+    resp = await client.head(f"{JOBS}/{job_uuid}/downloadFile", headers=world.auth("crc_a"))
+    assert resp.status == 200
+    assert int(resp.headers["Content-Length"]) == len(full)
+    assert resp.headers["ETag"].startswith('"')
+    assert await resp.read() == b""
