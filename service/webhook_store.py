@@ -225,7 +225,8 @@ def next_attempt_at(
 
 
 def excerpt(body: bytes) -> str:
-    return body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+    """The start of a receiver's answer, storable whatever it holds (Postgres text refuses NUL)."""
+    return body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS].replace("\x00", "\ufffd")
 
 
 # --- Endpoints --------------------------------------------------------------------------------

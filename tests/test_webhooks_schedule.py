@@ -83,6 +83,14 @@ async def test_failed_attempt_schedules_the_next(pool, settings, message, status
     assert tuple(log) == (1, "http_error", status, "nope")
 
 
+async def test_any_answer_body_is_logged_safely(pool, settings, message):
+    """A receiver answering binary junk (NUL bytes, invalid UTF-8, long) still gets its attempt logged."""
+    junk = b"\x00\xff\xfe<html>" + b"x" * 30_000
+    assert await _attempt(pool, settings, message, status=500, body=junk) == "http_error"
+    excerpt = await pool.fetchval("SELECT response_excerpt FROM webhook_attempts")
+    assert excerpt.startswith("\ufffd\ufffd\ufffd<html>xxx") and len(excerpt) == ws.EXCERPT_CHARS
+
+
 async def test_retry_after_as_an_http_date(pool, settings, message):
     when = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
     await _attempt(
