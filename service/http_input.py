@@ -35,11 +35,24 @@ async def read_json_model(request: web.Request, model: type[M], params: dict[str
         raise ApiError("invalidRequestBody", params) from None
     if not isinstance(data, dict):
         raise ApiError("invalidRequestBody", params)
+    if b"\\u0000" in raw and _holds_nul(data):
+        # Postgres can neither store nor compare text holding NUL: refuse it for every endpoint here.
+        raise ApiError("invalidRequestBody", {**(params or {}), "reason": "NUL character"})
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
         raise ApiError("invalidRequestBody", {**(params or {}), "fields": fields}) from None
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def page_params(request: web.Request, default_size: int = 50, max_size: int = 1000) -> tuple[int, int]:

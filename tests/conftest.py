@@ -103,11 +103,10 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest) -> None:
-    """Empty tables and Redis before each test that touches either."""
-    if "pool" not in request.fixturenames and "client" not in request.fixturenames and "world" not in request.fixturenames:
+async def clean_state(request: pytest.FixtureRequest, pool: asyncpg.Pool, redis_url: str) -> None:
+    """Empty tables and Redis before each test that touches either (pure unit tests skip the work)."""
+    if not {"pool", "client", "make_client", "world"} & set(request.fixturenames):
         return
-    pool: asyncpg.Pool = request.getfixturevalue("pool")
     tables = await pool.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
     )
@@ -115,7 +114,6 @@ async def clean_state(request: pytest.FixtureRequest) -> None:
         await pool.execute(
             "TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE"
         )
-    redis_url: str = request.getfixturevalue("redis_url")
     from service.resources import redis_settings
 
     redis = await create_arq_pool(redis_settings(Settings(redis_url=redis_url)))

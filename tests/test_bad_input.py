@@ -97,3 +97,14 @@ async def test_nul_in_query_is_400(client, world):
     await world.standard()
     got = await expect(await client.get(SITE_URL + "?page=%00", headers=world.auth("dm")), 400)
     assert got["message"] == "errorCode.invalidParameter"
+
+
+async def test_nul_anywhere_in_a_json_body_is_400(client, world):
+    await world.standard()
+    admin = world.auth("admin")
+    got = await expect(await client.post("/admin/api/studies", data=b'{"oid": "S_N", "name": "a\\u0000b"}',
+                                         headers={**admin, "Content-Type": "application/json"}), 400)
+    assert got["message"] == "errorCode.invalidRequestBody"
+    # A literal backslash-u text is not a NUL and is accepted.
+    await expect(await client.post("/admin/api/studies", data=b'{"oid": "S_N", "name": "a\\\\u0000b"}',
+                                   headers={**admin, "Content-Type": "application/json"}), 201)
