@@ -474,3 +474,28 @@ async def test_control_characters_in_a_row(client, world):
         "Crc_A",
         body["createdAt"],
     )
+
+
+async def test_path_prefix_and_gzip_body(make_client, world):
+    import gzip
+
+    client = await make_client(path_prefix="/OpenClinica")
+    await world.standard()
+    data = gzip.compress(csv_bytes("ParticipantID", "Z-1", "Z-2"))
+    headers = {**world.auth("crc_a"), "Content-Type": "text/csv", "Content-Encoding": "gzip"}
+    body = await body_of(await client.post("/OpenClinica" + SITE_URL, data=data, headers=headers), 200)
+    assert body == summary(["Z-1", "Z-2"], [], "Crc_A", body["createdAt"])
+    resp = await client.post(SITE_URL, data=data, headers=headers)
+    assert resp.status == 404
+
+
+async def test_gzip_bomb_counts_decompressed_bytes(make_client, world):
+    import gzip
+
+    client = await make_client(bulk_max_bytes=10_000)
+    await world.standard()
+    data = gzip.compress(b"ParticipantID\n" + b"B-1\n" * 500_000)
+    assert len(data) < 10_000
+    headers = {**world.auth("crc_a"), "Content-Type": "text/csv", "Content-Encoding": "gzip"}
+    body = await body_of(await client.post(SITE_URL, data=data, headers=headers), 413)
+    assert body["message"] == "errorCode.fileTooLarge"
