@@ -258,8 +258,9 @@ def upload_object_key(job_uuid: UUID) -> str:
     return f"bulk/{job_uuid}/upload.csv"
 
 
-def result_object_key(job_uuid: UUID) -> str:
-    return f"bulk/{job_uuid}/result.csv"
+def result_object_key(job_uuid: UUID, attempt: int) -> str:
+    """One object per attempt: a superseded attempt never overwrites the file of the one that won."""
+    return f"bulk/{job_uuid}/result-{attempt}.csv"
 
 
 def result_file_name(study_oid: str, site_oid: str | None, at: datetime) -> str:

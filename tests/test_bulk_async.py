@@ -241,3 +241,26 @@ async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
     await redis.aclose()
     await run_default_worker(settings)
     assert (await job_status(client, world, job_uuid))["status"] == "COMPLETED"
+
+
+async def test_async_failed_attempt_leaves_no_result_file(client, world, settings, monkeypatch):
+    from service import bulk_store
+
+    await world.standard()
+    job_uuid = await submit(client, world, csv_bytes("ParticipantID", "K-1"))
+
+    async def crash(conn):
+        import asyncpg
+
+        raise asyncpg.exceptions.DeadlockDetectedError("injected")
+
+    monkeypatch.setattr(bulk_store, "before_commit", crash)
+    await run_default_worker(settings)
+    assert (await job_status(client, world, job_uuid))["status"] == "FAILED"
+    storage = Storage.from_settings(settings)
+    for key in (f"bulk/{job_uuid}/result-1.csv", f"bulk/{job_uuid}/upload.csv"):
+        try:
+            await storage.head(key)
+        except StorageNotFound:
+            continue
+        raise AssertionError(f"{key} left behind")

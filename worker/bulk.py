@@ -110,8 +110,10 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
             if await job_store.heartbeat(beat_conn, job_uuid, attempt, rows_done):
                 raise StopRequested
 
+        result_key = result_object_key(job_uuid, attempt)
+
         async def on_decided(tx: asyncpg.Connection, outcome: bulk_store.Outcome) -> None:
-            key = result_object_key(job_uuid)
+            key = result_key
             rows, size, sha = await stream_extract(
                 tx, storage, key, RESULT_SELECT, content_disposition_value=content_disposition(job["file_name"])
             )
@@ -159,6 +161,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
             await _finish(conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled")
             return job_store.CANCELLED
         except Superseded:
+            await _delete_upload(storage, result_key)  # this attempt's file; the upload is the winner's
             return "superseded"
         except StorageNotFound:
             await _finish(
@@ -173,6 +176,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 )
             raise
         except (StorageError, asyncpg.PostgresError) as exc:
+            await _delete_upload(storage, result_key)  # written before a rollback, perhaps
             reason = failure_reason(exc)
             log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
             await _finish(conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt, error=reason)
@@ -196,10 +200,11 @@ async def _finish(
 
 
 async def _delete_upload(storage: Storage, key: str) -> None:
+    """Delete a job's object (the upload, or an attempt's result file that did not commit)."""
     try:
         await storage.delete(key)
     except StorageError as exc:  # the file stays until someone deletes it; the job is final anyway
-        log.warning("could not delete a bulk upload", extra={"error": type(exc).__name__})
+        log.warning("could not delete a bulk job object", extra={"error": type(exc).__name__})
 
 
 FUNCTIONS: list[Any] = [func(bulk_add_participants_job, timeout=BULK_JOB_TIMEOUT_SECONDS)]
