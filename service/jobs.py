@@ -159,6 +159,13 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 def _unsatisfiable(size: int) -> ApiError:
     return ApiError("rangeNotSatisfiable", {"size": size}, headers={"Content-Range": f"bytes */{size}"})
 
@@ -178,6 +185,9 @@ async def download_file(request: web.Request) -> web.StreamResponse:
             if if_range is None or (etag is not None and if_range.strip() == etag):
                 byte_range = _parse_range(request.headers.get("Range"), size)
         is_head = request.method == "HEAD"
+        if etag is not None and not redirect and _matches(request.headers.get("If-None-Match"), etag):
+            # The caller has this very file already: nothing is sent, so nothing is audited.
+            return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "private, no-store"})
         if not is_head:
             await audit_record(
                 conn,

@@ -245,3 +245,14 @@ async def test_head_gives_the_headers_without_the_body(client, world, pool, sett
     assert int(resp.headers["Content-Length"]) == len(full)
     assert resp.headers["ETag"].startswith('"')
     assert await resp.read() == b""
+
+
+async def test_if_none_match_with_the_etag_is_304(client, world, pool, settings):
+    await world.standard()
+    job_uuid = await _completed(client, world, pool, settings, n=5)
+    etag = (await download(client, world, job_uuid)).headers["ETag"]
+    resp = await download(client, world, job_uuid, headers={"If-None-Match": f'"nope", {etag}'})
+    assert resp.status == 304 and resp.headers["ETag"] == etag and await resp.read() == b""
+    resp = await download(client, world, job_uuid, headers={"If-None-Match": '"nope"'})
+    assert resp.status == 200 and len(parse_csv(await resp.read())) == 6
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'job.download'") == 2
