@@ -108,6 +108,7 @@ async def delete_job(request: web.Request) -> web.Response:
             if job["object_key"]:
                 try:
                     await storage.delete(job["object_key"])
+                    await storage.discard_partials(job["object_key"])
                 except StorageUnavailable:
                     raise ApiError("serviceUnavailable", params, headers={"Retry-After": "5"}) from None
             async with conn.transaction():
@@ -157,6 +158,16 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or (last and int(last) < start):
         raise _unsatisfiable(size)
     return start, end
+
+
+def _content_type(file_name: str) -> str:
+    """CSV (extracts, bulk reports) unless the job named its file otherwise."""
+    lower = file_name.lower()
+    if lower.endswith(".json"):
+        return "application/json"
+    if lower.endswith(".txt"):
+        return "text/plain; charset=utf-8"
+    return CSV_CONTENT_TYPE
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -212,9 +223,10 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     except StorageUnavailable:
         raise ApiError("serviceUnavailable", params, headers={"Retry-After": "5"}) from None
 
+    file_name = job["file_name"] or f"{job['uuid']}.csv"
     headers = {
-        "Content-Type": CSV_CONTENT_TYPE,
-        "Content-Disposition": content_disposition(job["file_name"] or f"{job['uuid']}.csv"),
+        "Content-Type": _content_type(file_name),
+        "Content-Disposition": content_disposition(file_name),
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, no-store",
         "Content-Length": str(end - start),

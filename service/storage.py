@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -101,9 +102,10 @@ class Upload:
 
 
 class Storage:
-    def __init__(self, store: LocalStore | S3Store, *, backend: str) -> None:
+    def __init__(self, store: LocalStore | S3Store, *, backend: str, root: Path | None = None) -> None:
         self.store = store
         self.backend = backend
+        self.root = root  # the local backend's folder
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Storage:
@@ -133,7 +135,7 @@ class Storage:
             return cls(store, backend="s3")
         folder = settings.storage_dir
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(LocalStore(folder.resolve(), mkdir=True), backend="local")
+        return cls(LocalStore(folder.resolve(), mkdir=True), backend="local", root=folder.resolve())
 
     @property
     def can_sign(self) -> bool:
@@ -194,6 +196,23 @@ class Storage:
             return
         except Exception as exc:
             raise _translate(exc, key) from exc
+
+    async def discard_partials(self, key: str) -> int:
+        """Remove what uploads to ``key`` that never completed left behind; return how many.
+
+        The local backend stages an upload in ``<key>#<n>`` and renames it on completion: a worker
+        killed mid-upload leaves that file (part of a file of personal data) in the folder, invisible
+        to listings. On S3 the parts of an unfinished multipart upload are invisible and are
+        removed by the bucket's lifecycle rule (see docs/extract.md).
+        """
+        if self.root is None:
+            return 0
+        target = self.root / key
+        removed = 0
+        for partial in target.parent.glob(target.name.replace("[", "[[]") + "#*"):
+            partial.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     async def presigned_get_url(self, key: str, expires_in: dt.timedelta) -> str | None:
         """A URL anyone may GET for ``expires_in``; None when the backend cannot sign (local)."""

@@ -234,6 +234,7 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
         assert job["status"] == "IN_PROGRESS" and job["rows_done"] < n, "the job finished before the kill"
         # The partial upload is not an object, and the API will not serve anything.
         assert not (settings.storage_dir / job["object_key"]).exists()
+        partials = list((settings.storage_dir / "extracts").glob("*#*"))
         body = await expect(await download(client, world, job_uuid), 409)
         assert body["message"] == "errorCode.jobInProgress"
 
@@ -248,6 +249,8 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
             _stop(proc)
     assert recovery < 60
     assert job["attempts"] == 2 and job["row_count"] == n
+    # What the killed upload had staged (if it got that far) is gone with the retry.
+    assert not list((settings.storage_dir / "extracts").glob("*#*")), partials
     resp = await download(client, world, job_uuid)
     body = await resp.read()
     assert resp.status == 200 and len(body) == job["byte_size"]

@@ -83,3 +83,17 @@ async def test_unreachable_s3_is_unavailable_not_not_found(s3_settings: Settings
     with pytest.raises(StorageUnavailable):
         async with storage.open_upload("x") as up:
             await up.write(b"abc")
+
+
+async def test_partials_left_by_a_killed_local_upload_are_discarded(settings: Settings):
+    storage = Storage.from_settings(settings)
+    folder = settings.storage_dir / "extracts"
+    folder.mkdir(parents=True)
+    (folder / "a.csv#1").write_bytes(b"half a file")  # what obstore's local store stages
+    (folder / "a.csv#2").write_bytes(b"another")
+    (folder / "b.csv#1").write_bytes(b"someone else's")
+    async with storage.open_upload("extracts/a.csv") as up:
+        await up.write(b"whole")
+    assert await storage.discard_partials("extracts/a.csv") == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["a.csv", "b.csv#1"]
+    assert await _read(storage, "extracts/a.csv") == b"whole"

@@ -194,6 +194,9 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
             # Never go on (or hand the heartbeat connection back) with the count still running.
             with contextlib.suppress(Exception):
                 await counting
+            # Leftovers of attempts killed mid-upload (this one's own upload is complete or aborted).
+            with contextlib.suppress(OSError):
+                await storage.discard_partials(job["object_key"])
 
         # A cancel that arrived after the last chunk still wins.
         if await beat_conn.fetchval("SELECT cancel_requested FROM jobs WHERE uuid = $1", job_uuid):

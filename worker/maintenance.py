@@ -91,7 +91,8 @@ async def expire_jobs(ctx: dict[str, Any]) -> int:
             if row["object_key"]:
                 try:
                     await storage.delete(row["object_key"])
-                except StorageError as exc:
+                    await storage.discard_partials(row["object_key"])
+                except (StorageError, OSError) as exc:
                     # Keep the job COMPLETED (the download already answers 410): next run retries.
                     log.warning("could not delete an expired file", extra={"job_uuid": str(row["uuid"]), "error": str(exc)})
                     continue
