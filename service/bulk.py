@@ -42,7 +42,16 @@ SITE_PATH = "/pages/auth/api/clinicaldata/studies/{studyOID}/sites/{siteOID}/par
 CHUNK = 256 * 1024  # bytes read from the body at a time
 # A multipart body carries some bytes besides the file; allow for them in the early size check.
 MULTIPART_OVERHEAD = 64 * 1024
-ASYNC_VALUES = {"true": True, "false": False, "y": True, "n": False, "yes": True, "no": False, "1": True, "0": False}
+ASYNC_VALUES = {
+    "true": True,
+    "false": False,
+    "y": True,
+    "n": False,
+    "yes": True,
+    "no": False,
+    "1": True,
+    "0": False,
+}
 
 
 def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
@@ -56,7 +65,9 @@ def oc4_timestamp(moment: datetime) -> str:
     return f"{moment.day}-{moment.month}-{moment.year} {moment:%H:%M:%S}"
 
 
-def summary_head(upload_count: int, failure_count: int, message: str, created_by: str, created_at: str) -> dict[str, Any]:
+def summary_head(
+    upload_count: int, failure_count: int, message: str, created_by: str, created_at: str
+) -> dict[str, Any]:
     return {
         "uploadCount": upload_count,
         "failureCount": failure_count,
@@ -76,7 +87,9 @@ def failure_body(code: str, created_by: str, created_at: str) -> dict[str, Any]:
 
 
 def failed_entries(rows: list[Any]) -> list[dict[str, Any]]:
-    return [{"subjectKey": r["subject_key"], "message": [f"errorCode.{e}" for e in r["errors"]]} for r in rows]
+    return [
+        {"subjectKey": r["subject_key"], "message": [f"errorCode.{e}" for e in r["errors"]]} for r in rows
+    ]
 
 
 def added_entries(rows: list[Any]) -> list[dict[str, Any]]:
@@ -235,7 +248,7 @@ async def stream_summary(
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client left; the upload is committed all the same
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - headers are sent: no error response is possible
         # Headers are gone (and the upload committed): all we can do is cut the body short.
         log.warning("bulk summary interrupted", extra={"error": type(exc).__name__})
         if request.transport is not None:
@@ -317,7 +330,12 @@ async def submit_bulk_job(
     status_url, download_url = job_store.job_urls(base_url(request), job_uuid)
     headers = {"Location": status_url}
     if "application/json" in request.headers.get("Accept", ""):
-        data = {"jobUuid": str(job_uuid), "status": job_store.IN_QUEUE, "statusUrl": status_url, "downloadUrl": download_url}
+        data = {
+            "jobUuid": str(job_uuid),
+            "status": job_store.IN_QUEUE,
+            "statusUrl": status_url,
+            "downloadUrl": download_url,
+        }
         return web.Response(body=orjson.dumps(data), content_type="application/json", headers=headers)
     return web.Response(text=f"job uuid: {job_uuid}", content_type="text/plain", headers=headers)
 
@@ -326,5 +344,5 @@ async def _withdraw(conn: asyncpg.Connection, storage: Storage, job_uuid: UUID, 
     try:
         await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
         await storage.delete(key)
-    except Exception:  # noqa: S110 - see the caller
+    except Exception:  # noqa: BLE001 - best effort, see the caller
         log.warning("could not withdraw an unqueued bulk job", extra={"job_uuid": str(job_uuid)})

@@ -219,7 +219,9 @@ async def apply(
     return outcome
 
 
-async def _cursor_batches(conn: asyncpg.Connection, query: str, batch: int) -> AsyncIterator[list[asyncpg.Record]]:
+async def _cursor_batches(
+    conn: asyncpg.Connection, query: str, batch: int
+) -> AsyncIterator[list[asyncpg.Record]]:
     async with conn.transaction(readonly=True):
         cursor = await conn.cursor(query)
         while rows := await cursor.fetch(batch):

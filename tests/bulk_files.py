@@ -20,7 +20,9 @@ def csv_bytes(*lines: str, newline: str = "\n") -> bytes:
     return (newline.join(lines) + newline).encode()
 
 
-def form(data: bytes, filename: str = "participantList.csv", content_type: str = "text/xml", name: str = "file") -> FormData:
+def form(
+    data: bytes, filename: str = "participantList.csv", content_type: str = "text/xml", name: str = "file"
+) -> FormData:
     """The seed's request: a multipart part ``file`` (the seed's documented part type is text/xml)."""
     f = FormData()
     f.add_field(name, data, filename=filename, content_type=content_type)
@@ -42,7 +44,9 @@ async def upload(
     return await client.post(url, data=form(data, **form_kwargs), headers=headers)
 
 
-def summary(added: list[str], failed: list[tuple[str, list[str]]], created_by: str, created_at: str) -> dict[str, Any]:
+def summary(
+    added: list[str], failed: list[tuple[str, list[str]]], created_by: str, created_at: str
+) -> dict[str, Any]:
     """The seed's success shape for these outcomes (in file order)."""
     return {
         "uploadCount": len(added),
@@ -74,16 +78,32 @@ AWKWARD_FILES: dict[str, tuple[bytes, int, str | list[str]]] = {
     "bom": (b"\xef\xbb\xbfParticipantID\nA-1\n", 200, ["A-1"]),
     "crlf": (b"ParticipantID\r\nA-1\r\nA-2\r\n", 200, ["A-1", "A-2"]),
     "bom_crlf_no_final_newline": (b"\xef\xbb\xbfParticipantID\r\nA-1\r\nA-2", 200, ["A-1", "A-2"]),
-    "quotes_with_commas": (b'Notes,ParticipantID\n"a, b, ""c""","A-1"\n"x","A ""2"""\n', 200, ["A-1", 'A "2"']),
+    "quotes_with_commas": (
+        b'Notes,ParticipantID\n"a, b, ""c""","A-1"\n"x","A ""2"""\n',
+        200,
+        ["A-1", 'A "2"'],
+    ),
     "only_header": (b"ParticipantID\n", 400, "errorCode.blankFile"),
     "only_header_and_blank_lines": (b"ParticipantID\n\n \n,\n", 400, "errorCode.blankFile"),
     "empty": (b"", 400, "errorCode.blankFile"),
     "whitespace_only": (b"  \r\n\r\n", 400, "errorCode.blankFile"),
     "binary_png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", 400, "errorCode.notSupportedFileFormat"),
     "binary_zip": (b"PK\x03\x04\x14\x00\x08\x08\x08\x00\xa3\x8b", 400, "errorCode.notSupportedFileFormat"),
-    "latin1": ("ParticipantID,FirstName\nA-1,Zoë\n".encode("latin-1"), 400, "errorCode.notSupportedFileFormat"),
-    "no_participant_id_column": (b"Subject,FirstName\nA-1,Ann\n", 400, "errorCode.missingParticipantIDHeader"),
-    "duplicate_header_columns": (b"ParticipantID,participantid\nA-1,A-2\n", 400, "errorCode.duplicateColumnHeader"),
+    "latin1": (
+        "ParticipantID,FirstName\nA-1,Zoë\n".encode("latin-1"),
+        400,
+        "errorCode.notSupportedFileFormat",
+    ),
+    "no_participant_id_column": (
+        b"Subject,FirstName\nA-1,Ann\n",
+        400,
+        "errorCode.missingParticipantIDHeader",
+    ),
+    "duplicate_header_columns": (
+        b"ParticipantID,participantid\nA-1,A-2\n",
+        400,
+        "errorCode.duplicateColumnHeader",
+    ),
     "duplicate_extra_columns": (b"Note,ParticipantID,Note\nx,A-1,y\n", 200, ["A-1"]),
     "ten_thousand_columns": (
         (",".join(f"c{i}" for i in range(9_999)) + ",ParticipantID\n" + "," * 9_999 + "A-1\n").encode(),
@@ -92,7 +112,11 @@ AWKWARD_FILES: dict[str, tuple[bytes, int, str | list[str]]] = {
     ),
     "columns_in_any_order_and_case": (b"lastname,PARTICIPANTID,firstName\nDoe,A-1,Jane\n", 200, ["A-1"]),
     "spaces_trimmed": (b"ParticipantID\n   A-1   \n", 200, ["A-1"]),
-    "unterminated_quote": (b'ParticipantID\n"A-1\n', 200, ["A-1"]),  # the rest of the file is one field, trimmed
+    "unterminated_quote": (
+        b'ParticipantID\n"A-1\n',
+        200,
+        ["A-1"],
+    ),  # the rest of the file is one field, trimmed
     "bare_cr_line_ends": (b"ParticipantID\rA-1\rA-2\r", 400, "errorCode.notSupportedFileFormat"),
     "utf8_multibyte_split_across_chunks": (("ParticipantID\n" + "É" * 10 + "\n").encode(), 200, ["É" * 10]),
 }

@@ -44,7 +44,10 @@ async def test_seed_example_two_ids_added_at_site(client, world):
     resp = await upload(client, world.token("renuka"), csv_bytes("ParticipantID", "JUNO-005", "JUNO-006"))
     body = await body_of(resp, 200)
     assert body == summary(["JUNO-005", "JUNO-006"], [], "Bhatnagar Renuka", body["createdAt"])
-    assert await keys_in_study(world) == [("JUNO-005", SITE_A, "available"), ("JUNO-006", SITE_A, "available")]
+    assert await keys_in_study(world) == [
+        ("JUNO-005", SITE_A, "available"),
+        ("JUNO-006", SITE_A, "available"),
+    ]
     oids = await world.pool.fetch("SELECT oid FROM participants ORDER BY id")
     assert [r["oid"] for r in oids] == ["SS_JUNO005", "SS_JUNO006"]
 
@@ -56,14 +59,20 @@ async def test_seed_example_one_not_unique(client, world):
     await expect(await upload(client, token, csv_bytes("ParticipantID", "JUNO-006")), 200)
     resp = await upload(client, token, csv_bytes("ParticipantID", "JUNO-006", "JUNO-007"))
     body = await body_of(resp, 200)
-    assert body == summary(["JUNO-007"], [("JUNO-006", ["participantIDNotUnique"])], "Specialist Data ", body["createdAt"])
+    assert body == summary(
+        ["JUNO-007"], [("JUNO-006", ["participantIDNotUnique"])], "Specialist Data ", body["createdAt"]
+    )
 
 
 async def test_seed_example_not_a_csv_file(client, world):
     await world.standard()
     await world.user("renuka", [(SITE_A, "ra")], full_name="Bhatnagar Renuka")
     resp = await upload(
-        client, world.token("renuka"), b"<participants/>", filename="participantList.xml", content_type="text/xml"
+        client,
+        world.token("renuka"),
+        b"<participants/>",
+        filename="participantList.xml",
+        content_type="text/xml",
     )
     body = await body_of(resp, 400)
     assert body == file_failure("notSupportedFileFormat", "Bhatnagar Renuka", body["createdAt"])
@@ -133,7 +142,9 @@ async def test_not_supported_file_format(client, world, how):
         data = b"ParticipantID\nK-1\n"
         headers["Content-Type"] = ""
     else:
-        data = b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.csv\r\n\r\nParticipantID\r\nK-1"
+        data = (
+            b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.csv\r\n\r\nParticipantID\r\nK-1"
+        )
         headers["Content-Type"] = "multipart/form-data; boundary=abc"
     resp = await client.post(SITE_URL, data=data, headers=headers)
     body = await body_of(resp, 400)
@@ -167,11 +178,21 @@ async def test_file_level_access_failures(client, world, user, url, status, code
 
 
 @pytest.mark.parametrize(
-    ("user", "url"), [("dm", STUDY_URL), ("dspec", STUDY_URL), ("dep", STUDY_URL), ("dm", SITE_URL), ("inv_a", SITE_URL), ("dm_a", SITE_URL)]
+    ("user", "url"),
+    [
+        ("dm", STUDY_URL),
+        ("dspec", STUDY_URL),
+        ("dep", STUDY_URL),
+        ("dm", SITE_URL),
+        ("inv_a", SITE_URL),
+        ("dm_a", SITE_URL),
+    ],
 )
 async def test_bulk_rights_are_those_of_add(client, world, user, url):
     await world.standard()
-    body = await body_of(await upload(client, world.token(user), csv_bytes("ParticipantID", "K-1"), url=url), 200)
+    body = await body_of(
+        await upload(client, world.token(user), csv_bytes("ParticipantID", "K-1"), url=url), 200
+    )
     assert body["uploadCount"] == 1, body
 
 
@@ -198,7 +219,9 @@ async def test_study_not_available(client, world):
 
 async def test_invalid_async_parameter(client, world):
     await world.standard()
-    resp = await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "K-1"), url=SITE_URL + "?async=maybe")
+    resp = await upload(
+        client, world.token("crc_a"), csv_bytes("ParticipantID", "K-1"), url=SITE_URL + "?async=maybe"
+    )
     body = await body_of(resp, 400)
     assert body["message"] == "errorCode.invalidParameter"
 
@@ -254,7 +277,9 @@ async def test_awkward_files(client, world, name, raw):
 async def test_one_megabyte_single_cell(client, world):
     await world.standard()
     cell = "x" * (1024 * 1024)
-    body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", cell, "K-1")), 200)
+    body = await body_of(
+        await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", cell, "K-1")), 200
+    )
     assert body == summary(
         ["K-1"], [("x" * 100, ["participantIDLongerThan30Characters"])], "Crc_A", body["createdAt"]
     )
@@ -307,7 +332,9 @@ async def test_row_failures_and_first_occurrence_wins(client, world):
 
 async def test_every_row_failing_is_still_200(client, world):
     await world.standard()
-    body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "<a>", "<b>")), 200)
+    body = await body_of(
+        await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "<a>", "<b>")), 200
+    )
     assert body["uploadCount"] == 0 and body["failureCount"] == 2 and body["message"] == "SUCCESS"
     assert await keys_in_study(world) == []
 
@@ -321,8 +348,12 @@ async def test_enrollment_cap_rows_past_the_cap_fail(client, world):
     cap = ["participantsEnrollmentCapReached"]
     assert body == summary(
         ["C-1", "C-2", "C-3"],
-        [("E-1", ["participantIDNotUnique"]), ("<x>", ["participantIDContainsUnsupportedHTMLCharacter"]),
-         ("C-4", cap), ("C-5", cap)],
+        [
+            ("E-1", ["participantIDNotUnique"]),
+            ("<x>", ["participantIDContainsUnsupportedHTMLCharacter"]),
+            ("C-4", cap),
+            ("C-5", cap),
+        ],
         "Crc_A",
         body["createdAt"],
     )
@@ -331,7 +362,9 @@ async def test_enrollment_cap_rows_past_the_cap_fail(client, world):
 
 async def test_cap_not_enforced_admits_everything(client, world):
     await world.standard(expectedTotalEnrollment=1, enforceEnrollmentCap=False)
-    body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "C-1", "C-2")), 200)
+    body = await body_of(
+        await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "C-1", "C-2")), 200
+    )
     assert body["uploadCount"] == 2
 
 
@@ -368,32 +401,49 @@ async def test_contact_columns_at_site_level(client, world):
     )
     row = await world.pool.fetchrow("SELECT * FROM participants WHERE subject_key = 'P-1'")
     assert (row["first_name"], row["last_name"], row["email"], row["phone"], row["identifier"]) == (
-        "Ann", "Lee", "ann@example.com", "+1 1234567890", "ID-9"
+        "Ann",
+        "Lee",
+        "ann@example.com",
+        "+1 1234567890",
+        "ID-9",
     )
     row = await world.pool.fetchrow("SELECT * FROM participants WHERE subject_key = 'P-2'")
-    assert (row["first_name"], row["email"], row["access_code"], row["participate_status"]) == (None, None, None, "")
+    assert (row["first_name"], row["email"], row["access_code"], row["participate_status"]) == (
+        None,
+        None,
+        None,
+        "",
+    )
 
 
 async def test_contact_columns_at_study_level(client, world):
     await world.standard()
     data = csv_bytes("ParticipantID,FirstName", "S-1,", "S-2,Ann")
     body = await body_of(await upload(client, world.token("dm"), data, url=STUDY_URL), 200)
-    assert body == summary(["S-1"], [("S-2", ["studyLevelParticipantContactNotAllowed"])], "Dm", body["createdAt"])
+    assert body == summary(
+        ["S-1"], [("S-2", ["studyLevelParticipantContactNotAllowed"])], "Dm", body["createdAt"]
+    )
     assert await keys_in_study(world) == [("S-1", None, "available")]
 
 
 async def test_bulk_only_creates(client, world):
     """An ID already at another site is not moved: bulk never updates or reassigns."""
     await world.standard()
-    await expect(await upload(client, world.token("dm"), csv_bytes("ParticipantID", "M-1"), url=STUDY_URL), 200)
+    await expect(
+        await upload(client, world.token("dm"), csv_bytes("ParticipantID", "M-1"), url=STUDY_URL), 200
+    )
     body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "M-1")), 200)
-    assert body["failedParticipants"] == [{"subjectKey": "M-1", "message": ["errorCode.participantIDNotUnique"]}]
+    assert body["failedParticipants"] == [
+        {"subjectKey": "M-1", "message": ["errorCode.participantIDNotUnique"]}
+    ]
     assert await keys_in_study(world) == [("M-1", None, "available")]
 
 
 async def test_oids_stay_unique_within_one_upload(client, world):
     await world.standard()
-    body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "J-1", "J_1", "J.1")), 200)
+    body = await body_of(
+        await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "J-1", "J_1", "J.1")), 200
+    )
     assert body["uploadCount"] == 3
     oids = [r["oid"] for r in await world.pool.fetch("SELECT oid FROM participants ORDER BY id")]
     assert len(set(oids)) == 3 and all(o.startswith("SS_J1") for o in oids), oids
@@ -405,7 +455,9 @@ async def test_removed_participant_id_is_not_unique(client, world):
     await expect(await upload(client, token, csv_bytes("ParticipantID", "R-1")), 200)
     await world.pool.execute("UPDATE participants SET status = 'removed'")
     body = await body_of(await upload(client, token, csv_bytes("ParticipantID", "R-1")), 200)
-    assert body["failedParticipants"] == [{"subjectKey": "R-1", "message": ["errorCode.participantIDNotUnique"]}]
+    assert body["failedParticipants"] == [
+        {"subjectKey": "R-1", "message": ["errorCode.participantIDNotUnique"]}
+    ]
 
 
 # -- audit and personal data ---------------------------------------------------------------------
@@ -413,7 +465,9 @@ async def test_removed_participant_id_is_not_unique(client, world):
 
 async def test_audit_rows_name_fields_never_values(client, world, caplog):
     await world.standard()
-    data = csv_bytes("ParticipantID,FirstName,EmailAddress", "A-1,Zelda,zelda@example.com", "A-2,,", "<x>,Yolanda,")
+    data = csv_bytes(
+        "ParticipantID,FirstName,EmailAddress", "A-1,Zelda,zelda@example.com", "A-2,,", "<x>,Yolanda,"
+    )
     with caplog.at_level("DEBUG"):
         await body_of(await upload(client, world.token("crc_a"), data), 200)
     rows = await world.pool.fetch("SELECT * FROM audit_log ORDER BY id")
@@ -450,11 +504,17 @@ async def test_oids_match_the_single_add(client, world):
     single = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
     for key in keys:
         await expect(await client.post(single, json={"subjectKey": key}, headers=world.auth("crc_a")), 200)
-    expected = {r["subject_key"]: r["oid"] for r in await world.pool.fetch("SELECT subject_key, oid FROM participants")}
+    expected = {
+        r["subject_key"]: r["oid"]
+        for r in await world.pool.fetch("SELECT subject_key, oid FROM participants")
+    }
     await world.pool.execute("DELETE FROM audit_log; DELETE FROM participants")
     body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", *keys)), 200)
     assert body["uploadCount"] == len(keys)
-    got = {r["subject_key"]: r["oid"] for r in await world.pool.fetch("SELECT subject_key, oid FROM participants")}
+    got = {
+        r["subject_key"]: r["oid"]
+        for r in await world.pool.fetch("SELECT subject_key, oid FROM participants")
+    }
     plain = {k: v for k, v in expected.items() if "_" not in v.removeprefix("SS_")}
     assert {k: got[k] for k in plain} == plain
     assert len(set(got.values())) == len(keys)

@@ -64,7 +64,10 @@ async def test_async_upload_runs_as_a_job(client, world, settings):
     result = status["result"]
     assert result == summary(
         ["JUNO-007", "=cmd|x"],
-        [("JUNO-006", ["participantIDNotUnique"]), ("<b>", ["participantIDContainsUnsupportedHTMLCharacter"])],
+        [
+            ("JUNO-006", ["participantIDNotUnique"]),
+            ("<b>", ["participantIDContainsUnsupportedHTMLCharacter"]),
+        ],
         "Bhatnagar Renuka",
         result["createdAt"],
     )
@@ -80,7 +83,9 @@ async def test_async_upload_runs_as_a_job(client, world, settings):
     keys = {r["subject_key"] for r in await world.pool.fetch("SELECT subject_key FROM participants")}
     assert keys == {"JUNO-006", "JUNO-007", "=cmd|x"}
     # Running the job again (arq may deliver twice) changes nothing.
-    await bulk_worker.bulk_add_participants_job({"settings": settings, "db": world.pool, "storage": Storage.from_settings(settings)}, job_uuid)
+    await bulk_worker.bulk_add_participants_job(
+        {"settings": settings, "db": world.pool, "storage": Storage.from_settings(settings)}, job_uuid
+    )
     assert (await job_status(client, world, job_uuid, user="renuka"))["result"] == result
     assert await world.pool.fetchval("SELECT count(*) FROM participants") == 3
 
@@ -116,10 +121,15 @@ async def test_async_file_level_failures_answer_at_once(client, world):
         body = await expect(await upload(client, token, data, url=SITE_URL + "?async=true"), status)
         assert body == file_failure(code, "Crc_A", body["createdAt"])
     body = await expect(
-        await upload(client, token, b"<x/>", url=SITE_URL + "?async=true", filename="a.xml", content_type="text/xml"), 400
+        await upload(
+            client, token, b"<x/>", url=SITE_URL + "?async=true", filename="a.xml", content_type="text/xml"
+        ),
+        400,
     )
     assert body["message"] == "errorCode.notSupportedFileFormat"
-    body = await expect(await upload(client, world.token("monitor"), b"ParticipantID\nA\n", url=SITE_URL + "?async=true"), 403)
+    body = await expect(
+        await upload(client, world.token("monitor"), b"ParticipantID\nA\n", url=SITE_URL + "?async=true"), 403
+    )
     assert body["message"] == "errorCode.noSufficientPrivileges"
     assert await world.pool.fetchval("SELECT count(*) FROM jobs") == 0
 
@@ -188,7 +198,9 @@ async def test_async_job_of_another_user_is_not_found(client, world, settings):
     assert (await expect(resp, 404))["message"] == "errorCode.invalidUuid"
 
 
-async def test_async_failure_before_commit_leaves_nothing_and_fails_the_job(client, world, settings, monkeypatch):
+async def test_async_failure_before_commit_leaves_nothing_and_fails_the_job(
+    client, world, settings, monkeypatch
+):
     from service import bulk_store
 
     await world.standard()
@@ -207,7 +219,9 @@ async def test_async_failure_before_commit_leaves_nothing_and_fails_the_job(clie
     status = await job_status(client, world, job_uuid)
     assert status["status"] == "FAILED", status
     assert await world.pool.fetchval("SELECT count(*) FROM participants") == 0
-    assert await world.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'participant.create'") == 0
+    assert (
+        await world.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'participant.create'") == 0
+    )
 
 
 async def test_async_job_cancelled_before_it_runs_adds_nothing(client, world, settings):

@@ -13,14 +13,14 @@ from service.bulk_csv import BulkCsvParser
 from service.errors import ApiError
 
 TRICKY = (
-    '\ufeffNotes,ParticipantID,FirstName\r\n'
+    "\ufeffNotes,ParticipantID,FirstName\r\n"
     '"multi\r\nline, with ""quotes""",A-1,Ann\r\n'
-    '\r\n'
+    "\r\n"
     'x,"A,2",\r\n'
     '"",  Ééé-3  ,"Zoë ""Z"""\r\n'
     '"a\nb\nc\nd",A-4,\r\n'
-    ',,\r\n'
-    'tail,A-5,Bob'
+    ",,\r\n"
+    "tail,A-5,Bob"
 )
 
 
@@ -106,7 +106,10 @@ def test_size_limit_counts_every_byte():
 
 def test_counts_and_contact_values_only_for_valid_rows():
     parser = BulkCsvParser(True, 10**6)
-    rows = parser.feed(b"ParticipantID,EmailAddress\nA-1,a@example.com\n<x>,b@example.com\nA-2,\n") + parser.close()
+    rows = (
+        parser.feed(b"ParticipantID,EmailAddress\nA-1,a@example.com\n<x>,b@example.com\nA-2,\n")
+        + parser.close()
+    )
     assert parser.data_rows == 3 and parser.valid_rows == 2
     assert [(r.subject_key, r.email, r.errors) for r in rows] == [
         ("A-1", "a@example.com", []),

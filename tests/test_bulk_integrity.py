@@ -26,7 +26,9 @@ async def test_racing_uploads_add_each_id_exactly_once(client, world):
         random.Random(n).shuffle(keys)  # different orders: no deadlock either way
         files.append(csv_bytes("ParticipantID", *keys))
     users = ["crc_a", "inv_a", "dm_a", "dm", "crc_a", "inv_a"]
-    responses = await asyncio.gather(*(upload(client, world.token(u), f) for u, f in zip(users, files, strict=True)))
+    responses = await asyncio.gather(
+        *(upload(client, world.token(u), f) for u, f in zip(users, files, strict=True))
+    )
     bodies = [await expect(r, 200) for r in responses]
     added: list[str] = [p["subjectKey"] for b in bodies for p in b["participants"]]
     assert sorted(added) == sorted(set(added)), "an ID was reported added twice"
@@ -54,7 +56,9 @@ async def test_racing_uploads_with_a_single_add_never_overshoot_the_cap(client, 
     assert added == 150
     assert await world.pool.fetchval("SELECT count(*) FROM participants") == 150
     for b in bodies:
-        assert all(f["message"] == ["errorCode.participantsEnrollmentCapReached"] for f in b["failedParticipants"])
+        assert all(
+            f["message"] == ["errorCode.participantsEnrollmentCapReached"] for f in b["failedParticipants"]
+        )
 
 
 async def test_failure_after_the_copy_leaves_nothing(client, world, monkeypatch):
@@ -104,7 +108,7 @@ async def test_client_connection_killed_mid_upload_leaves_nothing(client, world)
         f"POST {SITE_URL} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.token('crc_a')}\r\n"
         f"Content-Type: text/csv\r\nContent-Length: {len(rows)}\r\n\r\n"
     ).encode()
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    _reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(request + half)
     await writer.drain()
     await asyncio.sleep(0.3)  # let the server parse and COPY what it got
@@ -118,7 +122,9 @@ async def test_client_connection_killed_mid_upload_leaves_nothing(client, world)
         if busy == 0:
             break
     assert await counts(world) == (0, 0)
-    body = await expect(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "HALF-000001")), 200)
+    body = await expect(
+        await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "HALF-000001")), 200
+    )
     assert body["uploadCount"] == 1
 
 

@@ -95,7 +95,9 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         upload_key: str = job["params"]["uploadKey"]
         created_at: str = job["params"].get("createdAt", "")
         if job["cancel_requested"]:
-            await _finish(conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled")
+            await _finish(
+                conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled"
+            )
             return job_store.CANCELLED
         where = await conn.fetchrow(
             "SELECT u.username, st.oid AS study_oid, si.oid AS site_oid FROM jobs j JOIN users u ON u.id = j.owner_id"
@@ -115,7 +117,11 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         async def on_decided(tx: asyncpg.Connection, outcome: bulk_store.Outcome) -> None:
             key = result_key
             rows, size, sha = await stream_extract(
-                tx, storage, key, RESULT_SELECT, content_disposition_value=content_disposition(job["file_name"])
+                tx,
+                storage,
+                key,
+                RESULT_SELECT,
+                content_disposition_value=content_disposition(job["file_name"]),
             )
             summary = await job_summary(tx, outcome, scope.full_name, created_at)
             done = await job_store.finish_job(
@@ -142,7 +148,9 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 settings.bulk_max_bytes,
                 on_progress=on_progress,
             )
-            await conn.execute("UPDATE jobs SET rows_expected = $2 WHERE uuid = $1", job_uuid, parser.data_rows)
+            await conn.execute(
+                "UPDATE jobs SET rows_expected = $2 WHERE uuid = $1", job_uuid, parser.data_rows
+            )
             outcome = await bulk_store.apply(
                 conn,
                 scope,
@@ -153,33 +161,57 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.
             await _finish(
-                conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt,
-                error=f"errorCode.{err.code}", result=failure_body(err.code, scope.full_name, created_at),
+                conn,
+                storage,
+                job_uuid,
+                upload_key,
+                job_store.FAILED,
+                attempt=attempt,
+                error=f"errorCode.{err.code}",
+                result=failure_body(err.code, scope.full_name, created_at),
             )
             return job_store.FAILED
         except StopRequested:
-            await _finish(conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled")
+            await _finish(
+                conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled"
+            )
             return job_store.CANCELLED
         except Superseded:
             await _delete_upload(storage, result_key)  # this attempt's file; the upload is the winner's
             return "superseded"
         except StorageNotFound:
             await _finish(
-                conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt, error="storage: upload missing"
+                conn,
+                storage,
+                job_uuid,
+                upload_key,
+                job_store.FAILED,
+                attempt=attempt,
+                error="storage: upload missing",
             )
             return job_store.FAILED
         except asyncio.CancelledError:
             # arq cancels on timeout (final) and on worker shutdown (it runs the job again).
             if time.monotonic() - started >= BULK_JOB_TIMEOUT_SECONDS * 0.95:
                 await asyncio.shield(
-                    _finish(conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt, error="timed out")
+                    _finish(
+                        conn,
+                        storage,
+                        job_uuid,
+                        upload_key,
+                        job_store.FAILED,
+                        attempt=attempt,
+                        error="timed out",
+                    )
                 )
             raise
         except (StorageError, asyncpg.PostgresError) as exc:
             await _delete_upload(storage, result_key)  # written before a rollback, perhaps
             reason = failure_reason(exc)
             log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
-            await _finish(conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt, error=reason)
+            await _finish(
+                conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt, error=reason
+            )
             return job_store.FAILED
         finally:
             if not conn.is_closed():
