@@ -35,9 +35,9 @@ async def read_json_model(request: web.Request, model: type[M], params: dict[str
         raise ApiError("invalidRequestBody", params) from None
     if not isinstance(data, dict):
         raise ApiError("invalidRequestBody", params)
-    if b"\\u0000" in raw and _holds_nul(data):
+    if b"\\u0000" in raw and (nul_fields := sorted(_fields_holding_nul(data))):
         # Postgres can neither store nor compare text holding NUL: refuse it for every endpoint here.
-        raise ApiError("invalidRequestBody", {**(params or {}), "reason": "NUL character"})
+        raise ApiError("invalidRequestBody", {**(params or {}), "fields": nul_fields})
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -45,14 +45,18 @@ async def read_json_model(request: web.Request, model: type[M], params: dict[str
         raise ApiError("invalidRequestBody", {**(params or {}), "fields": fields}) from None
 
 
-def _holds_nul(value: Any) -> bool:
+def _fields_holding_nul(value: Any, path: str = "") -> list[str]:
+    """Dotted paths (as pydantic names them: ``a.0.b``) of the strings in ``value`` holding NUL."""
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
+        return [path or "body"] if "\x00" in value else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    found = []
+    for key, item in items:
+        key_text = str(key)
+        if "\x00" in key_text:
+            found.append(path or "body")
+        found += _fields_holding_nul(item, f"{path}.{key_text}" if path else key_text)
+    return found
 
 
 def page_params(request: web.Request, default_size: int = 50, max_size: int = 1000) -> tuple[int, int]:

@@ -104,7 +104,7 @@ async def test_nul_anywhere_in_a_json_body_is_400(client, world):
     admin = world.auth("admin")
     got = await expect(await client.post("/admin/api/studies", data=b'{"oid": "S_N", "name": "a\\u0000b"}',
                                          headers={**admin, "Content-Type": "application/json"}), 400)
-    assert got["message"] == "errorCode.invalidRequestBody"
+    assert got == {"message": "errorCode.invalidRequestBody", "params": {"fields": ["name"]}}
     # A literal backslash-u text is not a NUL and is accepted.
     await expect(await client.post("/admin/api/studies", data=b'{"oid": "S_N", "name": "a\\\\u0000b"}',
                                    headers={**admin, "Content-Type": "application/json"}), 201)
