@@ -215,7 +215,7 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
     n = 400_000
     await seed_site(pool, SITE_A, n)
     job_uuid = await submit(client, world)
-    timeout = "8"  # arq's in-progress key outlives a job by timeout + 10 s: recovery well under a minute
+    timeout = "12"  # arq's in-progress key outlives a job by timeout + 10 s: recovery well under a minute
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(_start_worker(settings, tmp_path / "w1.log", PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS=timeout))
