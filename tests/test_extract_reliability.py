@@ -124,7 +124,7 @@ async def test_storage_down_ends_failed_with_the_reason(make_client, world, pool
     await run_jobs(down)
     job = await _job(pool, job_uuid)
     assert job["status"] == "FAILED", job
-    assert job["error"].startswith("storage: "), job["error"]
+    assert job["error"] == "storage: StorageUnavailable (OSError)", job["error"]  # connection refused
     assert job["sha256"] is None and job["completed_at"] is not None
     body = await expect(await download(client, world, job_uuid), 409)
     assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "FAILED"}}

@@ -42,7 +42,8 @@ def failure_reason(exc: BaseException) -> str:
     """Why a job failed, for the job row: the kind of failure, never data (a Postgres message can
     quote values, so only its SQLSTATE and class are kept)."""
     if isinstance(exc, StorageError):
-        return f"storage: {exc}"
+        # The kind only: the detail (endpoint, bucket) goes to the worker log, not to the job's owner.
+        return f"storage: {type(exc).__name__} ({str(exc).split(':', 1)[0]})"
     if isinstance(exc, asyncpg.PostgresError):
         return f"database: {type(exc).__name__} (SQLSTATE {exc.sqlstate})"
     return f"{type(exc).__name__}"
@@ -185,7 +186,8 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
             raise
         except Exception as exc:
             reason = failure_reason(exc)
-            log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason})
+            detail = str(exc)[:500] if isinstance(exc, StorageError) else reason
+            log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail})
             # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
             # sweeper runs the job again once Postgres is back.
             await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=reason)
