@@ -263,9 +263,6 @@ BULK_FUNCTION = "bulk_add_participants_job"
 # not a CSV at all) at once; the job parses the whole file.
 SNIFF_BYTES = 64 * 1024
 
-# The sweeper and the admin retry re-enqueue unfinished jobs by type (job_store.JOB_FUNCTIONS).
-job_store.JOB_FUNCTIONS.setdefault(job_store.BULK_ADD_PARTICIPANTS, (BULK_FUNCTION, "default_queue"))
-
 
 def upload_object_key(job_uuid: UUID) -> str:
     return f"bulk/{job_uuid}/upload.csv"

@@ -42,6 +42,7 @@ JOBS_PATH = "/pages/auth/api/jobs"
 # an unfinished job by name. Each job type adds its line here.
 JOB_FUNCTIONS: dict[str, tuple[str, str]] = {
     EXTRACT_PARTICIPANTS: ("extract_participants_job", "extract_queue"),
+    BULK_ADD_PARTICIPANTS: ("bulk_add_participants_job", "default_queue"),
 }
 
 
@@ -153,9 +154,9 @@ async def finish_job(
     async with conn.transaction():
         row = await conn.fetchrow(
             """
-            UPDATE jobs SET status = $2, completed_at = now(), heartbeat_at = now(),
+            UPDATE jobs SET status = $2, completed_at = clock_timestamp(), heartbeat_at = clock_timestamp(),
                             error = $3,
-                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN now() + $4::interval END,
+                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN clock_timestamp() + $4::interval END,
                             row_count = coalesce($5, row_count),
                             rows_done = coalesce($5, rows_done),
                             byte_size = coalesce($6, byte_size),

@@ -218,10 +218,11 @@ OPERATIONS: dict[Any, Op] = {
     participants.restore_participant: Op(
         "Restore a removed participant", "participants", ok={200: ParticipantOut}
     ),
-    getattr(bulk, "bulk_upload", "bulk.bulk_upload"): Op(  # being built alongside: tolerate its absence
+    bulk.bulk_upload: Op(
         "Bulk add participant IDs from a CSV file",
         "participants",
-        ok={200: BulkResultDoc},
+        # With async=true the answer is OC4's `job uuid: <uuid>` text, like an extract submit.
+        ok={200: {"application/json": {"schema": BulkResultDoc}, **PLAIN}},
         query=[Query("async", {"type": "string", "maxLength": 10}, "y/n: run as a job")],
         body_media={
             "multipart/form-data": {

@@ -11,6 +11,8 @@ from service.db import create_pool
 from service.settings import Settings
 from service.storage import Storage
 
+from . import webhooks
+
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
@@ -18,9 +20,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["db"] = await create_pool(settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds)
     ctx["http"] = aiohttp.ClientSession()
     ctx["storage"] = Storage.from_settings(settings)
+    if ctx.get("listen_outbox"):
+        # Enqueue webhook deliveries the moment their job commits (the sweeper is the safety net).
+        await webhooks.start_outbox_listener(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await webhooks.stop_outbox_listener(ctx)
     if "http" in ctx:
         await ctx["http"].close()
     if "db" in ctx:

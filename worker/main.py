@@ -28,7 +28,8 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
         queue_name=queue,
         on_startup=context.startup,
         on_shutdown=context.shutdown,
-        ctx={"settings": settings},
+        # The default queue's workers deliver webhooks, so they also listen for new outbox rows.
+        ctx={"settings": settings, "listen_outbox": True},
         poll_delay=settings.worker_poll_delay,
         job_timeout=settings.extract_job_timeout_seconds if is_extract else 300,
         max_tries=5,

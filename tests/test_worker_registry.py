@@ -1,0 +1,17 @@
+"""The sweeper and the admin retry re-enqueue jobs by name: every name must be a function the named queue runs."""
+
+from __future__ import annotations
+
+from service import job_store
+from service.settings import Settings
+from worker import tasks
+from worker.main import build_worker
+
+
+def test_every_job_type_names_a_function_of_its_queue():
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0")
+    for job_type, (function_name, queue_field) in job_store.JOB_FUNCTIONS.items():
+        worker = build_worker(settings, getattr(settings, queue_field))
+        assert function_name in worker.functions, (job_type, function_name, queue_field)
+    assert set(job_store.JOB_FUNCTIONS) == {job_store.EXTRACT_PARTICIPANTS, job_store.BULK_ADD_PARTICIPANTS}
+    assert tasks.EXTRACT_FUNCTIONS and tasks.DEFAULT_FUNCTIONS
