@@ -67,20 +67,18 @@ class Settings(BaseSettings):
     # Bulk upload.
     bulk_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
 
-    # Webhooks.
+    # Webhooks: delivery schedule, SSRF exceptions, secret rotation.
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 10.0
-
-    log_level: str = "INFO"
-    log_json: bool = True
-
-    # Webhooks: delivery schedule, SSRF exceptions, secret rotation (issue 5).
     webhook_allowed_networks: list[str] = []  # CIDRs allowed although private, e.g. ["127.0.0.1/32"]
     webhook_retry_hours: float = Field(default=72.0, gt=0)  # give up on a message this long after the event
     webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=12 * 3600.0, gt=0)
     webhook_lease_seconds: float = Field(default=60.0, gt=0)  # an attempt's claim; must exceed the timeout
     webhook_default_overlap_seconds: int = Field(default=24 * 3600, ge=0)
+
+    log_level: str = "INFO"
+    log_json: bool = True
 
     @property
     def storage_dir(self) -> Path:
