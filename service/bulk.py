@@ -30,6 +30,7 @@ from .auth import authenticated_username
 from .bulk_csv import BulkCsvParser
 from .errors import ApiError
 from .extracts import base_url
+from .http_input import query_flag
 from .resources import DB, REDIS, SETTINGS, STORAGE
 from .roles import Action, Scope, authorize, load_scope
 from .storage import Storage, StorageError
@@ -42,16 +43,6 @@ SITE_PATH = "/pages/auth/api/clinicaldata/studies/{studyOID}/sites/{siteOID}/par
 CHUNK = 256 * 1024  # bytes read from the body at a time
 # A multipart body carries some bytes besides the file; allow for them in the early size check.
 MULTIPART_OVERHEAD = 64 * 1024
-ASYNC_VALUES = {
-    "true": True,
-    "false": False,
-    "y": True,
-    "n": False,
-    "yes": True,
-    "no": False,
-    "1": True,
-    "0": False,
-}
 
 
 def add_routes(router: web.UrlDispatcher, prefix: str) -> None:
@@ -96,16 +87,6 @@ def added_entries(rows: list[Any]) -> list[dict[str, Any]]:
     return [{"subjectKey": r["subject_key"], "status": "Available"} for r in rows]
 
 
-def parse_async(request: web.Request) -> bool:
-    raw = request.query.get("async")
-    if raw is None:
-        return False
-    value = ASYNC_VALUES.get(raw.strip().lower())
-    if value is None:
-        raise ApiError("invalidParameter", {"parameter": "async"})
-    return value
-
-
 def check_bulk_allowed(scope: Scope) -> None:
     """Bulk has the rights of the single add at that level, and needs manual participant IDs."""
     authorize(scope, Action.WRITE_AT_SITE if scope.site_oid is not None else Action.WRITE_AT_STUDY)
@@ -122,7 +103,7 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         study_oid = request.match_info["studyOID"]
         site_oid = request.match_info.get("siteOID")
         username = await authenticated_username(request)
-        run_async = parse_async(request)
+        run_async = query_flag(request, "async")
         async with request.app[DB].acquire() as conn:
             scope = await load_scope(conn, username, study_oid, site_oid)
             check_bulk_allowed(scope)

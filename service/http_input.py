@@ -12,18 +12,24 @@ from .errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
 
-REGISTER_VALUES = {"y": True, "yes": True, "n": False, "no": False}
+FLAG_VALUES = {"y": True, "yes": True, "true": True, "1": True, "n": False, "no": False, "false": False, "0": False}
+
+
+def query_flag(request: web.Request, name: str, error_code: str = "invalidParameter") -> bool:
+    """A yes/no query parameter: y/yes/true/1 or n/no/false/0 in any case; absent is no."""
+    raw = request.query.get(name)
+    if raw is None:
+        return False
+    value = FLAG_VALUES.get(raw.strip().lower())
+    if value is None:
+        params = {name: raw[:50]} if error_code != "invalidParameter" else {"parameter": name}
+        raise ApiError(error_code, params)
+    return value
 
 
 def parse_register(request: web.Request) -> bool:
-    """``register`` accepts y/n/yes/no in any case; default n."""
-    raw = request.query.get("register")
-    if raw is None:
-        return False
-    value = REGISTER_VALUES.get(raw.strip().lower())
-    if value is None:
-        raise ApiError("invalidRegisterParameter", {"register": raw[:50]})
-    return value
+    """``register`` (seed 001: y or n, default n); anything unknown is ``invalidRegisterParameter``."""
+    return query_flag(request, "register", "invalidRegisterParameter")
 
 
 async def read_json_model(request: web.Request, model: type[M], params: dict[str, Any] | None = None) -> M:

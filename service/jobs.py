@@ -20,7 +20,7 @@ from .audit import record as audit_record
 from .auth import authenticated_username
 from .errors import ApiError, json_response
 from .extracts import CSV_CONTENT_TYPE, base_url, content_disposition
-from .http_input import page_params
+from .http_input import page_params, query_flag
 from .resources import DB, STORAGE
 from .roles import Scope
 from .storage import StorageError, StorageNotFound, StorageUnavailable
@@ -189,7 +189,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
         _check_downloadable(job)
         size: int = job["byte_size"]
         etag = f'"{job["sha256"]}"' if job["sha256"] else None
-        redirect = request.query.get("redirect", "").lower() in ("true", "1", "yes") and storage.can_sign
+        redirect = query_flag(request, "redirect") and storage.can_sign
         byte_range = None
         if not redirect:
             if_range = request.headers.get("If-Range")
