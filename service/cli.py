@@ -129,27 +129,35 @@ async def _dev(settings: Settings) -> None:
 
 
 def _print_demo(settings: Settings, users: list[str]) -> None:
-    from .demo import DEMO_STUDY
+    """For each demo user: a bearer token and a curl line that works with that user's role."""
+    from urllib.parse import quote
+
+    from .demo import DEMO_STUDY, DEMO_USERS
 
     base = f"http://{settings.host}:{settings.port}{settings.path_prefix.rstrip('/')}"
-    study = DEMO_STUDY.replace("(", "%28").replace(")", "%29")
-    print("\nDemo users and bearer tokens (valid 24 hours):")
-    for user in users:
-        token = mint_token(settings, user, 24 * 3600)
-        print(f"\n  {user}:\n    TOKEN={token}")
-    crc = mint_token(settings, "crc_a", 24 * 3600)
-    print("\nTry, as the site A coordinator (crc_a):")
-    print(
-        f"  curl -s -X POST '{base}/pages/auth/api/clinicaldata/studies/{study}/sites/S_SITE_A/participants?register=y'"
-        f" -H 'Authorization: Bearer {crc}' -H 'Content-Type: application/json'"
-        """ -d '{"subjectKey": "DEMO-010", "firstName": "Jo", "lastName": "Doe", "emailAddress": "jo@example.org","""
-        """ "phoneNumber": "+1 5550101"}'"""
-    )
-    print(
-        f"  curl -s '{base}/pages/auth/api/clinicaldata/studies/{study}/sites/S_SITE_A/participants/extractPartcipantsInfo'"
-        f" -H 'Authorization: Bearer {crc}'"
-    )
-    print("\nCtrl-C stops everything.\n", flush=True)
+    study = f"{base}/pages/auth/api/clinicaldata/studies/{quote(DEMO_STUDY)}"
+    print("\nDemo users, bearer tokens (valid 24 hours) and a request each may make:")
+    for username, full_name, admin, roles in DEMO_USERS:
+        if username not in users:
+            continue
+        auth = f"-H 'Authorization: Bearer {mint_token(settings, username, 24 * 3600)}'"
+        site, role = roles[0] if roles else (None, "")
+        if admin:
+            line = f"curl -s {base}/admin/api/studies {auth}"
+        elif site is not None and role in ("ra", "investigator"):
+            n = 100 + sum(map(ord, username))  # a different new ID per user
+            line = (
+                f"curl -s -X POST '{study}/sites/{site}/participants?register=y' {auth}"
+                " -H 'Content-Type: application/json'"
+                f""" -d '{{"subjectKey": "DEMO-{n}", "firstName": "Jo", "lastName": "Doe", """
+                """"emailAddress": "jo@example.org", "phoneNumber": "+1 5550101"}'"""
+                f"\n    curl -s '{study}/sites/{site}/participants/extractPartcipantsInfo' {auth}"
+            )
+        else:
+            line = f"curl -s '{study}/participants' {auth}"
+        print(f"\n  {username} ({full_name}, {role or 'admin'}{' at ' + site if site else ''}):\n    {line}")
+    print(f"\nThen, with the same token: curl -s {base}/pages/auth/api/jobs/<job uuid>/downloadFile")
+    print("API docs: " + base + "/docs. Ctrl-C stops everything.\n", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
