@@ -154,15 +154,17 @@ async def finish_job(
     async with conn.transaction():
         row = await conn.fetchrow(
             """
-            UPDATE jobs SET status = $2, completed_at = clock_timestamp(), heartbeat_at = clock_timestamp(),
+            UPDATE jobs SET status = $2, completed_at = t.now, heartbeat_at = t.now,
                             error = $3,
-                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN clock_timestamp() + $4::interval END,
+                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN t.now + $4::interval END,
                             row_count = coalesce($5, row_count),
                             rows_done = coalesce($5, rows_done),
                             byte_size = coalesce($6, byte_size),
                             sha256 = coalesce($7, sha256),
                             object_key = coalesce($8, object_key),
                             result = coalesce($9, result)
+            -- The wall clock now, not the transaction's start: a bulk job's insert runs in this transaction.
+            FROM (SELECT clock_timestamp() AS now) t
             WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')
               AND ($10::int IS NULL OR attempts = $10)
             RETURNING uuid
