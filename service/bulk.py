@@ -23,6 +23,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.multipart import BodyPartReader
 
 from . import audit, bulk_store, job_store
@@ -103,10 +104,10 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         study_oid = request.match_info["studyOID"]
         site_oid = request.match_info.get("siteOID")
         username = await authenticated_username(request)
-        run_async = query_flag(request, "async")
         async with request.app[DB].acquire() as conn:
             scope = await load_scope(conn, username, study_oid, site_oid)
             check_bulk_allowed(scope)
+            run_async = query_flag(request, "async")
             body = await upload_body(request, request.app[SETTINGS].bulk_max_bytes)
             if run_async:
                 return await submit_bulk_job(request, conn, scope, body, created_at)
@@ -175,7 +176,7 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         try:
             chunk = await part.read_chunk(CHUNK)
             data = part.decode(chunk) if chunk else b""  # a Content-Transfer-Encoding, if any
-        except (ValueError, HttpProcessingError, RuntimeError):
+        except (ValueError, HttpProcessingError, RuntimeError, RequestPayloadError):
             raise ApiError("notSupportedFileFormat") from None
         if not chunk:
             return
@@ -183,8 +184,11 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 
 
 async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(CHUNK):
-        yield chunk
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            yield chunk
+    except RequestPayloadError:  # a Content-Encoding that does not decode
+        raise ApiError("notSupportedFileFormat") from None
 
 
 # -- the synchronous upload --------------------------------------------------------------------

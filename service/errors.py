@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 log = logging.getLogger("participants.errors")
 
@@ -149,6 +150,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as err:
         return error_response(err)
+    except RequestPayloadError:
+        # The body could not be read as sent (a Content-Encoding that does not decode).
+        return error_response(ApiError("invalidRequestBody"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -33,8 +33,11 @@ def parse_register(request: web.Request) -> bool:
 
 
 async def read_json_model(request: web.Request, model: type[M], params: dict[str, Any] | None = None) -> M:
-    """The body as ``model``: malformed JSON, a non-object, or wrong types give 400 invalidRequestBody."""
+    """The body as ``model``: malformed JSON, a non-object, or wrong types give 400 invalidRequestBody;
+    a body declared as something other than JSON is 415 unsupportedMediaType (no body is no body)."""
     raw = await request.read()
+    if raw and "Content-Type" in request.headers and not _is_json(request.content_type):
+        raise ApiError("unsupportedMediaType", {**(params or {}), "contentType": request.content_type[:100]})
     try:
         data = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
@@ -49,6 +52,10 @@ async def read_json_model(request: web.Request, model: type[M], params: dict[str
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
         raise ApiError("invalidRequestBody", {**(params or {}), "fields": fields}) from None
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _fields_holding_nul(value: Any, path: str = "") -> list[str]:

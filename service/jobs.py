@@ -29,7 +29,9 @@ log = logging.getLogger("participants.jobs")
 
 REDIRECT_TTL = dt.timedelta(minutes=5)
 RETRY_AFTER_SECONDS = "2"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only, and no more than 18 of them (Python refuses to convert very long digit strings;
+# a Range that does not match is ignored, as RFC 9110 allows).
+_RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")
 
 
 async def _caller(request: web.Request, conn: asyncpg.Connection) -> tuple[str, int | None]:

@@ -6,6 +6,7 @@ transaction with its audit row. No HTTP here: callers pass a ``Scope`` already a
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from typing import Any
@@ -61,17 +62,33 @@ def new_access_code() -> str:
     return "".join(secrets.choice(ACCESS_CODE_ALPHABET) for _ in range(ACCESS_CODE_LENGTH))
 
 
+SEQ_SPEC_RE = re.compile(r"(0[1-9])?")  # {seq} or {seq:0N}: zero-padded to a width of at most 9
+
+
 def template_errors(template: str) -> list[str]:
-    """Problems with a study's ID template (checked when an admin sets it)."""
+    """Problems with a study's ID template (checked when an admin sets it).
+
+    Fields are ``{site}``, ``{study}`` and ``{seq}``; only ``{seq}`` takes a format spec, zero padding
+    to a width of at most 9 (``{seq:04}``). Anything else could render IDs no rule accepts, or
+    strings of any size.
+    """
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        template.format(site="S", study="S", seq=1)
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError):
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
         return ["invalid template"]
+    fields = []
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS or conversion is not None:
+            return ["template fields are {site}, {study}, {seq}"]
+        if spec and (name != "seq" or not SEQ_SPEC_RE.fullmatch(spec)):
+            return ["only {seq} takes a format: zero padding to a width up to 9, e.g. {seq:04}"]
+        fields.append(name)
     if "seq" not in fields:
         return ["template needs {seq}"]
-    if any(f not in TEMPLATE_FIELDS for f in fields):
-        return ["template fields are {site}, {study}, {seq}"]
+    if participant_id_errors(template.format(site="S", study="S", seq=1)):
+        return ["template renders an invalid participant ID"]
     return []
 
 

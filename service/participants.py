@@ -24,11 +24,12 @@ async def add_participant(request: web.Request) -> web.Response:
     """POST .../participants: add, update, reassign or register one participant."""
     study_oid, site_oid = _oids(request)
     username = await authenticated_username(request)
-    register = parse_register(request)
-    body = await read_json_model(request, ParticipantIn, {"studyOid": study_oid, "siteOid": site_oid})
+    await request.read()  # received before a connection is taken; parsed after the access checks
     async with request.app[DB].acquire() as conn:
         scope = await load_scope(conn, username, study_oid, site_oid)
-        authorize(scope, _write_action(site_oid))
+        authorize(scope, _write_action(site_oid))  # OC4's order: who and where before what
+        register = parse_register(request)
+        body = await read_json_model(request, ParticipantIn, scope.params)
         result = await save_participant(conn, scope, body, register)
     return json_response(result)
 
@@ -37,10 +38,10 @@ async def get_participants(request: web.Request) -> web.Response:
     """GET .../participants: OC4's listing, paged, without personal data."""
     study_oid, site_oid = _oids(request)
     username = await authenticated_username(request)
-    page, size = page_params(request)
     async with request.app[DB].acquire() as conn:
         scope = await load_scope(conn, username, study_oid, site_oid)
         authorize(scope, Action.LIST)
+        page, size = page_params(request)
         rows = await list_participants(conn, scope, page, size)
     return json_response({"studyParticipants": rows})
 

@@ -16,8 +16,9 @@ IDENTIFIER_MAX = 35
 EMAIL_MAX = 255
 PHONE_MAX = 17
 PHONE_RE = re.compile(r"\+[0-9]{1,3} [0-9]{1,14}")
-# C0 controls and DEL; Postgres cannot even store NUL, and none of them belongs in a name or an ID.
-CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 and C1 controls, DEL and the byte-order mark (tab excepted): Postgres cannot even store NUL,
+# and none of them belongs in a name or an ID.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ufeff]")
 
 CONTACT_FIELDS = ("firstName", "lastName", "emailAddress", "phoneNumber", "identifier")
 

@@ -31,7 +31,7 @@ def model_response(model: BaseModel, status: int = 200) -> web.Response:
 
 def _int_param(request: web.Request, name: str, code: str = "webhookNotFound") -> int:
     raw = request.match_info[name]
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+    if len(raw) > 19 or not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
         raise ApiError(code, {name: raw[:40]})
     return int(raw)
 

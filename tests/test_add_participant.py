@@ -218,3 +218,27 @@ async def test_path_prefix(make_client, world):
     client = await make_client(path_prefix="/OpenClinica")
     await expect(await client.post("/OpenClinica" + SITE_URL, json={"subjectKey": "P-1"}, headers=world.auth("dm")), 200)
     await expect(await client.post(SITE_URL, json={"subjectKey": "P-2"}, headers=world.auth("dm")), 404)
+
+
+@pytest.mark.parametrize(
+    ("user", "path", "query", "body", "status", "code"),
+    [
+        ("dm", "/pages/auth/api/clinicaldata/studies/NOPE/participants", "", b"{", 404, "studyNotExist"),
+        ("dm", "/pages/auth/api/clinicaldata/studies/NOPE/participants", "?register=zz", b"{}", 404, "studyNotExist"),
+        ("monitor", SITE_URL, "", b'{"subjectKey": 123}', 403, "noSufficientPrivileges"),
+        ("monitor", SITE_URL, "?register=zz", b"{}", 403, "noSufficientPrivileges"),
+        ("crc_b", SITE_URL, "", b"{", 403, "noRoleSetUp"),
+        ("dm", SITE_URL, "?register=zz", b"{", 400, "invalidRegisterParameter"),
+    ],
+)
+async def test_check_order_is_ocs_who_and_where_before_what(client, world, user, path, query, body, status, code):
+    await world.standard()
+    resp = await client.post(path + query, data=body, headers={**world.auth(user), "Content-Type": "application/json"})
+    assert (await expect(resp, status))["message"] == f"errorCode.{code}"
+
+
+async def test_list_checks_access_before_paging(client, world):
+    await world.standard()
+    got = await expect(await client.get("/pages/auth/api/clinicaldata/studies/NOPE/participants?page=0",
+                                        headers=world.auth("dm")), 404)
+    assert got["message"] == "errorCode.studyNotExist"

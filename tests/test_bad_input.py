@@ -50,8 +50,27 @@ async def test_body_over_the_limit_is_413(client, world):
 
 async def test_empty_body_is_participant_id_empty(client, world):
     await world.standard()
-    got = await expect(await client.post(SITE_URL, data=b"", headers=world.auth("dm")), 400)
+    got = await expect(await client.post(SITE_URL, data=b"", headers={**world.auth("dm"), "Content-Type": "application/json"}), 400)
     assert got["message"] == "errorCode.participantIDEmpty"
+    got = await expect(await client.post(SITE_URL, headers=world.auth("dm")), 400)  # no body, no type
+    assert got["message"] == "errorCode.participantIDEmpty"
+
+
+@pytest.mark.parametrize("ctype", ["application/xml", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream"])
+async def test_a_body_that_is_not_json_is_415(client, world, pool, ctype):
+    await world.standard()
+    got = await expect(await client.post(SITE_URL, data=b'{"subjectKey": "X"}', headers={**world.auth("dm"), "Content-Type": ctype}), 415)
+    assert got["message"] == "errorCode.unsupportedMediaType"
+    assert await pool.fetchval("SELECT count(*) FROM participants") == 0
+    await expect(await client.post(SITE_URL, data=b'{"subjectKey": "X"}', headers={**world.auth("dm"), "Content-Type": "application/json; charset=utf-8"}), 200)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decode_is_400(client, world, encoding):
+    await world.standard()
+    headers = {**world.auth("dm"), "Content-Type": "application/json", "Content-Encoding": encoding}
+    got = await expect(await client.post(SITE_URL, data=b"notcompressed", headers=headers), 400)
+    assert got["message"] == "errorCode.invalidRequestBody"
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,8 @@ from service.validation import contact_errors, participant_id_errors, phone_erro
         ("<" + "X" * 30, ["participantIDContainsUnsupportedHTMLCharacter", "participantIDLongerThan30Characters"]),
         ("a\tb", []),
         ("a\x00b", ["participantIDContainsUnsupportedCharacter"]),
+        ("a\x85b", ["participantIDContainsUnsupportedCharacter"]),
+        ("\ufeffA", ["participantIDContainsUnsupportedCharacter"]),
         ("Ωμέγα-1", []),
     ],
 )
@@ -50,6 +52,10 @@ def test_template_rules():
     assert template_errors("{seq.__class__}") != []
     assert template_errors("{nope}{seq}") != []
     assert template_errors("{seq") != []
+    assert template_errors("X-{seq:09}") == []
+    for bad in ("{seq:99999999999}", "{site:>99999999}{seq}", "{seq:0>40}", "<{seq}>", "{seq:c}",
+                "{seq:{seq}}", "{seq!r}", "{seq:010}", "{seq:4}"):
+        assert template_errors(bad) != [], bad
 
 
 def test_access_codes():
