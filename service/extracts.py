@@ -41,7 +41,7 @@ SELECT csv_guard(p.subject_key) AS "ParticipantId",
        csv_guard_phone(p.phone) AS "Mobile",
        csv_guard(p.identifier) AS "Identifier",
        csv_guard(p.access_code) AS "Access Code",
-       csv_guard(p.participate_status) AS "Participate Status"
+       csv_guard(nullif(p.participate_status, '')) AS "Participate Status"  -- empty, not ""
 FROM participants p
 WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')
 ORDER BY p.subject_key

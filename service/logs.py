@@ -43,6 +43,9 @@ def setup_logging(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # ours replaces it
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
+    # arq logs every job and cron tick at INFO (the sweepers tick every few seconds); our jobs log
+    # their own outcome lines.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
 
 
 def route_template(request: web.Request) -> str:

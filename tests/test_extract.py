@@ -239,6 +239,9 @@ async def _check_file(resp, body: bytes, job_uuid: str, pool: asyncpg.Pool) -> N
     assert "filename*=UTF-8''" + name.replace(" ", "%20").replace("(", "%28").replace(")", "%29") in disposition
     # One line ending throughout: LF, never a bare CR outside quotes.
     assert b"\r\n" not in body.replace(b'"\r', b"")
+    # An empty cell is empty, never a quoted "" (not registered: no access code, no status).
+    unregistered = [line for line in body.split(b"\n") if line.startswith((b"'-007,", b"A-004,"))]
+    assert len(unregistered) == 2 and all(line.endswith(b",,") for line in unregistered), unregistered
 
 
 async def test_csv_content_local_backend(client, world, pool, settings):
