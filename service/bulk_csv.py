@@ -103,7 +103,8 @@ class BulkCsvParser:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
         self._tail: list[str] = []  # the current, unfinished line, in pieces
         self._lines = _Lines()
-        self._reader = csv.reader(self._lines, strict=False)
+        # strict: a quote left open at the end, or text after a closing quote, is not RFC 4180 CSV.
+        self._reader = csv.reader(self._lines, strict=True)
         self._retry_at = 0  # don't re-parse a long pending record before this many chars are buffered
         self._buffered = 0  # chars of complete lines not yet turned into records
         self._record_no = 0

@@ -112,11 +112,9 @@ AWKWARD_FILES: dict[str, tuple[bytes, int, str | list[str]]] = {
     ),
     "columns_in_any_order_and_case": (b"lastname,PARTICIPANTID,firstName\nDoe,A-1,Jane\n", 200, ["A-1"]),
     "spaces_trimmed": (b"ParticipantID\n   A-1   \n", 200, ["A-1"]),
-    "unterminated_quote": (
-        b'ParticipantID\n"A-1\n',
-        200,
-        ["A-1"],
-    ),  # the rest of the file is one field, trimmed
+    # RFC 4180: a quote left open to the end of the file is not CSV (no guessing where it ended).
+    "unterminated_quote": (b'ParticipantID\n"A-1\n', 400, "errorCode.notSupportedFileFormat"),
+    "text_after_closing_quote": (b'ParticipantID\n"A-1"x\n', 400, "errorCode.notSupportedFileFormat"),
     "bare_cr_line_ends": (b"ParticipantID\rA-1\rA-2\r", 400, "errorCode.notSupportedFileFormat"),
     "utf8_multibyte_split_across_chunks": (("ParticipantID\n" + "É" * 10 + "\n").encode(), 200, ["É" * 10]),
 }

@@ -116,3 +116,12 @@ def test_counts_and_contact_values_only_for_valid_rows():
         ("<x>", None, ["participantIDContainsUnsupportedHTMLCharacter"]),
         ("A-2", None, []),
     ]
+
+
+@pytest.mark.parametrize("body", [b'ParticipantID\n"B-3\n', b'ParticipantID\n"B-3"x\n', b'ParticipantID,FirstName\nB-3,"Jo\n'])
+def test_malformed_quoting_is_not_csv(body):
+    parser = BulkCsvParser(site_level=True, max_bytes=1_000_000)
+    with pytest.raises(ApiError) as caught:
+        parser.feed(body)
+        parser.close()
+    assert caught.value.code == "notSupportedFileFormat"
