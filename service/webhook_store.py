@@ -391,28 +391,24 @@ async def list_deliveries(conn: asyncpg.Connection, endpoint_id: int, page: int,
         "SELECT * FROM webhook_messages WHERE endpoint_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
         endpoint_id, size, (page - 1) * size,
     )  # fmt: skip
-    attempts = await conn.fetch(
-        "SELECT * FROM webhook_attempts WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, attempt, id",
-        [r["id"] for r in rows],
-    )
-    by_message: dict[int, list[AttemptOut]] = {}
-    for a in attempts:
-        by_message.setdefault(a["message_id"], []).append(attempt_view(a))
-    return DeliveryList(
-        deliveries=[message_view(r, by_message.get(r["id"], [])) for r in rows], page=page, pageSize=size
-    )
+    return DeliveryList(deliveries=await _with_attempts(conn, rows), page=page, pageSize=size)
 
 
 async def messages_for_job(conn: asyncpg.Connection, job_uuid: UUID) -> list[DeliveryOut]:
     rows = await conn.fetch("SELECT * FROM webhook_messages WHERE job_uuid = $1 ORDER BY id", job_uuid)
+    return await _with_attempts(conn, rows)
+
+
+async def _with_attempts(conn: asyncpg.Connection, messages: list[asyncpg.Record]) -> list[DeliveryOut]:
+    """The messages' views, each with its attempts (one query for all of them)."""
     attempts = await conn.fetch(
         "SELECT * FROM webhook_attempts WHERE message_id = ANY($1::bigint[]) ORDER BY message_id, attempt, id",
-        [r["id"] for r in rows],
+        [r["id"] for r in messages],
     )
     by_message: dict[int, list[AttemptOut]] = {}
     for a in attempts:
         by_message.setdefault(a["message_id"], []).append(attempt_view(a))
-    return [message_view(r, by_message.get(r["id"], [])) for r in rows]
+    return [message_view(r, by_message.get(r["id"], [])) for r in messages]
 
 
 async def redeliver(conn: asyncpg.Connection, message_id: int, retry_hours: float) -> asyncpg.Record:

@@ -133,9 +133,8 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
     started = time.monotonic()
 
     async with pool.acquire() as conn, pool.acquire() as beat_conn:
-        job = await job_store.claim_job(conn, job_uuid, settings.job_max_attempts)
+        job = await maintenance.claim_or_give_up(conn, job_uuid, settings.job_max_attempts)
         if job is None:
-            await maintenance.fail_if_exhausted(conn, job_uuid, settings.job_max_attempts)
             return "skipped"
         attempt: int = job["attempts"]
         if job["cancel_requested"]:

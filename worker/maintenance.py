@@ -39,6 +39,15 @@ async def fail_if_exhausted(conn: asyncpg.Connection, job_uuid: UUID, max_attemp
     )
 
 
+async def claim_or_give_up(conn: asyncpg.Connection, job_uuid: UUID, max_attempts: int) -> asyncpg.Record | None:
+    """The job, claimed for a new attempt; None when it is not to run now (finished, running
+    elsewhere, or out of attempts, in which case it ends FAILED)."""
+    job = await job_store.claim_job(conn, job_uuid, max_attempts)
+    if job is None:
+        await fail_if_exhausted(conn, job_uuid, max_attempts)
+    return job
+
+
 async def sweep_jobs(ctx: dict[str, Any]) -> int:
     """Re-enqueue unfinished jobs Redis may have lost; return how many arq took as new."""
     settings: Settings = ctx["settings"]
