@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 import asyncpg
@@ -282,8 +282,8 @@ async def test_the_sweeper_cron_in_a_real_worker_recovers_a_flushed_queue(client
 class TcpProxy:
     """A TCP forwarder we can cut and restore, standing in for a dependency going away."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target  # (host, port), or a unix socket's path (the embedded Postgres)
         self.port = 0
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
@@ -302,7 +302,10 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if isinstance(self.target, str):
+                up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
             return
@@ -322,11 +325,22 @@ class TcpProxy:
         self.writers.difference_update((writer, up_writer))
 
 
+def _upstream(url: str, default_port: int) -> tuple[str, int] | str:
+    """Where ``url`` connects: (host, port), or the unix socket a ``?host=/dir`` DSN names."""
+    parts = urlsplit(url)
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    if socket_dir.startswith("/"):
+        return f"{socket_dir}/.s.PGSQL.{parts.port or default_port}"
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
 def _via(url: str, port: int) -> str:
+    """``url`` through the proxy on 127.0.0.1:``port`` (over TCP, whatever the original was)."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host, query=query))
 
 
 async def _until(predicate: Any, seconds: float = 15.0) -> Any:
@@ -341,8 +355,8 @@ async def _until(predicate: Any, seconds: float = 15.0) -> Any:
 
 async def test_503_while_postgres_or_redis_is_down_and_recovery(make_client, world, pool, settings):
     await world.standard()
-    pg, rd = urlsplit(settings.database_url), urlsplit(settings.redis_url)
-    pg_proxy, redis_proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432), TcpProxy(rd.hostname or "127.0.0.1", rd.port or 6379)
+    pg_proxy = TcpProxy(_upstream(settings.database_url, 5432))
+    redis_proxy = TcpProxy(_upstream(settings.redis_url, 6379))
     await pg_proxy.start()
     await redis_proxy.start()
     client = await make_client(
