@@ -292,8 +292,12 @@ async def retry_job(request: web.Request) -> web.Response:
             job = await conn.fetchrow("SELECT * FROM jobs WHERE uuid = $1 FOR UPDATE", job_uuid)
             if job is None:
                 raise ApiError("invalidUuid", {"jobUuid": str(job_uuid)})
-            if job["status"] != job_store.FAILED or job["type"] not in job_store.JOB_FUNCTIONS:
+            if job["status"] != job_store.FAILED:
                 raise ApiError("jobNotRetryable", {"jobUuid": str(job_uuid), "status": job["status"]})
+            if job["type"] not in job_store.RETRYABLE_TYPES:
+                raise ApiError(
+                    "jobNotRetryable", {"jobUuid": str(job_uuid), "status": job["status"], "type": job["type"]}
+                )
             await conn.execute(
                 """UPDATE jobs SET status = 'IN_QUEUE', attempts = 0, error = NULL, started_at = NULL,
                                    completed_at = NULL, heartbeat_at = NULL, rows_done = 0,

@@ -44,6 +44,9 @@ JOB_FUNCTIONS: dict[str, tuple[str, str]] = {
     EXTRACT_PARTICIPANTS: ("extract_participants_job", "extract_queue"),
     BULK_ADD_PARTICIPANTS: ("bulk_add_participants_job", "default_queue"),
 }
+# What an admin may run again once FAILED. A bulk job's upload is deleted when the job ends (it holds
+# personal data), so a failed bulk upload is uploaded again by its owner, not retried.
+RETRYABLE_TYPES = frozenset({EXTRACT_PARTICIPANTS})
 
 
 def parse_job_uuid(raw: str) -> UUID:

@@ -170,6 +170,16 @@ async def test_retry_a_failed_extract_runs_it_again(client, world, pool, setting
     }
 
 
+async def test_a_failed_bulk_job_is_not_retried_its_upload_is_gone(client, world, pool):
+    await world.standard()
+    j = await _job(pool, status="FAILED", job_type="BULK_ADD_PARTICIPANTS")
+    assert await expect(await client.post(f"{JOBS}/{j}/retry", headers=world.auth("admin")), 409) == {
+        "message": "errorCode.jobNotRetryable",
+        "params": {"jobUuid": j, "status": "FAILED", "type": "BULK_ADD_PARTICIPANTS"},
+    }
+    assert await pool.fetchval("SELECT status FROM jobs WHERE uuid = $1", uuid.UUID(j)) == "FAILED"
+
+
 async def test_purge_expired_deletes_files_and_marks_jobs(client, world, pool, settings):
     await world.standard()
     body = await expect(
