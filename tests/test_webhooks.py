@@ -441,3 +441,34 @@ async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, s
     assert len(receiver.requests) == 1
     event = Webhook(created.secret).verify(receiver.requests[0][1], receiver.requests[0][0])
     assert (event["type"], event["data"]["jobUuid"]) == ("job.failed", str(job["uuid"]))
+
+
+async def test_a_running_worker_delivers_as_soon_as_the_job_commits(make_client, world, pool, settings, receiver):
+    """The outbox listener alone (no sweeper cron in this worker) turns a commit into a delivery."""
+    import asyncio
+    import time
+    import warnings
+
+    from worker.main import build_worker
+
+    await world.standard()
+    client = await make_client(**ALLOW_LOCAL)
+    await _register(client, world, await receiver.start())
+    worker = build_worker(settings.model_copy(update=ALLOW_LOCAL), settings.default_queue, cron_jobs=[], poll_delay=0.01)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        deadline = time.monotonic() + 10
+        while "outbox_listener" not in worker.ctx:
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.02)
+        job_uuid = await finished_job(pool)
+        while not receiver.requests:
+            assert time.monotonic() < deadline, "no delivery"
+            await asyncio.sleep(0.02)
+        assert orjson.loads(receiver.requests[0][1])["data"]["jobUuid"] == str(job_uuid)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        with warnings.catch_warnings():  # arq calls redis' deprecated close()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            await worker.close()
