@@ -93,11 +93,15 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         attempt: int = job["attempts"]
         upload_key: str = job["params"]["uploadKey"]
         created_at: str = job["params"].get("createdAt", "")
+
+        async def end(status: str, error: str, **fields: Any) -> str:
+            """This attempt's final status; the upload goes once the job is final (it holds personal data)."""
+            if await job_store.finish_job(conn, job_uuid, status, attempt=attempt, error=error, **fields):
+                await _delete_upload(storage, upload_key)
+            return status
+
         if job["cancel_requested"]:
-            await _finish(
-                conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled"
-            )
-            return job_store.CANCELLED
+            return await end(job_store.CANCELLED, "cancelled")
         where = await conn.fetchrow(
             "SELECT u.username, st.oid AS study_oid, si.oid AS site_oid FROM jobs j JOIN users u ON u.id = j.owner_id"
             " JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id WHERE j.uuid = $1",
@@ -114,11 +118,10 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         result_key = result_object_key(job_uuid, attempt)
 
         async def on_decided(tx: asyncpg.Connection, outcome: bulk_store.Outcome) -> None:
-            key = result_key
             rows, size, sha = await stream_extract(
                 tx,
                 storage,
-                key,
+                result_key,
                 RESULT_SELECT,
                 content_disposition_value=content_disposition(job["file_name"]),
             )
@@ -132,7 +135,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 row_count=rows,
                 byte_size=size,
                 sha256=sha,
-                object_key=key,
+                object_key=result_key,
                 result=summary,
             )
             if not done:
@@ -159,59 +162,26 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
             )
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.
-            await _finish(
-                conn,
-                storage,
-                job_uuid,
-                upload_key,
-                job_store.FAILED,
-                attempt=attempt,
-                error=f"errorCode.{err.code}",
-                result=failure_body(err.code, scope.full_name, created_at),
+            return await end(
+                job_store.FAILED, f"errorCode.{err.code}", result=failure_body(err.code, scope.full_name, created_at)
             )
-            return job_store.FAILED
         except StopRequested:
-            await _finish(
-                conn, storage, job_uuid, upload_key, job_store.CANCELLED, attempt=attempt, error="cancelled"
-            )
-            return job_store.CANCELLED
+            return await end(job_store.CANCELLED, "cancelled")
         except Superseded:
             await _delete_upload(storage, result_key)  # this attempt's file; the upload is the winner's
             return "superseded"
         except StorageNotFound:
-            await _finish(
-                conn,
-                storage,
-                job_uuid,
-                upload_key,
-                job_store.FAILED,
-                attempt=attempt,
-                error="storage: upload missing",
-            )
-            return job_store.FAILED
+            return await end(job_store.FAILED, "storage: upload missing")
         except asyncio.CancelledError:
             # arq cancels on timeout (final) and on worker shutdown (it runs the job again).
             if time.monotonic() - started >= BULK_JOB_TIMEOUT_SECONDS * 0.95:
-                await asyncio.shield(
-                    _finish(
-                        conn,
-                        storage,
-                        job_uuid,
-                        upload_key,
-                        job_store.FAILED,
-                        attempt=attempt,
-                        error="timed out",
-                    )
-                )
+                await asyncio.shield(end(job_store.FAILED, "timed out"))
             raise
         except (StorageError, asyncpg.PostgresError) as exc:
             await _delete_upload(storage, result_key)  # written before a rollback, perhaps
             reason = failure_reason(exc)
             log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
-            await _finish(
-                conn, storage, job_uuid, upload_key, job_store.FAILED, attempt=attempt, error=reason
-            )
-            return job_store.FAILED
+            return await end(job_store.FAILED, reason)
         finally:
             if not conn.is_closed():
                 await asyncio.shield(bulk_store.drop_staging(conn))
@@ -221,13 +191,6 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         extra={"job_uuid": job_uuid_str, "added": outcome.added, "failed": outcome.failed},
     )
     return job_store.COMPLETED
-
-
-async def _finish(
-    conn: asyncpg.Connection, storage: Storage, job_uuid: UUID, upload_key: str, status: str, **kwargs: Any
-) -> None:
-    if await job_store.finish_job(conn, job_uuid, status, **kwargs):
-        await _delete_upload(storage, upload_key)
 
 
 async def _delete_upload(storage: Storage, key: str) -> None:
