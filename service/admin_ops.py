@@ -24,7 +24,6 @@ from .extracts import base_url
 from .http_input import page_params
 from .resources import DB, REDIS, SETTINGS, STORAGE
 from .settings import Settings
-from .storage import StorageError, StorageNotFound
 
 log = logging.getLogger("participants.admin_ops")
 
@@ -182,7 +181,7 @@ def admin_job(row: asyncpg.Record, base: str) -> AdminJob:
         expiresAt=row["expires_at"],
         error=row["error"],
         cancelRequested=row["cancel_requested"],
-        statusUrl=f"{base}{job_store.JOBS_PATH}/{row['uuid']}",
+        statusUrl=job_store.job_urls(base, row["uuid"])[0],
     )
 
 
@@ -338,40 +337,11 @@ async def cancel_job(request: web.Request) -> web.Response:
     return model_response(detail, 202)
 
 
-async def purge_expired_files(pool: asyncpg.Pool, storage: Any, limit: int = PURGE_BATCH) -> list[UUID]:
-    """COMPLETED jobs past retention: delete the file, mark the job EXPIRED (what the worker's expiry
-    cron does, on demand). Safe to run again: a missing file is already purged; a file storage
-    cannot delete now keeps its job COMPLETED (downloads already answer 410) for the next run."""
-    purged: list[UUID] = []
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT uuid, object_key FROM jobs WHERE status = 'COMPLETED' AND expires_at <= now()
-               ORDER BY expires_at LIMIT $1""",
-            limit,
-        )
-        for r in rows:
-            if r["object_key"]:
-                try:
-                    await storage.delete(r["object_key"])
-                except StorageNotFound:
-                    pass
-                except StorageError:
-                    log.warning("could not delete an expired file", extra={"job_uuid": str(r["uuid"])})
-                    continue
-            done = await conn.fetchval(
-                "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid",
-                r["uuid"],
-            )
-            if done is not None:
-                purged.append(done)
-    return purged
-
-
 async def purge_expired(request: web.Request) -> web.Response:
     username = await admin.require_admin(request)
-    purged = await purge_expired_files(request.app[DB], request.app[STORAGE])
-    log.info("expired files purged", extra={"count": len(purged), "by": "admin"})
     async with request.app[DB].acquire() as conn:
+        purged = await job_store.expire_due_jobs(conn, request.app[STORAGE], PURGE_BATCH)
+        log.info("expired files purged", extra={"count": len(purged), "by": "admin"})
         if purged:
             user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1", username)
             await conn.execute(

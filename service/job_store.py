@@ -12,6 +12,7 @@ Postgres says is unfinished.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from typing import Any
 from uuid import UUID
@@ -22,6 +23,9 @@ from arq.constants import result_key_prefix
 
 from . import outbox
 from .errors import ApiError
+from .storage import Storage, StorageError
+
+log = logging.getLogger("participants.jobs")
 
 EXTRACT_PARTICIPANTS = "EXTRACT_PARTICIPANTS"
 BULK_ADD_PARTICIPANTS = "BULK_ADD_PARTICIPANTS"
@@ -240,3 +244,34 @@ def job_json(row: asyncpg.Record, base_url: str) -> dict[str, Any]:
     if row["result"] is not None:
         data["result"] = row["result"]
     return data
+
+
+EXPIRED_SELECT = """
+SELECT uuid, object_key FROM jobs WHERE status = 'COMPLETED' AND expires_at <= now()
+ORDER BY expires_at LIMIT $1
+"""
+
+
+async def expire_due_jobs(conn: asyncpg.Connection, storage: Storage, limit: int) -> list[UUID]:
+    """COMPLETED jobs past retention: delete the file (and any partial upload), mark the job EXPIRED.
+
+    Used by the worker's expiry cron and the admin's purge. Safe to run again and concurrently: a
+    missing file is already gone, and a file storage cannot delete now keeps its job COMPLETED
+    (downloads already answer 410) for the next run.
+    """
+    expired: list[UUID] = []
+    for row in await conn.fetch(EXPIRED_SELECT, limit):
+        if row["object_key"]:
+            try:
+                await storage.delete(row["object_key"])
+                await storage.discard_partials(row["object_key"])
+            except (StorageError, OSError) as exc:
+                log.warning("could not delete an expired file", extra={"job_uuid": str(row["uuid"]), "error": type(exc).__name__})
+                continue
+        done = await conn.fetchval(
+            "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid", row["uuid"]
+        )
+        if done is not None:
+            expired.append(done)
+    return expired
+

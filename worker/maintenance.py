@@ -19,7 +19,6 @@ from arq.cron import CronJob
 
 from service import job_store
 from service.settings import Settings
-from service.storage import Storage, StorageError
 
 log = logging.getLogger("participants.worker.maintenance")
 
@@ -84,34 +83,11 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
 
 async def expire_jobs(ctx: dict[str, Any]) -> int:
     """Delete files past retention and mark their jobs EXPIRED; return how many expired."""
-    pool: asyncpg.Pool = ctx["db"]
-    storage: Storage = ctx["storage"]
-    expired = 0
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            """
-            SELECT uuid, object_key FROM jobs
-            WHERE status = 'COMPLETED' AND expires_at <= now()
-            ORDER BY expires_at LIMIT $1
-            """,
-            EXPIRE_BATCH,
-        )
-        for row in rows:
-            if row["object_key"]:
-                try:
-                    await storage.delete(row["object_key"])
-                    await storage.discard_partials(row["object_key"])
-                except (StorageError, OSError) as exc:
-                    # Keep the job COMPLETED (the download already answers 410): next run retries.
-                    log.warning("could not delete an expired file", extra={"job_uuid": str(row["uuid"]), "error": str(exc)})
-                    continue
-            result = await conn.execute(
-                "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED'", row["uuid"]
-            )
-            expired += result == "UPDATE 1"
+    async with ctx["db"].acquire() as conn:
+        expired = await job_store.expire_due_jobs(conn, ctx["storage"], EXPIRE_BATCH)
     if expired:
-        log.info("expired job files", extra={"count": expired})
-    return expired
+        log.info("expired job files", extra={"count": len(expired)})
+    return len(expired)
 
 
 CRON_JOBS: list[CronJob] = [
