@@ -3,16 +3,12 @@ FROM python:3.11-slim AS build
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
-COPY worker ./worker
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 participants
 COPY --from=build /install /usr/local
 WORKDIR /app
-COPY sql ./sql
-COPY service ./service
-COPY worker ./worker
 USER participants
 ENV PARTICIPANTS_HOST=0.0.0.0 PARTICIPANTS_PORT=8080 PARTICIPANTS_DATA_DIR=/tmp/participants
 EXPOSE 8080

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench bench-smoke lint clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,11 +19,40 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/participants dev
 
-test: $(STAMP)
+# The OIDC tests run a real provider from npm (oauth2-mock-server) with the machine's node; without
+# node they are skipped and pytest's summary says why.
+OIDC_DEPS := tests/oidc/node_modules/.package-lock.json
+$(OIDC_DEPS): tests/oidc/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd tests/oidc && npm ci --no-audit --no-fund; \
+	else echo "npm not found: the OIDC tests will be skipped (install nodejs and npm to run them)"; fi
+
+# The console's browser tests drive the system Chromium (Playwright's own download is not used).
+# As root, a missing Chromium is installed with apt-get; otherwise those tests are skipped and
+# pytest's summary says why.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "chromium could not be installed: the browser tests will be skipped"; \
+	  else echo "no $(CHROMIUM) and not root: the browser tests will be skipped"; fi; \
+	fi
+
+test: $(STAMP) $(OIDC_DEPS) chromium
 	$(BIN)/python -m pytest
+
+# Regenerates docs/console-site.png and docs/console-queue.png from the browser tests.
+screenshots: $(STAMP) chromium
+	PARTICIPANTS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_console_browser.py \
+	  -k "extracts_watches or admin_retries"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Every benchmark at tiny sizes (under a minute): only that each still runs to its ratio line.
+# The test suite runs the same command (tests/test_bench_smoke.py).
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke
+
 clean:
-	rm -rf $(VENV) .data .pytest_cache
+	rm -rf $(VENV) .data .pytest_cache tests/oidc/node_modules

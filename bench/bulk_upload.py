@@ -31,9 +31,9 @@ import asyncpg
 import orjson
 
 from bench.common import BENCH_SECRET, fresh_database, rss_mb, running, running_service, service_env
-from service import bulk_store
-from service.auth import mint_token
+from service.core.bulk import staging as bulk_store
 from service.settings import Settings
+from service.web.auth import mint_token
 
 USER = "bench_bulk"
 STUDY, FLOOR_STUDY = "S_BULKB", "S_FLOOR"
@@ -139,14 +139,18 @@ async def wait_job(dsn: str, job_uuid: str) -> asyncpg.Record:
         await conn.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bulk_upload", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--big-rows", type=int, default=1_000_000)
     parser.add_argument(
         "--no-worker", action="store_true", help="measure the async uploads without running the jobs"
     )
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rows, args.big_rows = 500, 2_000
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-bulk-"))
     dsn = asyncio.run(fresh_database("participants_bench_bulk"))

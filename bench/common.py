@@ -8,8 +8,10 @@ wall time. Servers are found like the tests find them: ``PARTICIPANTS_BENCH_DATA
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,11 +22,11 @@ from pathlib import Path
 
 import asyncpg
 
-from service.db import dsn_with_database, migrate
-from service.embedded import EmbeddedServers, free_port, reachable
+from service.core.db import dsn_with_database, migrate
+from service.dev.embedded import EmbeddedServers, free_port, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef"
+BENCH_SECRET = secrets.token_urlsafe(32)  # per run: `participants serve` refuses any secret printed in the source
 _embedded: EmbeddedServers | None = None
 
 
@@ -52,7 +54,10 @@ def redis_url() -> str:
 
 
 async def fresh_database(name: str) -> str:
-    """Drop and create ``name``, apply the migrations, return its DSN."""
+    """Create ``<name>_<pid>`` (so two runs never share one), apply the migrations, return its DSN.
+    The database is dropped when the script exits."""
+    name = f"{name}_{os.getpid()}"
+    atexit.register(lambda: asyncio.run(_drop_database(name)))
     admin = await asyncpg.connect(server_dsn())
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -68,6 +73,14 @@ async def fresh_database(name: str) -> str:
     return dsn
 
 
+async def _drop_database(name: str) -> None:
+    admin = await asyncpg.connect(server_dsn())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
     env.update(
@@ -75,6 +88,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         PARTICIPANTS_REDIS_URL=redis_url(),
         PARTICIPANTS_JWT_SECRET=BENCH_SECRET,
         PARTICIPANTS_LOG_LEVEL="WARNING",
+        PARTICIPANTS_PROCESSES="1",  # one API process unless a benchmark asks for more
         PYTHONPATH=str(ROOT),
     )
     env.update(extra)

@@ -1,21 +1,23 @@
-"""``participants``: serve, worker, migrate, dev, create-user, token, seed-demo."""
+"""``participants``: serve, worker, migrate, dev, create-user, set-password, token, seed-demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import asyncpg
 from aiohttp import web
 
-from .auth import mint_token
-from .logs import setup_logging
-from .settings import Settings
+from service.core.logs import setup_logging
+from service.settings import Settings
+from service.web.auth import mint_token
 
 log = logging.getLogger("participants.cli")
 
@@ -25,6 +27,30 @@ def _require_urls(settings: Settings) -> None:
     if missing:
         names = ", ".join("PARTICIPANTS_" + n.upper() for n in missing)
         sys.exit(f"{names} not set (use `participants dev` for the embedded servers)")
+
+
+def _require_verification(settings: Settings) -> None:
+    """Exit 2 unless tokens can be verified safely: never start a service anyone can mint tokens for."""
+    from service.core.auth_config import startup_problem
+
+    problem = startup_problem(settings.jwt_secret, settings.oidc_issuer, settings.jwks_url)
+    if problem:
+        print(f"participants: refusing to start: {problem}", file=sys.stderr)
+        sys.exit(2)
+    if settings.oidc_issuer and not settings.oidc_expected_audience:
+        log.warning("no OIDC audience configured: tokens the provider issued to any client are accepted")
+
+
+def _read_new_password() -> str:
+    """From a terminal: asked twice without echo. Otherwise the first line of stdin."""
+    import getpass
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            sys.exit("the two passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 async def _with_conn(settings: Settings, fn):  # type: ignore[no-untyped-def]
@@ -52,16 +78,21 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _serve(settings: Settings, stop: asyncio.Event) -> None:
-    from .app import create_app
-    from .db import migrate_dsn
+async def _serve(settings: Settings, stop: asyncio.Event, *, child: bool = False) -> None:
+    """One API process. A ``child`` of ``serve --processes N`` shares the port (SO_REUSEPORT) and
+    leaves the migrations to its supervisor."""
+    from service.core.db import migrate_dsn
+    from service.web.app import create_app
 
     assert settings.database_url
-    await migrate_dsn(settings.database_url)
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    if not child:
+        await migrate_dsn(settings.database_url)
+    runner = web.AppRunner(
+        create_app(settings), access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds
+    )
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+        await web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_port=child or None).start()
         log.info("listening", extra={"host": settings.host, "port": settings.port})
         await stop.wait()
     finally:
@@ -69,27 +100,57 @@ async def _serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _workers(settings: Settings, queues: Sequence[str], stop: asyncio.Event) -> None:
-    from worker.main import build_worker
+    """One supervised arq worker per queue until ``stop``."""
+    await asyncio.gather(*(_supervised_worker(settings, queue, stop) for queue in queues))
 
-    workers = []
-    for queue in queues:
+
+# A worker that stopped by itself is started again after this long, doubling up to the maximum;
+# one that ran a while before it stopped starts from the minimum again.
+RESTART_MIN_SECONDS = 0.5
+RESTART_MAX_SECONDS = 10.0
+HEALTHY_RUN_SECONDS = 60.0
+
+
+async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event) -> None:
+    """Run the queue's worker; when it stops by itself (arq's poll loop ends on a Redis error, its
+    startup fails while Postgres is away), start a new one, so the process never sits alive and idle.
+    Jobs lost meanwhile are re-enqueued by the sweeper from Postgres."""
+    from service.worker.main import build_worker
+
+    delay = RESTART_MIN_SECONDS
+    while not stop.is_set():
         try:
-            workers.append(build_worker(settings, queue))
+            worker = build_worker(settings, queue)
         except RuntimeError as exc:  # a queue with nothing registered
             log.warning("no worker for %s: %s", queue, exc)
-    tasks = [asyncio.create_task(w.async_run()) for w in workers]
-    try:
-        await stop.wait()
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for w in workers:
-            await w.close()
+            return
+        started = time.monotonic()
+        run = asyncio.create_task(worker.async_run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if stop.is_set():
+            run.cancel()
+        with contextlib.suppress(BaseException):
+            await run
+        error = None if run.cancelled() else run.exception()
+        with contextlib.suppress(Exception):
+            await worker.close()
+        if stop.is_set():
+            return
+        if time.monotonic() - started > HEALTHY_RUN_SECONDS:
+            delay = RESTART_MIN_SECONDS
+        log.error(
+            "worker stopped by itself; starting it again",
+            extra={"queue": queue, "error": type(error).__name__ if error else None, "retry_in": delay},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, RESTART_MAX_SECONDS)
 
 
-async def _serve_until_stopped(settings: Settings) -> None:
-    await _serve(settings, _stop_event())
+async def _serve_until_stopped(settings: Settings, child: bool = False) -> None:
+    await _serve(settings, _stop_event(), child=child)
 
 
 async def _workers_until_stopped(settings: Settings, queues: Sequence[str]) -> None:
@@ -106,11 +167,16 @@ def _queues(settings: Settings, which: str) -> list[str]:
 
 async def _dev(settings: Settings) -> None:
     """Embedded servers (unless URLs are set), migrations, demo data, API and workers in one process."""
-    from .db import migrate_dsn
-    from .demo import seed_demo
-    from .embedded import EmbeddedServers
+    from service.core.db import migrate_dsn
+    from service.dev.demo import seed_demo
+    from service.dev.embedded import EmbeddedServers
+    from service.dev.secret import dev_secret, secret_path
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.jwt_secret and not settings.oidc_issuer:
+        settings.jwt_secret = dev_secret(settings.data_dir)
+        print(f"token secret: random, kept in {secret_path(settings.data_dir)} (mode 0600)")
+    _require_verification(settings)
     embedded = EmbeddedServers(settings.data_dir.resolve())
     try:
         if not settings.database_url:
@@ -121,21 +187,46 @@ async def _dev(settings: Settings) -> None:
             print(f"embedded Redis: {settings.redis_url}")
         await migrate_dsn(settings.database_url)
         users = await _with_conn(settings, seed_demo)
-        _print_demo(settings, users)
+        passwords = await _with_conn(settings, _demo_passwords)
+        _print_demo(settings, users, passwords)
         stop = _stop_event()
         await asyncio.gather(_serve(settings, stop), _workers(settings, _queues(settings, "all"), stop))
     finally:
         embedded.stop()
 
 
-def _print_demo(settings: Settings, users: list[str]) -> None:
-    """For each demo user: a bearer token and a curl line that works with that user's role."""
+async def _demo_passwords(conn: asyncpg.Connection) -> dict[str, str]:
+    """A fresh random password for every demo user, each start (nothing guessable, nothing kept)."""
+    import secrets
+
+    from service.core.accounts import set_password
+    from service.dev.demo import DEMO_USERS
+
+    passwords = {}
+    for username, *_ in DEMO_USERS:
+        passwords[username] = secrets.token_urlsafe(12)
+        await set_password(conn, username, passwords[username])
+    return passwords
+
+
+def _print_demo(settings: Settings, users: list[str], passwords: dict[str, str] | None = None) -> None:
+    """For each demo user: a password, a bearer token and a curl line that works with that user's role."""
     from urllib.parse import quote
 
-    from .demo import DEMO_STUDY, DEMO_USERS
+    from service.core.urls import TOKEN_PATH
+    from service.dev.demo import DEMO_STUDY, DEMO_USERS
 
-    base = f"http://{settings.host}:{settings.port}{settings.path_prefix.rstrip('/')}"
+    root = f"http://{settings.host}:{settings.port}"
+    base = root + settings.path_prefix.rstrip("/")
     study = f"{base}/pages/auth/api/clinicaldata/studies/{quote(DEMO_STUDY)}"
+    local_accounts = settings.jwt_secret and not (settings.oidc_issuer and settings.oidc_client_id)
+    if passwords and local_accounts:
+        print("\nDemo users sign in as OC4 clients do (passwords are new at every start):")
+        for username, password in passwords.items():
+            print(f"  {username:8} {password}")
+        first = next(iter(passwords))
+        print(f"""  curl -s -X POST {root}{TOKEN_PATH} -H 'Content-Type: application/json' \\
+    -d '{{"username": "{first}", "password": "{passwords[first]}"}}'""")
     print("\nDemo users, bearer tokens (valid 24 hours) and a request each may make:")
     for username, full_name, admin, roles in DEMO_USERS:
         if username not in users:
@@ -155,15 +246,27 @@ def _print_demo(settings: Settings, users: list[str]) -> None:
             )
         else:
             line = f"curl -s '{study}/participants' {auth}"
-        print(f"\n  {username} ({full_name}, {role or 'admin'}{' at ' + site if site else ''}):\n    {line}")
-    print(f"\nThen, with the same token: curl -s {base}/pages/auth/api/jobs/<job uuid>/downloadFile")
-    print("API docs: " + base + "/docs. Ctrl-C stops everything.\n", flush=True)
+        where = ", ".join(f"{r} at {s}" if s else f"{r} (study level)" for s, r in roles) or "admin"
+        print(f"\n  {username} ({full_name}; {where}):\n    {line}")
+    print(f"""\nThen download the extract with the same user's token:
+    curl -s -H 'Authorization: Bearer <token>' {base}/pages/auth/api/jobs/<job uuid>/downloadFile""")
+    if passwords:
+        print(f"\nWeb console: {base}/console/")
+        for username in ("crc_a", "admin"):
+            if username in passwords:
+                print(f"  sign in as {username:6} with password {passwords[username]}")
+    print("API docs: " + root + "/docs. Ctrl-C stops everything.\n", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="participants", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the HTTP API (applies migrations first)")
+    sv = sub.add_parser("serve", help="run the HTTP API (applies migrations first)")
+    sv.add_argument(
+        "--processes", type=int, default=None, metavar="N",
+        help="API processes on the one port (default PARTICIPANTS_PROCESSES, else one per core)",
+    )
+    sv.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
     w = sub.add_parser("worker", help="run arq workers")
     w.add_argument("--queue", choices=["extract", "default", "all"], default="all")
     sub.add_parser("migrate", help="apply pending migrations")
@@ -172,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cu.add_argument("username")
     cu.add_argument("--full-name", default="")
     cu.add_argument("--admin", action="store_true")
+    sp = sub.add_parser("set-password", help="set USERNAME's password (stdin, or asked without echo)")
+    sp.add_argument("username")
     t = sub.add_parser("token", help="print an HS256 bearer token for USERNAME")
     t.add_argument("username")
     t.add_argument("--ttl", type=int, default=3600)
@@ -188,18 +293,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
-    from . import directory
-    from .db import migrate_dsn
-    from .demo import seed_demo
+    from service.core import directory
+    from service.core.db import migrate_dsn
+    from service.dev.demo import seed_demo
 
     if args.command == "token":
+        if not settings.jwt_secret:
+            from service.dev.secret import read_dev_secret
+
+            settings.jwt_secret = read_dev_secret(settings.data_dir)  # the one `participants dev` made
+        if not settings.jwt_secret:
+            sys.exit("PARTICIPANTS_JWT_SECRET is not set (and `participants dev` made none): cannot mint tokens")
         print(mint_token(settings, args.username, args.ttl))
     elif args.command == "dev":
         _run(_dev(settings))
     elif args.command == "serve":
+        _require_verification(settings)
         _require_urls(settings)
-        _run(_serve_until_stopped(settings))
+        from service.web.processes import process_count, supervise
+
+        n = 1 if args.child else process_count(settings, args.processes)
+        if n == 1:
+            _run(_serve_until_stopped(settings, child=args.child))
+        else:
+            sys.exit(supervise(settings, n))
     elif args.command == "worker":
+        _require_verification(settings)
         _require_urls(settings)
         _run(_workers_until_stopped(settings, _queues(settings, args.queue)))
     elif args.command == "migrate":
@@ -210,12 +329,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         _require_urls(settings)
         user = directory.UserIn(username=args.username, fullName=args.full_name, admin=args.admin)
         print(_run(_with_conn(settings, lambda c: directory.create_user(c, user))))
+    elif args.command == "set-password":
+        _require_urls(settings)
+        from service.core.accounts import set_password
+        from service.core.errors import ApiError
+
+        password = _read_new_password()
+        try:
+            _run(_with_conn(settings, lambda c: set_password(c, args.username, password)))
+        except ApiError as err:
+            sys.exit(f"password not set: {err.code} {err.params}")
+        print(f"password set for {args.username}")
     elif args.command == "seed-demo":
         _require_urls(settings)
         print("demo users: " + ", ".join(_run(_with_conn(settings, seed_demo))))
     elif args.command == "worker-health":
         _require_urls(settings)
-        from worker.health import check_health
+        from service.worker.health import check_health
 
         sys.exit(0 if _run(check_health(settings)) else 1)
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 
 
 class Settings(BaseSettings):
@@ -27,18 +25,44 @@ class Settings(BaseSettings):
     public_url: str = ""  # base URL used in Location headers and webhooks; derived from the request if empty
 
     db_pool_min: int = 2
-    db_pool_max: int = 20
+    db_pool_max: int = 20  # per API process; lowered when N processes would exceed db_connections_total
+    db_connections_total: int = Field(default=80, ge=1)  # all API processes of one `serve` together
+    # API processes of `participants serve` on one port (SO_REUSEPORT); unset: one per core.
+    # `participants dev` always runs one.
+    processes: int | None = Field(default=None, ge=1)
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)  # requests in flight get this long at stop
     db_timeout_seconds: float = 5.0
+    # An API request waits this long for a pooled connection, then answers 503 (never hangs).
+    db_acquire_timeout_seconds: float = Field(default=2.0, gt=0)
 
-    # Tokens. HS256 with a shared secret (dev, the `participants token` command) and/or an
-    # OIDC provider's JWKS (production; Keycloak is what OC4 uses).
-    jwt_secret: str | None = DEV_JWT_SECRET
-    jwks_url: str | None = None
+    # Tokens. HS256 with a shared secret (local accounts, the `participants token` command) and/or
+    # an OIDC provider (production; Keycloak is what OC4 uses). No default secret: `serve` and
+    # `worker` refuse to start without a verification method (`participants dev` makes a secret).
+    jwt_secret: str | None = None
+    # The provider by discovery: its /.well-known/openid-configuration names the JWKS and the token
+    # endpoint. Tokens must carry this issuer and, when one is known, the audience below.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # default: oidc_client_id
+    # A confidential client with direct access grants: the token endpoint forwards passwords to it.
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    jwks_url: str | None = None  # a JWKS without discovery (checked against jwt_issuer/jwt_audience)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_username_claim: str = "preferred_username"
     jwt_leeway_seconds: int = 0
+    # Tokens living longer than this (exp - iat, or exp - now without iat) are refused, whoever signed them.
+    jwt_max_lifetime_seconds: int = Field(default=24 * 3600, ge=60)
     jwks_cache_seconds: int = 300
+    jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)  # unknown `kid`: refetch at most this often
+    token_ttl_seconds: int = Field(default=3600, ge=60)  # tokens the token endpoint mints for local accounts
+
+    # Sign-in at the OC4 token endpoint: failures allowed per username and per client address
+    # within the window before 429.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: float = Field(default=15 * 60.0, gt=0)
+    console_idle_seconds: float = Field(default=30 * 60.0, gt=0)  # a console session unused this long ends
+    console_max_seconds: float = Field(default=8 * 3600.0, gt=0)  # and every session ends this long after sign-in
 
     # Object storage for extract files and bulk uploads.
     storage_backend: Literal["local", "s3"] = "local"
@@ -49,19 +73,30 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_allow_http: bool = False
+    # Server-side encryption of every object written (extracts, uploads, results): AES256 (SSE-S3)
+    # or aws:kms (SSE-KMS, with the key id below, or the bucket's default key when empty).
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_sse_kms_key_id: str | None = None
 
     # Jobs.
     job_retention_hours: float = 24.0
     extract_queue: str = "participants:extract"
     default_queue: str = "participants:default"
     extract_job_timeout_seconds: int = 30
+    default_job_timeout_seconds: int = Field(default=300, ge=1)  # other jobs (bulk uploads); a killed worker's job runs again after this + 10 s
     worker_poll_delay: float = 0.05
     # Extracts (issue 4): progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
     job_heartbeat_seconds: float = Field(default=1.0, gt=0)
-    job_requeue_after_seconds: float = Field(default=15.0, gt=0)  # IN_QUEUE this long: make sure arq has it
+    job_requeue_after_seconds: float = Field(default=5.0, gt=0)  # IN_QUEUE this long: make sure arq has it
     job_stale_seconds: float = Field(default=90.0, gt=0)  # IN_PROGRESS without a heartbeat this long: re-enqueue
+    # An extract heartbeats every job_heartbeat_seconds while it streams: silent this long, its worker
+    # is dead and the job runs again elsewhere (the attempt number fences the old one's writes).
+    extract_stale_seconds: float = Field(default=5.0, gt=0)
+    # Unfinished (queued or running) jobs one user may have at once; beyond it a submit is 429.
+    max_active_jobs_per_user: int = Field(default=10, ge=1)
     job_max_attempts: int = Field(default=5, ge=1)
-    extract_max_jobs: int = Field(default=2, ge=1)  # concurrent extracts per worker (each holds 2 connections)
+    default_max_jobs: int = Field(default=10, ge=1)  # concurrent jobs per default-queue worker (bulk: 2 connections each)
+    extract_max_jobs: int = Field(default=4, ge=1)  # concurrent extracts per worker (each holds 2 connections)
     storage_timeout_seconds: float = Field(default=30.0, gt=0)  # S3 retries give up after this
 
     # Bulk upload.
@@ -77,8 +112,24 @@ class Settings(BaseSettings):
     webhook_lease_seconds: float = Field(default=60.0, gt=0)  # an attempt's claim; must exceed the timeout
     webhook_default_overlap_seconds: int = Field(default=24 * 3600, ge=0)
 
+    # OC4 answers a download poll of an unfinished job with 200 and an errorCode.jobInProgress body;
+    # false answers 409 instead.
+    oc4_polling_compat: bool = True
+
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator(
+        "jwt_secret", "oidc_issuer", "oidc_audience", "oidc_client_id", "oidc_client_secret", "jwks_url"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # docker-compose's `${X:-}` passes an empty string for an unset variable.
+        return value or None
+
+    @property
+    def oidc_expected_audience(self) -> str | None:
+        return self.oidc_audience or self.oidc_client_id
 
     @property
     def storage_dir(self) -> Path:

@@ -62,7 +62,7 @@ def summary(
 
 
 def file_failure(code: str, created_by: str, created_at: str) -> dict[str, Any]:
-    return {
+    body = {
         "uploadCount": 0,
         "failureCount": 0,
         "message": f"errorCode.{code}",
@@ -71,6 +71,9 @@ def file_failure(code: str, created_by: str, created_at: str) -> dict[str, Any]:
         "failedParticipants": [],
         "participants": [],
     }
+    if code == "missingParticipantIDHeader":  # the one failure that names what to fix
+        body["params"] = {"header": "ParticipantID"}
+    return body
 
 
 # name -> (bytes, expected status, expected message or the keys added)

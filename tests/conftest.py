@@ -11,6 +11,7 @@ tables and an empty Redis database.
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,10 +22,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import create_pool as create_arq_pool
 
-from service.app import create_app
-from service.db import create_pool, dsn_with_database, migrate
-from service.embedded import EmbeddedServers, reachable
+from service.core.db import create_pool, dsn_with_database, migrate
+from service.dev.embedded import EmbeddedServers, reachable
 from service.settings import Settings
+from service.web.app import create_app
+from tests.oidc_server import oidc, oidc_session, start_oidc_provider  # noqa: F401  (fixtures)
 from tests.world import World
 
 TEST_REDIS_DB = 13
@@ -82,7 +84,7 @@ def base_settings(database_url: str, redis_url: str, tmp_path_factory: pytest.Te
         database_url=database_url,
         redis_url=redis_url,
         data_dir=data_dir,
-        jwt_secret="test-secret-0123456789-0123456789-abcdef",
+        jwt_secret=secrets.token_urlsafe(32),  # a fresh secret per run: no usable secret lives in the source
         log_json=False,
         worker_poll_delay=0.01,
         webhook_allow_private=False,
@@ -114,7 +116,7 @@ async def clean_state(request: pytest.FixtureRequest, pool: asyncpg.Pool, redis_
         await pool.execute(
             "TRUNCATE " + ", ".join(f'"{t["tablename"]}"' for t in tables) + " RESTART IDENTITY CASCADE"
         )
-    from service.resources import redis_settings
+    from service.core.redis import redis_settings
 
     redis = await create_arq_pool(redis_settings(Settings(redis_url=redis_url)))
     await redis.flushdb()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.participant_store import ACCESS_CODE_ALPHABET
+from service.core.participant_ids import ACCESS_CODE_ALPHABET
 from tests.world import SITE_A, SITE_B, STUDY, expect
 
 STUDY_URL = f"/pages/auth/api/clinicaldata/studies/{STUDY}/participants"

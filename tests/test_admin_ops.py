@@ -9,11 +9,11 @@ import warnings
 import pytest
 from arq import create_pool
 
-from service import job_store
-from service.resources import redis_settings
-from service.storage import Storage, StorageNotFound
+from service.core import jobs as job_store
+from service.core.redis import redis_settings
+from service.core.storage import Storage, StorageNotFound
+from service.worker.main import build_worker
 from tests.world import SITE_A, SITE_B, STUDY, expect
-from worker.main import build_worker
 
 JOBS = "/admin/api/jobs"
 SUBMIT = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractPartcipantsInfo"
@@ -87,7 +87,10 @@ async def test_list_jobs_filters_and_pages(client, world, pool):
 
     for bad in (
         "?status=DONE",
+        "?status=",
+        "?status=completed",
         "?type=x",
+        "?type=",
         "?createdFrom=yesterday",
         "?page=0",
         "?pageSize=abc",

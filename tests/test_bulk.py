@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.validation import PARTICIPANT_ID_MAX
+from service.core.validation import PARTICIPANT_ID_MAX
 from tests.bulk_files import (
     AWKWARD_FILES,
     CREATED_AT_RE,
@@ -274,20 +274,29 @@ async def test_awkward_files(client, world, name, raw):
         assert sorted(k for k, _, _ in await keys_in_study(world)) == sorted(expected)
 
 
-async def test_one_megabyte_single_cell(client, world):
+async def test_a_cell_over_64_kib_fails_its_row_alone(client, world):
     await world.standard()
-    cell = "x" * (1024 * 1024)
+    cell = "x" * (64 * 1024 + 1)
     body = await body_of(
         await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", cell, "K-1")), 200
     )
-    assert body == summary(
-        ["K-1"], [("x" * 100, ["participantIDLongerThan30Characters"])], "Crc_A", body["createdAt"]
-    )
+    assert body == summary(["K-1"], [("x" * 100, ["cellTooLarge"])], "Crc_A", body["createdAt"])
 
 
-async def test_one_megabyte_quoted_cell_with_newlines(client, world):
+async def test_a_row_over_1_mib_fails_the_file(client, world):
+    """Whatever its shape: one long line, or a quoted cell holding a million newlines."""
     await world.standard()
-    cell = "ab\n" * 350_000
+    one_line = b"ParticipantID\n" + b"x" * (1024 * 1024 + 1) + b"\nK-1\n"
+    newlines = b'ParticipantID,Notes\nK-1,"' + b"\n" * (1024 * 1024 + 1) + b'"\nK-2,x\n'
+    for data in (one_line, newlines):
+        body = await body_of(await upload(client, world.token("crc_a"), data), 400)
+        assert body == file_failure("rowTooLarge", "Crc_A", body["createdAt"])
+    assert await keys_in_study(world) == []
+
+
+async def test_a_long_quoted_cell_with_newlines_under_the_limits(client, world):
+    await world.standard()
+    cell = "ab\n" * 20_000  # 60,000 characters over 20,000 lines
     data = b'ParticipantID,Notes\nK-1,"' + cell.encode() + b'"\nK-2,x\n'
     body = await body_of(await upload(client, world.token("crc_a"), data), 200)
     assert body == summary(["K-1", "K-2"], [], "Crc_A", body["createdAt"])

@@ -7,11 +7,11 @@ import io
 import re
 from uuid import UUID
 
-from service.storage import Storage, StorageNotFound
+from service.core.storage import Storage, StorageNotFound
+from service.worker import bulk as bulk_worker
 from tests.bulk_files import SITE_URL, STUDY_URL, csv_bytes, file_failure, summary, upload
 from tests.test_webhooks_support import run_default_worker
 from tests.world import SITE_A, STUDY, expect
-from worker import bulk as bulk_worker
 
 JOBS = "/pages/auth/api/jobs"
 UUID_TEXT = re.compile(r"^job uuid: ([0-9a-f-]{36})$")
@@ -201,7 +201,7 @@ async def test_async_job_of_another_user_is_not_found(client, world, settings):
 async def test_async_failure_before_commit_leaves_nothing_and_fails_the_job(
     client, world, settings, monkeypatch
 ):
-    from service import bulk_store
+    from service.core.bulk import staging as bulk_store
 
     await world.standard()
     job_uuid = await submit(client, world, csv_bytes("ParticipantID", "K-1", "K-2"))
@@ -237,8 +237,8 @@ async def test_async_job_cancelled_before_it_runs_adds_nothing(client, world, se
 
 async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
     """A bulk job Redis lost is enqueued again by the sweeper, by name, on the default queue."""
-    from service import job_store
-    from worker.tasks import DEFAULT_FUNCTIONS
+    from service.core import jobs as job_store
+    from service.worker.tasks import DEFAULT_FUNCTIONS
 
     function_name, queue_field = job_store.JOB_FUNCTIONS["BULK_ADD_PARTICIPANTS"]
     assert getattr(settings, queue_field) == settings.default_queue
@@ -247,18 +247,18 @@ async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
     job_uuid = await submit(client, world, csv_bytes("ParticipantID", "K-1"))
     from arq import create_pool
 
-    from service.resources import redis_settings
+    from service.core.redis import redis_settings
 
     redis = await create_pool(redis_settings(settings))
     await redis.flushdb()  # the message is lost
-    assert await job_store.enqueue_job(redis, function_name, UUID(job_uuid), getattr(settings, queue_field))
+    assert await job_store.enqueue(redis, settings, job_store.BULK_ADD_PARTICIPANTS, UUID(job_uuid))
     await redis.aclose()
     await run_default_worker(settings)
     assert (await job_status(client, world, job_uuid))["status"] == "COMPLETED"
 
 
 async def test_async_failed_attempt_leaves_no_result_file(client, world, settings, monkeypatch):
-    from service import bulk_store
+    from service.core.bulk import staging as bulk_store
 
     await world.standard()
     job_uuid = await submit(client, world, csv_bytes("ParticipantID", "K-1"))

@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from service.bulk_csv import BulkCsvParser
-from service.errors import ApiError
+from service.core.bulk.parser import BulkCsvParser
+from service.core.errors import ApiError
 
 TRICKY = (
     "\ufeffNotes,ParticipantID,FirstName\r\n"

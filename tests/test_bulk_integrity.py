@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from service import bulk_store
+from service.core.bulk import staging as bulk_store
 from tests.bulk_files import SITE_URL, csv_bytes, upload
 from tests.world import SITE_B, STUDY, expect
 

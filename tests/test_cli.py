@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 
 import aiohttp
+import jwt
+import pytest
 
-from service.embedded import free_port, reachable
+from service.dev.embedded import free_port, reachable
 from tests.world import SITE_A, STUDY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,3 +72,110 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
     logged = stderr.decode()
     assert '"route":"/pages/auth/api/clinicaldata/studies/{studyOID}/sites/{siteOID}/participants"' in logged
     assert "Secret-Surname" not in logged  # personal data never reaches the log
+
+
+def run_cli(settings, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=cli_env(settings, **env), cwd=ROOT,
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "secret, reason",
+    [
+        ("", "no token verification is configured"),
+        ("short-secret-0123456789", "shorter than 32 bytes"),
+        # Every secret ever printed in the source, e.g. the old default and the old docker-compose one.
+        ("dev-only-secret-change-me-0123456789abcdef", "published in this project's source"),
+        ("change-me-to-a-long-random-secret", "published in this project's source"),
+    ],
+)
+@pytest.mark.parametrize("command", [["serve"], ["worker", "--queue", "extract"]])
+def test_serve_and_worker_refuse_to_start_without_a_usable_secret(settings, command, secret, reason):
+    done = run_cli(settings, *command, PARTICIPANTS_JWT_SECRET=secret, PARTICIPANTS_PORT=str(free_port()))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to start" in done.stderr and reason in done.stderr
+    if secret:
+        assert secret not in done.stderr  # the message names the problem, never the secret
+
+
+def test_an_oidc_issuer_alone_is_enough_to_start(settings):
+    port = free_port()
+    env = cli_env(settings, PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_PORT=str(port),
+                  PARTICIPANTS_OIDC_ISSUER="http://127.0.0.1:9/realms/none")
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not reachable("127.0.0.1", port, 0.2):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+async def test_set_password_from_stdin(settings, world, pool):
+    from service.core import accounts
+
+    await world.user("pat")
+    done = run_cli(settings, "set-password", "pat", stdin="a long enough password\n")
+    assert done.returncode == 0, done.stderr
+    assert "a long enough password" not in done.stdout + done.stderr
+    async with pool.acquire() as conn:
+        assert await accounts.verify_password(conn, "pat", "a long enough password")
+    short = run_cli(settings, "set-password", "pat", stdin="too short\n")
+    assert short.returncode == 1 and "passwordTooShort" in short.stderr
+    nobody = run_cli(settings, "set-password", "nobody", stdin="a long enough password\n")
+    assert nobody.returncode == 1 and "userNotFound" in nobody.stderr
+    async with pool.acquire() as conn:
+        assert await accounts.verify_password(conn, "pat", "a long enough password")  # unchanged
+
+
+def test_the_dev_secret_is_random_kept_and_private(tmp_path, settings):
+    from service.dev.secret import dev_secret, secret_path
+
+    first = dev_secret(tmp_path)
+    assert len(first) >= 32 and dev_secret(tmp_path) == first
+    assert stat.S_IMODE(os.stat(secret_path(tmp_path)).st_mode) == 0o600
+    assert dev_secret(tmp_path / "other") != first
+    # `participants token` signs with it when no secret is configured, so the README's lines work.
+    token = run_cli(settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path))
+    assert token.returncode == 0, token.stderr
+    assert jwt.decode(token.stdout.strip(), first, algorithms=["HS256"])["preferred_username"] == "crc_a"
+    none = run_cli(settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path / "empty"))
+    assert none.returncode == 1 and "PARTICIPANTS_JWT_SECRET is not set" in none.stderr
+
+
+def test_docker_compose_carries_no_usable_secret():
+    import re
+
+    from service.core.auth_config import secret_problem, startup_problem
+
+    text = open(os.path.join(ROOT, "docker-compose.yml")).read()
+    values = re.findall(r"PARTICIPANTS_JWT_SECRET:\s*(.*)", text)
+    assert values, "docker-compose.yml no longer names PARTICIPANTS_JWT_SECRET"
+    for value in values:
+        default = re.fullmatch(r"\$\{PARTICIPANTS_JWT_SECRET:?[-?](.*)\}", value.strip().strip('"'))
+        assert default is not None, value  # only ever the operator's own variable
+        fallback = default.group(1)
+        assert not fallback or secret_problem(fallback), f"a usable default secret: {value}"
+    assert startup_problem(None, None, None)
+
+
+async def test_make_run_gives_every_demo_user_a_fresh_password(pool):
+    from service.cli import _demo_passwords
+    from service.core import accounts
+    from service.dev.demo import DEMO_USERS, seed_demo
+
+    async with pool.acquire() as conn:
+        await seed_demo(conn)
+        first = await _demo_passwords(conn)
+        second = await _demo_passwords(conn)
+        assert set(first) == {u[0] for u in DEMO_USERS}
+        assert all(len(p) >= accounts.MIN_PASSWORD_LENGTH for p in second.values())
+        assert not set(first.values()) & set(second.values())
+        for username, password in second.items():
+            assert await accounts.verify_password(conn, username, password)
+            assert not await accounts.verify_password(conn, username, first[username])

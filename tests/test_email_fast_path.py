@@ -7,7 +7,7 @@ import random
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from service.validation import _plain_email, email_errors
+from service.core.validation import _plain_email, email_errors
 
 ALPHABET = "aAzZ09_+-.@" + "xn" + "éü " + "\"'()[],;:<>\\"
 TLDS = ["com", "org", "io", "c", "co1", "test", "localhost", "arpa", "x" * 64, "museum", "xn--p1ai"]

@@ -7,17 +7,17 @@ import hashlib
 import io
 import re
 import warnings
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
 import pytest
 
 from service.settings import Settings
+from service.worker.main import build_worker
 from tests.s3 import s3_server, s3_settings  # noqa: F401
 from tests.world import SITE_A, SITE_B, STUDY, World, expect
-from worker.main import build_worker
 
 SUBMIT = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractPartcipantsInfo"
 SUBMIT_POST = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractParticipantsInfo"
@@ -299,8 +299,8 @@ async def test_participant_added_through_the_api_is_extracted(client, world, set
 
 async def test_job_is_safe_to_run_twice(client, world, pool, settings):
     """arq may run a job more than once: the second run neither duplicates nor changes the result."""
-    from worker.extract import extract_participants_job
-    from worker.context import shutdown, startup
+    from service.worker.context import shutdown, startup
+    from service.worker.extract import extract_participants_job
 
     await world.standard()
     await seed_site(pool, SITE_A, 50)

@@ -8,11 +8,11 @@ from uuid import UUID, uuid4
 
 import aiohttp
 
+from service.worker.context import shutdown, startup
+from service.worker.maintenance import expire_jobs
 from tests.s3 import s3_server, s3_settings  # noqa: F401
 from tests.test_extract import HEADER, JOBS, SUBMIT, download, parse_csv, run_jobs, seed_site, submit
 from tests.world import SITE_A, SITE_B, STUDY, expect
-from worker.context import shutdown, startup
-from worker.maintenance import expire_jobs
 
 SITE_B_SUBMIT = SUBMIT.replace(SITE_A, SITE_B)
 
@@ -86,7 +86,31 @@ async def test_lists_show_only_the_callers_jobs(client, world, pool):
     assert body["message"] == "errorCode.invalidParameter"
 
 
-async def test_download_while_queued_or_running_is_409_with_retry_after(client, world, pool):
+async def test_download_while_queued_or_running_is_200_jobinprogress_as_oc4_answers(client, world, pool):
+    """OC4 clients poll downloadFile and retry only on a 200 body holding jobInProgress."""
+    await world.standard()
+    job_uuid = await submit(client, world)
+    for status in ("IN_QUEUE", "IN_PROGRESS"):
+        await pool.execute("UPDATE jobs SET status = $2 WHERE uuid = $1", UUID(job_uuid), status)
+        resp = await download(client, world, job_uuid)
+        body = await expect(resp, 200)
+        assert resp.content_type == "application/json" and int(resp.headers["Retry-After"]) > 0
+        assert body["message"] == "errorCode.jobInProgress"
+        assert body["params"]["jobUuid"] == job_uuid and body["params"]["status"] == status
+        assert body["params"]["statusUrl"].endswith(f"{JOBS}/{job_uuid}")
+    # Everything else is as without the compatibility: 404 to others, 409 failed, 410 expired.
+    body = await expect(await download(client, world, job_uuid, user="crc_b"), 404)
+    assert body["message"] == "errorCode.invalidUuid"
+    await pool.execute("UPDATE jobs SET status = 'FAILED', error = 'storage: down' WHERE uuid = $1", UUID(job_uuid))
+    body = await expect(await download(client, world, job_uuid), 409)
+    assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "FAILED"}}
+    await pool.execute("UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1", UUID(job_uuid))
+    await expect(await download(client, world, job_uuid), 410)
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'job.download'") == 0
+
+
+async def test_download_while_queued_or_running_is_409_without_oc4_polling(make_client, world, pool):
+    client = await make_client(oc4_polling_compat=False)
     await world.standard()
     job_uuid = await submit(client, world)
     for status in ("IN_QUEUE", "IN_PROGRESS"):
@@ -95,9 +119,6 @@ async def test_download_while_queued_or_running_is_409_with_retry_after(client, 
         body = await expect(resp, 409)
         assert body == {"message": "errorCode.jobInProgress", "params": {"jobUuid": job_uuid}}
         assert int(resp.headers["Retry-After"]) > 0
-    await pool.execute("UPDATE jobs SET status = 'FAILED', error = 'storage: down' WHERE uuid = $1", UUID(job_uuid))
-    body = await expect(await download(client, world, job_uuid), 409)
-    assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "FAILED"}}
 
 
 async def test_range_requests(client, world, pool, settings):
@@ -262,8 +283,8 @@ async def test_download_is_generic_over_job_types(client, world, pool, settings)
     """Another job type (an async bulk upload's report) is served from its own object_key and file_name."""
     import hashlib as _h
 
-    from service import job_store
-    from service.storage import Storage
+    from service.core import jobs as job_store
+    from service.core.storage import Storage
 
     await world.standard()
     data = b'{"uploadCount": 2}'

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from service.db import dsn_with_database, migrate, migration_files, pending_migrations
+from service.core.db import dsn_with_database, migrate, migration_files, pending_migrations
 
 
 async def test_concurrent_migrations_apply_each_file_once(server_dsn):

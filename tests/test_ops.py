@@ -9,12 +9,12 @@ import orjson
 from arq import create_pool
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import ops
-from service.logs import JsonFormatter
-from service.resources import redis_settings
+from service.core.logs import JsonFormatter
+from service.core.redis import redis_settings
+from service.web.handlers import ops
+from service.worker.health import check_health
 from tests.test_webhooks_support import finished_job
 from tests.world import STUDY, expect
-from worker.health import check_health
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -79,9 +79,10 @@ async def test_metrics_count_requests_by_route_template_jobs_and_webhooks(make_c
     await finished_job(pool, "COMPLETED")
     await finished_job(pool, "FAILED")
     async with pool.acquire() as conn:
-        from service import webhook_store as ws
+        from service.core.webhooks import models as wm
+        from service.core.webhooks import store as ws
 
-        await ws.create_endpoint(conn, ws.WebhookIn(url="https://93.184.216.34/x"))
+        await ws.create_endpoint(conn, wm.WebhookIn(url="https://93.184.216.34/x"))
     await finished_job(pool, "COMPLETED")
     await pool.execute("UPDATE jobs SET started_at = completed_at - interval '2 seconds'")
     msg = await pool.fetchval("SELECT id FROM webhook_messages")
@@ -149,7 +150,8 @@ async def test_metrics_count_requests_by_route_template_jobs_and_webhooks(make_c
 
 async def test_docs_page_uses_the_vendored_script(client, pool):
     page = await expect(await client.get("/docs"), 200)
-    assert '<redoc spec-url="openapi.json"' in page and 'src="docs/redoc.standalone.js"' in page
+    # Absolute: the page works at /docs and at /docs/ alike.
+    assert '<redoc spec-url="/openapi.json"' in page and 'src="/docs/redoc.standalone.js"' in page
     resp = await client.get("/docs/redoc.standalone.js")
     script = await expect(resp, 200)
     assert resp.headers["Content-Type"].startswith("text/javascript")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import ApiError
-from service.participant_store import ACCESS_CODE_ALPHABET, new_access_code, template_errors
-from service.roles import Action, Scope, authorize
-from service.validation import contact_errors, participant_id_errors, phone_errors
+from service.core.errors import ApiError
+from service.core.participant_ids import ACCESS_CODE_ALPHABET, new_access_code, template_errors
+from service.core.roles import Action, Scope, authorize
+from service.core.validation import contact_errors, participant_id_errors, phone_errors
 
 
 @pytest.mark.parametrize(

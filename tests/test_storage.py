@@ -7,8 +7,8 @@ import datetime as dt
 import aiohttp
 import pytest
 
+from service.core.storage import PART_SIZE, Storage, StorageNotFound, StorageUnavailable
 from service.settings import Settings
-from service.storage import PART_SIZE, Storage, StorageNotFound, StorageUnavailable
 from tests.s3 import s3_server, s3_settings  # noqa: F401
 
 

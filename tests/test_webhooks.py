@@ -7,8 +7,8 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service import outbox
-from service import webhook_store as ws
+from service.core.webhooks import models as wm
+from service.core.webhooks import outbox
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
     Receiver,
@@ -206,7 +206,7 @@ async def test_delivery_is_standard_webhooks_and_carries_no_personal_data(
         "expiresAt": event["data"]["expiresAt"], "statusUrl": base, "downloadUrl": base + "/downloadFile",
     }  # fmt: skip
     assert event["data"]["expiresAt"].endswith("Z") and event["timestamp"].endswith("Z")
-    ws.JobEvent.model_validate(event)  # the body documented under the OpenAPI document's `webhooks`
+    wm.JobEvent.model_validate(event)  # the body documented under the OpenAPI document's `webhooks`
     assert list(event) == ["type", "timestamp", "data"] and list(event["data"])[:3] == [
         "jobUuid",
         "jobType",
@@ -277,9 +277,9 @@ async def test_a_worker_killed_mid_attempt_leaves_the_message_to_be_retried(worl
     await world.standard()
     url = await receiver.start()
     async with pool.acquire() as conn:
-        from service import webhook_store as ws
+        from service.core.webhooks import store as ws
 
-        created = await ws.create_endpoint(conn, ws.WebhookIn(url=url))
+        created = await ws.create_endpoint(conn, wm.WebhookIn(url=url))
     await finished_job(pool, "COMPLETED")
     # An attempt claimed the message (the lease) and the worker died before logging anything.
     await pool.execute("UPDATE webhook_messages SET attempts = 1, next_attempt_at = now() + interval '60 s'")
@@ -383,10 +383,10 @@ async def test_private_targets_are_refused_at_delivery_too(world, pool, settings
     await world.standard()
     url = await receiver.start()
     async with pool.acquire() as conn:
-        from service import webhook_store as ws
+        from service.core.webhooks import store as ws
 
-        await ws.create_endpoint(conn, ws.WebhookIn(url=url))
-        await ws.create_endpoint(conn, ws.WebhookIn(url=url.replace("127.0.0.1", "localhost")))
+        await ws.create_endpoint(conn, wm.WebhookIn(url=url))
+        await ws.create_endpoint(conn, wm.WebhookIn(url=url.replace("127.0.0.1", "localhost")))
     await finished_job(pool, "COMPLETED")
     await sweep(settings, pool)  # default test settings: private addresses not allowed
     await run_default_worker(settings)
@@ -402,15 +402,15 @@ async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, s
 
     from arq import create_pool
 
-    from service import job_store
-    from service import webhook_store as ws
-    from service.resources import redis_settings
-    from worker.webhooks import start_outbox_listener, stop_outbox_listener
+    from service.core import jobs as job_store
+    from service.core.redis import redis_settings
+    from service.core.webhooks import store as ws
+    from service.worker.webhooks import start_outbox_listener, stop_outbox_listener
 
     await world.standard()
     url = await receiver.start()
     async with pool.acquire() as conn:
-        created = await ws.create_endpoint(conn, ws.WebhookIn(url=url))
+        created = await ws.create_endpoint(conn, wm.WebhookIn(url=url))
     s = settings.model_copy(update=ALLOW_LOCAL)
     redis = await create_pool(redis_settings(s))
     ctx = {"settings": s, "db": pool, "redis": redis}
@@ -449,7 +449,7 @@ async def test_a_running_worker_delivers_as_soon_as_the_job_commits(make_client,
     import time
     import warnings
 
-    from worker.main import build_worker
+    from service.worker.main import build_worker
 
     await world.standard()
     client = await make_client(**ALLOW_LOCAL)

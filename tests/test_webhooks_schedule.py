@@ -12,11 +12,13 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from service import webhook_store as ws
+from service.core.webhooks import models as wm
+from service.core.webhooks import rules as wr
+from service.core.webhooks import store as ws
+from service.core.webhooks.ssrf import AddressPolicy, BlockedAddress, GuardedResolver, check_url, parse_ip
 from service.settings import Settings
-from service.ssrf import AddressPolicy, BlockedAddress, GuardedResolver, check_url, parse_ip
+from service.worker.webhooks import attempt_delivery
 from tests.test_webhooks_support import finished_job
-from worker.webhooks import attempt_delivery
 
 URL = "https://hooks.example.com/in"
 ANY_URL = re.compile(r"^https://hooks\.example\.com/.*$")
@@ -35,7 +37,7 @@ async def message(world, pool):
     """One pending message to a (mocked) public receiver; returns its id."""
     await world.standard()
     async with pool.acquire() as conn:
-        await ws.create_endpoint(conn, ws.WebhookIn(url=URL))
+        await ws.create_endpoint(conn, wm.WebhookIn(url=URL))
     await finished_job(pool, "FAILED")
     return await pool.fetchval("SELECT id FROM webhook_messages")
 
@@ -88,7 +90,7 @@ async def test_any_answer_body_is_logged_safely(pool, settings, message):
     junk = b"\x00\xff\xfe<html>" + b"x" * 30_000
     assert await _attempt(pool, settings, message, status=500, body=junk) == "http_error"
     excerpt = await pool.fetchval("SELECT response_excerpt FROM webhook_attempts")
-    assert excerpt.startswith("\ufffd\ufffd\ufffd<html>xxx") and len(excerpt) == ws.EXCERPT_CHARS
+    assert excerpt.startswith("\ufffd\ufffd\ufffd<html>xxx") and len(excerpt) == wr.EXCERPT_CHARS
 
 
 async def test_retry_after_as_an_http_date(pool, settings, message):
@@ -178,7 +180,7 @@ def test_the_schedule_spans_about_three_days():
     start = now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     until = start + dt.timedelta(hours=s.webhook_retry_hours)
     attempt = 1
-    while (nxt := ws.next_attempt_at(attempt, now, until, s, rand=lambda: 0.5)) is not None:
+    while (nxt := wr.next_attempt_at(attempt, now, until, s, rand=lambda: 0.5)) is not None:
         now, attempt = nxt, attempt + 1
     assert now == until and 12 <= attempt <= 20, attempt
 
@@ -189,7 +191,7 @@ def test_the_schedule_spans_about_three_days():
      ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
 )  # fmt: skip
 def test_parse_retry_after(value, expected):
-    assert ws.parse_retry_after(value, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) == expected
+    assert wr.parse_retry_after(value, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) == expected
 
 
 def test_signature_matches_the_specification_example():
@@ -197,8 +199,8 @@ def test_signature_matches_the_specification_example():
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = b'{"test": 2432232314}'
     expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-    assert ws.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
-    assert ws.signature_header([secret, secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
+    assert wr.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
+    assert wr.signature_header([secret, secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
         expected + " " + expected
     )
 

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service import job_store
+from service.core import jobs as job_store
 from service.settings import Settings
 from tests.world import SITE_A, STUDY
 
@@ -84,7 +84,7 @@ async def finished_job(
 
 async def run_default_worker(settings: Settings) -> None:
     """A burst worker on the default queue: runs what is queued now, then stops and closes."""
-    from worker.main import build_worker
+    from service.worker.main import build_worker
 
     worker = build_worker(settings, settings.default_queue, burst=True, poll_delay=0.01, cron_jobs=[])
     try:
@@ -99,8 +99,8 @@ async def sweep(settings: Settings, pool: asyncpg.Pool) -> int:
     """The sweeper cron's body, as a worker would run it."""
     from arq import create_pool
 
-    from service.resources import redis_settings
-    from worker.webhooks import sweep_webhook_outbox
+    from service.core.redis import redis_settings
+    from service.worker.webhooks import sweep_webhook_outbox
 
     redis = await create_pool(redis_settings(settings))
     try:

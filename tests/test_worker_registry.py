@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from service import job_store
+from service.core import jobs as job_store
 from service.settings import Settings
-from worker import tasks
-from worker.main import build_worker
+from service.worker import tasks
+from service.worker.main import build_worker
 
 
 def test_every_job_type_names_a_function_of_its_queue():

@@ -1,0 +1,116 @@
+"""Local accounts: argon2id password hashes for the OC4 token endpoint.
+
+Framework-free: functions take an asyncpg connection and plain values. Hashing runs in a thread
+(argon2 is deliberately slow and would otherwise stall the event loop for every other request).
+Passwords never leave this module except as a hash, and no function logs or raises with one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import argon2
+import asyncpg
+
+from service.core.errors import ApiError
+
+MIN_PASSWORD_LENGTH = 12
+# argon2 is fed the whole password: a cap keeps a megabyte "password" from being a cheap way to
+# make the server hash a megabyte.
+MAX_PASSWORD_LENGTH = 1024
+
+# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile (t=3, m=64 MiB, p=4).
+_HASHER = argon2.PasswordHasher()
+# Each argon2 computation holds 64 MiB while it runs: at most this many at once per process, so a
+# burst of sign-ins queues instead of multiplying memory (and they are CPU-bound anyway).
+MAX_CONCURRENT_HASHES = 2
+_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+# Verified against when the username is unknown or has no password, so that a wrong username costs
+# as much time as a wrong password and timing does not tell which usernames exist.
+_DUMMY_HASH = _HASHER.hash("no such user: this hash only burns the same time")
+
+
+def check_password_rules(password: str) -> None:
+    """Raise ``passwordTooShort`` / ``passwordTooLong`` (400) for a password we will not store."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise ApiError("passwordTooShort", {"minLength": MIN_PASSWORD_LENGTH})
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ApiError("passwordTooLong", {"maxLength": MAX_PASSWORD_LENGTH})
+
+
+def hash_password(password: str) -> str:
+    """The argon2id PHC string for ``password`` (rules checked first)."""
+    check_password_rules(password)
+    return _hash(password)
+
+
+def _hash(password: str) -> str:
+    with _SLOTS:
+        return _HASHER.hash(password)
+
+
+def _matches(stored: str, password: str) -> bool:
+    try:
+        with _SLOTS:
+            return _HASHER.verify(stored, password)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return False
+
+
+async def set_password(conn: asyncpg.Connection, username: str, password: str) -> None:
+    """Store ``password`` for ``username``; ``userNotFound`` (404) when there is no such user."""
+    hashed = await asyncio.to_thread(hash_password, password)
+    done = await conn.fetchval(
+        "UPDATE users SET password_hash = $2, password_changed_at = now() WHERE username = $1 RETURNING 1",
+        username, hashed,
+    )  # fmt: skip
+    if not done:
+        raise ApiError("userNotFound", {"username": username})
+
+
+async def clear_password(conn: asyncpg.Connection, username: str) -> None:
+    """Remove the user's password: they can no longer sign in at the token endpoint."""
+    done = await conn.fetchval(
+        "UPDATE users SET password_hash = NULL, password_changed_at = now() WHERE username = $1 RETURNING 1",
+        username,
+    )
+    if not done:
+        raise ApiError("userNotFound", {"username": username})
+
+
+async def verify_password(conn: asyncpg.Connection | asyncpg.Pool, username: str, password: str) -> bool:
+    """True only for an existing, enabled user whose stored hash matches ``password``.
+
+    Given a pool, no connection is held while argon2 runs (a burst of sign-ins would otherwise
+    hold the pool's connections waiting for hash slots).
+
+    Unknown users, users without a password and disabled users cost one argon2 verification
+    like everyone else and answer False. A hash made with older parameters is upgraded on success.
+    """
+    if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
+        await asyncio.to_thread(_matches, _DUMMY_HASH, "x")
+        return False
+    # The disabled flag belongs to user administration, which may not be migrated in yet: reading
+    # it through to_jsonb works whether or not the column exists.
+    row = await conn.fetchrow(
+        """SELECT password_hash, coalesce((to_jsonb(u) ->> 'disabled')::boolean, false) AS disabled
+           FROM users u WHERE username = $1""",
+        username,
+    )
+    stored = row["password_hash"] if row is not None else None
+    ok = await asyncio.to_thread(_matches, stored or _DUMMY_HASH, password)
+    if not ok or stored is None or row["disabled"]:
+        return False
+    if _HASHER.check_needs_rehash(stored):
+        rehashed = await asyncio.to_thread(_hash, password)
+        await conn.execute(
+            "UPDATE users SET password_hash = $2 WHERE username = $1 AND password_hash = $3",
+            username, rehashed, stored,
+        )  # fmt: skip
+    return True
+
+
+async def has_password(conn: asyncpg.Connection, username: str) -> bool:
+    sql = "SELECT password_hash IS NOT NULL FROM users WHERE username = $1"
+    return bool(await conn.fetchval(sql, username))

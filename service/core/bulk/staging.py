@@ -1,0 +1,236 @@
+"""The set-based SQL of a bulk upload.
+
+Rows are COPYed (binary, ``copy_records_to_table``) into a session-local staging table as the
+file streams in, outside any transaction. Then one short transaction decides every row at once
+and inserts the accepted ones with their audit rows in a single statement:
+
+1. the enrollment cap: ``participant_store.lock_study_and_check_cap`` (the study row lock, so
+   concurrent adds to a capped study queue there and never overshoot);
+2. ``participantIDNotUnique`` for an ID already in the study, or repeated in the file (the first
+   occurrence wins);
+3. ``participantsEnrollmentCapReached`` for the rows past the cap, in file order;
+4. ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` plus the audit rows, in one
+   statement. A row that lost a race with a concurrent upload (skipped by ON CONFLICT) is
+   reported ``participantIDNotUnique``: each ID is added by exactly one upload.
+
+The staging table outlives the commit so that the summary can be streamed from it; it is dropped
+when the upload is done (and with the session, if the connection dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from service.core import audit
+from service.core.bulk.parser import BulkCsvParser, StagedRow
+from service.core.participants import lock_study_and_check_cap
+from service.core.roles import Scope
+
+STAGING = "bulk_rows"
+COPY_BATCH = 20_000  # parsed rows per COPY
+STAGED_COLUMNS = list(StagedRow._fields)
+
+CREATE_STAGING = f"""
+DROP TABLE IF EXISTS pg_temp.{STAGING};
+CREATE TEMP TABLE {STAGING} (
+    row_no integer NOT NULL,
+    subject_key text NOT NULL,
+    first_name text,
+    last_name text,
+    email text,
+    phone text,
+    identifier text,
+    errors text[] NOT NULL,
+    added boolean NOT NULL DEFAULT false
+)
+"""
+
+# Field errors come from Python; an ID seen earlier in the file or already in the study is not unique.
+MARK_NOT_UNIQUE = f"""
+UPDATE {STAGING} b SET errors = ARRAY['participantIDNotUnique']
+FROM (
+    SELECT row_no, row_number() OVER (PARTITION BY lower(subject_key) ORDER BY row_no) AS nth
+    FROM {STAGING} WHERE subject_key <> ''
+) d
+WHERE d.row_no = b.row_no AND b.errors = '{{}}'
+  AND (d.nth > 1
+       OR EXISTS (SELECT 1 FROM participants p WHERE p.study_id = $1 AND lower(p.subject_key) = lower(b.subject_key)))
+"""
+
+MARK_PAST_CAP = f"""
+UPDATE {STAGING} SET errors = ARRAY['participantsEnrollmentCapReached']
+WHERE row_no IN (SELECT row_no FROM {STAGING} WHERE errors = '{{}}' ORDER BY row_no OFFSET $1)
+"""
+
+# Inserted in ID order, so that two uploads sharing IDs wait on each other's index entries in the
+# same order and cannot deadlock. Audit details name the fields given, never their values.
+#
+# OIDs: the rule of participant_oid() (sql/0001_init.sql), decided for the whole set at once. Called
+# once per row, that function looks its OID up in participants; planned while a study is still
+# empty, the lookup scans the table this very statement is filling, which makes a 100,000-row
+# upload quadratic. So the plain OID is computed here, checked against the study and the batch in
+# one join, and only the rows whose plain OID is taken go through participant_oid() for a suffix.
+# tests/test_bulk.py checks that both paths give the same OIDs.
+INSERT_ACCEPTED = f"""
+WITH accepted AS (
+    SELECT subject_key, first_name, last_name, email, phone, identifier,
+           'SS_' || upper(regexp_replace(subject_key, '[^A-Za-z0-9]', '', 'g')) AS plain_oid
+    FROM {STAGING} WHERE errors = '{{}}'
+), numbered AS (
+    SELECT a.*, row_number() OVER (PARTITION BY plain_oid ORDER BY lower(subject_key)) AS nth
+    FROM accepted a
+), ins AS (
+    INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
+                              identifier, created_by, updated_by)
+    SELECT $1, $2, n.subject_key,
+           CASE WHEN n.nth > 1 OR taken.oid IS NOT NULL THEN participant_oid($1, n.subject_key)
+                ELSE n.plain_oid END,
+           n.first_name, n.last_name, n.email, n.phone, n.identifier, $3, $3
+    FROM numbered n
+    LEFT JOIN (SELECT DISTINCT oid FROM participants WHERE study_id = $1) taken ON taken.oid = n.plain_oid
+    ORDER BY lower(n.subject_key)
+    ON CONFLICT DO NOTHING
+    RETURNING id, subject_key, first_name, last_name, email, phone, identifier
+), aud AS (
+    INSERT INTO audit_log (user_id, username, action, study_id, site_id, participant_id, details)
+    SELECT $3, $4, 'participant.create', $1, $2, ins.id,
+           jsonb_build_object(
+               'fields', to_jsonb(array_remove(ARRAY[
+                   CASE WHEN ins.first_name IS NOT NULL THEN 'firstName' END,
+                   CASE WHEN ins.last_name IS NOT NULL THEN 'lastName' END,
+                   CASE WHEN ins.email IS NOT NULL THEN 'emailAddress' END,
+                   CASE WHEN ins.phone IS NOT NULL THEN 'phoneNumber' END,
+                   CASE WHEN ins.identifier IS NOT NULL THEN 'identifier' END], NULL)),
+               'registered', false,
+               'bulk', true)
+    FROM ins
+)
+UPDATE {STAGING} b SET added = true
+FROM ins WHERE b.errors = '{{}}' AND lower(b.subject_key) = lower(ins.subject_key)
+"""
+
+# Accepted but skipped by ON CONFLICT: a concurrent upload or add committed the same ID first.
+MARK_LOST_RACE = f"""
+UPDATE {STAGING} SET errors = ARRAY['participantIDNotUnique'] WHERE errors = '{{}}' AND NOT added
+"""
+
+COUNTS = f"SELECT count(*) FILTER (WHERE added) AS added, count(*) FILTER (WHERE NOT added) AS failed FROM {STAGING}"
+
+FAILED_ROWS = f"SELECT row_no, subject_key, errors FROM {STAGING} WHERE NOT added ORDER BY row_no"
+ADDED_ROWS = f"SELECT row_no, subject_key FROM {STAGING} WHERE added ORDER BY row_no"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    added: int
+    failed: int
+
+
+async def create_staging(conn: asyncpg.Connection) -> None:
+    await conn.execute(CREATE_STAGING)
+
+
+async def drop_staging(conn: asyncpg.Connection) -> None:
+    if not conn.is_closed():
+        await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
+
+
+async def stage(conn: asyncpg.Connection, rows: Sequence[StagedRow]) -> None:
+    """COPY a batch of parsed rows into the staging table (binary COPY, one round trip)."""
+    if rows:
+        await conn.copy_records_to_table(STAGING, records=rows, columns=STAGED_COLUMNS)
+
+
+async def stage_csv(
+    conn: asyncpg.Connection,
+    body: AsyncIterable[bytes],
+    site_level: bool,
+    max_bytes: int,
+    on_progress: Callable[[int], Awaitable[None]] | None = None,
+) -> BulkCsvParser:
+    """Parse ``body`` into a fresh staging table, a batch of rows per COPY; return the parser
+    (its counts). File-level problems raise ``ApiError`` from the parser."""
+    parser = BulkCsvParser(site_level, max_bytes)
+    await create_staging(conn)
+    batch: list[StagedRow] = []
+    async for chunk in body:
+        # Parsing runs in a thread: the event loop is never held for a whole chunk's worth of rows
+        # (the interpreter switches threads every few milliseconds).
+        batch += await asyncio.to_thread(parser.feed, chunk)
+        if len(batch) >= COPY_BATCH:
+            await stage(conn, batch)
+            batch = []
+            if on_progress is not None:
+                await on_progress(parser.data_rows)
+    batch += parser.close()
+    await stage(conn, batch)
+    return parser
+
+
+async def before_commit(conn: asyncpg.Connection) -> None:
+    """Seam for tests: runs inside the transaction after the insert, just before the commit."""
+
+
+OnDecided = Callable[[asyncpg.Connection, "Outcome"], Awaitable[None]]
+
+
+async def apply(
+    conn: asyncpg.Connection,
+    scope: Scope,
+    candidates: int,
+    details: dict[str, Any],
+    on_decided: OnDecided | None = None,
+) -> Outcome:
+    """Decide every staged row and insert the accepted ones, in one transaction.
+
+    ``candidates``: the staged rows without field errors (an upper bound of the rows to add).
+    ``details``: what the upload's own audit row says (counts, never values).
+    ``on_decided``: runs in the same transaction once every row is decided (the async job records
+    its result and final status there, so that the participants and the job commit together).
+    """
+    study, site = scope.study, scope.site
+    assert study is not None
+    study_id, site_id = study["id"], site["id"] if site else None
+    await conn.execute(f"ANALYZE {STAGING}")  # temp tables get no autovacuum; the planner needs counts
+    async with conn.transaction():
+        admitted = await lock_study_and_check_cap(conn, study, candidates)
+        await conn.execute(MARK_NOT_UNIQUE, study_id)
+        if study["enforce_enrollment_cap"]:
+            await conn.execute(MARK_PAST_CAP, admitted)
+        await conn.execute(INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username)
+        await conn.execute(MARK_LOST_RACE)
+        row = await conn.fetchrow(COUNTS)
+        assert row is not None
+        outcome = Outcome(added=row["added"], failed=row["failed"])
+        await audit.record(
+            conn,
+            scope,
+            "participant.bulk_add",
+            details={**details, "uploadCount": outcome.added, "failureCount": outcome.failed},
+        )
+        if on_decided is not None:
+            await on_decided(conn, outcome)
+        await before_commit(conn)
+    return outcome
+
+
+async def _cursor_batches(
+    conn: asyncpg.Connection, query: str, batch: int
+) -> AsyncIterator[list[asyncpg.Record]]:
+    async with conn.transaction(readonly=True):
+        cursor = await conn.cursor(query)
+        while rows := await cursor.fetch(batch):
+            yield rows
+
+
+def failed_rows(conn: asyncpg.Connection, batch: int = 10_000) -> AsyncIterator[list[asyncpg.Record]]:
+    return _cursor_batches(conn, FAILED_ROWS, batch)
+
+
+def added_rows(conn: asyncpg.Connection, batch: int = 10_000) -> AsyncIterator[list[asyncpg.Record]]:
+    return _cursor_batches(conn, ADDED_ROWS, batch)

@@ -1,0 +1,148 @@
+"""The one error vocabulary: ``errorCode.*`` names mapped to HTTP statuses, and ``ApiError``, the
+failure every rule raises. The web side turns it into ``{"message": "errorCode.X", "params": {...}}``
+(service/web/middleware.py); the worker records its code as a job's failure reason.
+
+``UNAVAILABLE`` names the exceptions that mean a dependency (Postgres, Redis) is unreachable: the
+input was fine, the answer is 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+from service.core.storage import StorageUnavailable
+
+STATUS_BY_CODE: dict[str, int] = {
+    # 400: the request itself is wrong
+    "invalidRequestBody": 400,
+    "invalidRegisterParameter": 400,
+    "invalidParameter": 400,
+    "participantIDEmpty": 400,
+    "participantIDContainsUnsupportedHTMLCharacter": 400,
+    "participantIDLongerThan30Characters": 400,
+    "firstNameTooLong": 400,
+    "lastNameTooLong": 400,
+    "identifierTooLong": 400,
+    "participantIDContainsUnsupportedCharacter": 400,
+    "firstNameContainsUnsupportedCharacter": 400,
+    "lastNameContainsUnsupportedCharacter": 400,
+    "identifierContainsUnsupportedCharacter": 400,
+    "emailAddressTooLong": 400,
+    "invalidEmailAddress": 400,
+    "phoneNumberTooLong": 400,
+    "invalidPhoneNumber": 400,
+    "studyLevelParticipantContactNotAllowed": 400,
+    "notSupportedFileFormat": 400,
+    "webhookUrlNotAllowed": 400,
+    "blankFile": 400,
+    "missingParticipantIDHeader": 400,
+    "duplicateColumnHeader": 400,
+    "rowTooLarge": 400,  # a bulk CSV record over 1 MiB (file-level); ``cellTooLarge`` fails one row
+    "passwordTooShort": 400,
+    "passwordTooLong": 400,
+    "invalidPageNumberParameter": 400,
+    "invalidPageSizeParameter": 400,
+    # 401 / 403
+    "unauthenticated": 401,
+    "invalidCredentials": 401,
+    "noRoleSetUp": 403,
+    "noSufficientPrivileges": 403,
+    "csrfTokenInvalid": 403,  # a console form without this session's CSRF token
+    # 404
+    "notFound": 404,
+    "studyNotExist": 404,
+    "siteNotExist": 404,
+    "invalidUuid": 404,
+    "participantNotFound": 404,
+    "userNotFound": 404,
+    "roleNotFound": 404,
+    "webhookNotFound": 404,
+    "methodNotAllowed": 405,
+    # 409: the request is fine, the state of things forbids it
+    "studyNotAvailable": 409,
+    "siteNotAvailable": 409,
+    "participateNotEnabled": 409,
+    "participantsEnrollmentCapReached": 409,
+    "participantIDNotUnique": 409,
+    "bulkUploadNotSupportSystemGeneratedSetting": 409,
+    "jobInProgress": 409,
+    "jobFailed": 409,
+    "jobNotRetryable": 409,
+    "jobNotCancellable": 409,
+    "participantNotAvailable": 409,
+    "participantSiteToStudyReassignmentNotAllowed": 409,
+    "alreadyExists": 409,
+    "participantIDGenerationFailed": 409,
+    # 410, 413, 415, 416, 429
+    "fileExpired": 410,
+    "fileTooLarge": 413,
+    "unsupportedMediaType": 415,
+    "rangeNotSatisfiable": 416,
+    "tooManyAttempts": 429,
+    "tooManyJobs": 429,
+    # 5xx: only for our own or our dependencies' failures, never for input
+    "internalError": 500,
+    "serviceUnavailable": 503,
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's shape (the web side writes it, the OpenAPI document declares it)."""
+
+    message: str = Field(pattern=r"^errorCode\.", examples=["errorCode.studyNotExist"])
+    params: dict[str, Any]
+    errors: list[str] | None = None
+
+
+class ApiError(Exception):
+    """A failure with an ``errorCode``; its HTTP status comes from ``STATUS_BY_CODE``."""
+
+    def __init__(
+        self,
+        code: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        errors: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        if code not in STATUS_BY_CODE and status is None:
+            raise ValueError(f"unknown error code {code}")
+        super().__init__(code)
+        self.code = code
+        self.params = dict(params or {})
+        self.errors = errors
+        self.headers = dict(headers or {})
+        self.status = status or STATUS_BY_CODE[code]
+
+    def body(self) -> dict[str, Any]:
+        errors = [f"errorCode.{e}" for e in self.errors] if self.errors and len(self.errors) > 1 else None
+        body = ErrorBody(message=f"errorCode.{self.code}", params=self.params, errors=errors)
+        return body.model_dump(mode="json", exclude_none=True)
+
+
+# Failures of a dependency, by kind: the service is unavailable, the input is fine (503, never
+# 500). Postgres: unreachable, shutting down, the connection lost mid-statement (asyncpg then says
+# "another operation is in progress" or that the connection is closed), the pool closing or
+# exhausted (TimeoutError from acquire). Redis: unreachable, loading, or a read-only replica after a
+# failover. Object storage: ``StorageUnavailable`` (the storage module maps obstore's errors).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,  # connection closed, pool closing
+    asyncpg.exceptions.InternalClientError,  # the protocol's state broken by a lost connection
+    StorageUnavailable,
+)
+try:  # redis is a dependency of arq
+    import redis.exceptions as _redis_exc
+
+    UNAVAILABLE += (_redis_exc.ConnectionError, _redis_exc.TimeoutError, _redis_exc.ReadOnlyError)
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,52 @@
+"""Extracting one site's participant contact information: the query the worker streams by COPY, the
+file's name and object key. No rows pass through Python: COPY quotes them (RFC 4180) and the SQL
+function ``csv_guard`` (service/sql/0003_extract.sql) defuses spreadsheet formulas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from uuid import UUID
+
+from service.core.extract_options import ExtractOptions
+from service.core.files import file_stamp
+
+CSV_HEADER = "ParticipantId,First Name,Last Name,Email,Mobile,Identifier,Access Code,Participate Status"
+
+# One site's extractable participants, in ID order, every cell through the formula-injection guard
+# (service/sql/0003_extract.sql). COPY does the RFC 4180 quoting; rows never pass through Python.
+# The WHERE clause matches the partial index participants_site_extract_idx exactly.
+EXTRACT_SELECT = """
+SELECT csv_guard(p.subject_key) AS "ParticipantId",
+       csv_guard(p.first_name) AS "First Name",
+       csv_guard(p.last_name) AS "Last Name",
+       csv_guard(p.email) AS "Email",
+       csv_guard_phone(p.phone) AS "Mobile",
+       csv_guard(p.identifier) AS "Identifier",
+       CASE WHEN {participate} THEN csv_guard(p.access_code) END AS "Access Code",
+       CASE WHEN {participate} THEN csv_guard(nullif(p.participate_status, '')) END AS "Participate Status"
+FROM participants p
+WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')
+ORDER BY p.subject_key
+{slice}"""
+
+COUNT_SQL = "SELECT count(*) FROM participants p WHERE p.site_id = $1 AND p.status IN ('available', 'signed')"
+
+
+def extract_select(site_id: int, options: ExtractOptions = ExtractOptions()) -> str:
+    """The SELECT for one site. COPY takes no bind parameters, so the id, the flag and the slice
+    are formatted in (integers and SQL booleans only). An empty participate status is an empty cell."""
+    return EXTRACT_SELECT.format(
+        site_id=int(site_id),
+        participate="true" if options.include_participate else "false",
+        slice=options.slice_sql(),
+    )
+
+
+def extract_file_name(study_oid: str, site_oid: str, at: dt.datetime) -> str:
+    """OC4's name: ``{studyOID}-{siteOID}_Participant Access Code_{yyyy-MM-dd-HHmmssSSS}Z.csv`` (UTC)."""
+    return f"{study_oid}-{site_oid}_Participant Access Code_{file_stamp(at)}Z.csv"
+
+
+def extract_object_key(job_uuid: UUID) -> str:
+    return f"extracts/{job_uuid}.csv"

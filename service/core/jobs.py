@@ -1,0 +1,396 @@
+"""Background jobs: the row in Postgres (the source of truth) and the arq message that carries
+the work. Shared by every job type (extracts, async bulk uploads).
+
+Life of a job: ``create_job`` writes the row (``IN_QUEUE``) in the caller's transaction; after
+commit, ``enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
+harmless). The worker ``claim_job``s it (``IN_PROGRESS``, one more attempt), beats a heartbeat,
+and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its attempt is still the
+current one. Redis only carries work: the sweeper (worker/maintenance.py) re-enqueues what
+Postgres says is unfinished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from arq.connections import ArqRedis
+from arq.constants import result_key_prefix
+from pydantic import BaseModel
+
+from service.core.errors import ApiError
+from service.core.roles import Action, authorize, load_scope
+from service.core.storage import Storage, StorageError
+from service.core.urls import job_urls
+from service.core.webhooks import outbox
+from service.settings import Settings
+
+log = logging.getLogger("participants.jobs")
+
+EXTRACT_PARTICIPANTS = "EXTRACT_PARTICIPANTS"
+BULK_ADD_PARTICIPANTS = "BULK_ADD_PARTICIPANTS"
+
+IN_QUEUE = "IN_QUEUE"
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+EXPIRED = "EXPIRED"
+DELETED = "DELETED"
+JOB_STATUSES = (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, EXPIRED, DELETED)
+UNFINISHED = (IN_QUEUE, IN_PROGRESS)
+FINAL_WITH_EVENT = (COMPLETED, FAILED)  # the statuses webhooks announce
+
+# The arq function names: the worker registers its functions under these names
+# (``func(fn, name=...)``) and everything else enqueues by them, never importing worker code.
+EXTRACT_FUNCTION = "extract_participants_job"
+BULK_FUNCTION = "bulk_add_participants_job"
+# Job type -> (arq function name, the Settings field naming its queue): how a submit, an admin
+# retry and the sweeper enqueue a job of that type. Each job type adds its line here.
+JOB_FUNCTIONS: dict[str, tuple[str, str]] = {
+    EXTRACT_PARTICIPANTS: (EXTRACT_FUNCTION, "extract_queue"),
+    BULK_ADD_PARTICIPANTS: (BULK_FUNCTION, "default_queue"),
+}
+JOB_TYPES = tuple(JOB_FUNCTIONS)
+QUOTA_RETRY_AFTER = "30"  # seconds: a job of the owner's is likely to have finished by then
+# What an admin may run again once FAILED. A bulk job's upload is deleted when the job ends (it holds
+# personal data), so a failed bulk upload is uploaded again by its owner, not retried.
+RETRYABLE_TYPES = frozenset({EXTRACT_PARTICIPANTS})
+
+
+def parse_job_uuid(raw: str) -> UUID:
+    """A job UUID from a path; anything malformed is ``invalidUuid`` (404), as if unknown."""
+    try:
+        if len(raw) > 64:
+            raise ValueError
+        return UUID(raw)
+    except ValueError:
+        raise ApiError("invalidUuid", {"jobUuid": raw[:64]}) from None
+
+
+async def create_job(
+    conn: asyncpg.Connection,
+    *,
+    job_type: str,
+    study_id: int,
+    site_id: int | None,
+    owner_id: int,
+    file_name: str | None = None,
+    object_key: str | None = None,
+    params: dict[str, Any] | None = None,
+    job_uuid: UUID | None = None,
+    max_active: int | None = None,
+) -> asyncpg.Record:
+    """Insert the job row (``IN_QUEUE``); enqueue it with ``enqueue`` after the transaction commits.
+
+    ``max_active``: the owner's quota of unfinished jobs (every submit passes the configured one);
+    beyond it 429 ``tooManyJobs``. The owner's row is locked for the count, so concurrent submits of
+    one user cannot overshoot it together; other users are not held up.
+    """
+    job_uuid = job_uuid or uuid.uuid4()
+    if max_active is not None:
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", owner_id)
+        active = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", owner_id
+        )
+        if active >= max_active:
+            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
+    row = await conn.fetchrow(
+        """
+        INSERT INTO jobs (uuid, type, study_id, site_id, owner_id, file_name, object_key, params)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        RETURNING *
+        """,
+        job_uuid,
+        job_type,
+        study_id,
+        site_id,
+        owner_id,
+        file_name,
+        object_key,
+        params or {},
+    )
+    assert row is not None
+    return row
+
+
+async def enqueue(redis: ArqRedis, settings: Settings, job_type: str, job_uuid: UUID, *, rerun: bool = False) -> bool:
+    """Hand the job to arq, by its type's function name on its type's queue, with the job UUID as
+    arq's job id.
+
+    arq refuses a job id it already holds (queued, running, or a kept result): that is the point,
+    a job is never queued twice. ``rerun`` drops a kept result first (an admin retry of a finished
+    job). Returns whether arq took a new message.
+    """
+    function_name, queue_field = JOB_FUNCTIONS[job_type]
+    if rerun:
+        await redis.delete(result_key_prefix + str(job_uuid))
+    job = await redis.enqueue_job(
+        function_name, str(job_uuid), _job_id=str(job_uuid), _queue_name=getattr(settings, queue_field)
+    )
+    return job is not None
+
+
+async def enqueue_or_withdraw(
+    conn: asyncpg.Connection,
+    redis: ArqRedis,
+    settings: Settings,
+    job_type: str,
+    job_uuid: UUID,
+    storage: Storage | None = None,
+    upload_key: str | None = None,
+) -> None:
+    """Enqueue a job just committed by a submit; if that fails (Redis down), withdraw it, with its
+    upload, and re-raise: the caller answers 503 and never learns the UUID. Withdrawing is best
+    effort: if Postgres is gone too, the sweeper runs the job later, which is harmless."""
+    try:
+        await enqueue(redis, settings, job_type, job_uuid)
+    except Exception:
+        try:
+            await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
+            if storage is not None and upload_key is not None:
+                await storage.delete(upload_key)
+        except Exception:  # noqa: BLE001 - best effort, see above
+            log.warning("could not withdraw an unqueued job", extra={"job_uuid": str(job_uuid)})
+        raise
+
+
+async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, max_attempts: int) -> asyncpg.Record | None:
+    """Start an attempt: ``IN_PROGRESS``, attempts + 1. None if the job is finished (or unknown),
+    so a message delivered twice, or after a cancel, does nothing."""
+    return await conn.fetchrow(
+        """
+        UPDATE jobs SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
+                        heartbeat_at = now(), rows_done = 0, error = NULL
+        WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS') AND attempts < $2
+        RETURNING *
+        """,
+        job_uuid,
+        max_attempts,
+    )
+
+
+async def heartbeat(conn: asyncpg.Connection, job_uuid: UUID, attempt: int, rows_done: int) -> bool:
+    """Record progress; answer True if the job should stop (cancel requested or attempt superseded)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE jobs SET heartbeat_at = now(), rows_done = $3
+        WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'
+        RETURNING cancel_requested
+        """,
+        job_uuid,
+        attempt,
+        rows_done,
+    )
+    return row is None or bool(row["cancel_requested"])
+
+
+async def finish_job(
+    conn: asyncpg.Connection,
+    job_uuid: UUID,
+    status: str,
+    *,
+    attempt: int | None = None,
+    error: str | None = None,
+    retention: dt.timedelta | None = None,
+    row_count: int | None = None,
+    byte_size: int | None = None,
+    sha256: str | None = None,
+    object_key: str | None = None,
+    result: dict[str, Any] | None = None,
+    rows_expected: int | None = None,
+) -> bool:
+    """Set the final status of an unfinished job, in one transaction with its webhook event.
+
+    Only an unfinished job changes (a FAILED job is never later reported COMPLETED), and with
+    ``attempt`` only if that attempt is still the current one. Returns whether the row changed.
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """
+            UPDATE jobs SET status = $2, completed_at = t.now, heartbeat_at = t.now,
+                            error = $3,
+                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN t.now + $4::interval END,
+                            row_count = coalesce($5, row_count),
+                            rows_done = coalesce($5, rows_done),
+                            byte_size = coalesce($6, byte_size),
+                            sha256 = coalesce($7, sha256),
+                            object_key = coalesce($8, object_key),
+                            result = coalesce($9, result),
+                            rows_expected = coalesce($11, rows_expected)
+            -- The wall clock now, not the transaction's start: a bulk job's insert runs in this transaction.
+            FROM (SELECT clock_timestamp() AS now) t
+            WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')
+              AND ($10::int IS NULL OR attempts = $10)
+            RETURNING uuid
+            """,
+            job_uuid,
+            status,
+            error[:1000] if error else None,
+            retention or dt.timedelta(0),
+            row_count,
+            byte_size,
+            sha256,
+            object_key,
+            result,
+            attempt,
+            rows_expected,
+        )
+        if row is None:
+            return False
+        if status in FINAL_WITH_EVENT:
+            await outbox.record_job_finished(conn, job_uuid)
+    return True
+
+
+async def get_owned_job(conn: asyncpg.Connection, raw_uuid: str, user_id: int | None) -> asyncpg.Record:
+    """The job if ``user_id`` created it and still holds the right that made it; otherwise
+    ``invalidUuid``, exactly as for an unknown job."""
+    job_uuid = parse_job_uuid(raw_uuid)
+    row = await conn.fetchrow(JOB_SELECT + " WHERE j.uuid = $1", job_uuid)
+    if row is None or user_id is None or row["owner_id"] != user_id or not await owner_holds_right(conn, row):
+        raise ApiError("invalidUuid", {"jobUuid": raw_uuid[:64]})
+    return row
+
+
+# What a job's owner must still hold, at the job's study and site, to see its status and file, and
+# for an extract to start: the right that created it (a bulk result needs a role there). A role
+# revoked, a user disabled or unknown ends access to what the role made.
+RIGHT_FOR_TYPE = {EXTRACT_PARTICIPANTS: Action.EXTRACT, BULK_ADD_PARTICIPANTS: Action.LIST}
+
+
+async def owner_holds_right(conn: asyncpg.Connection, job: asyncpg.Record) -> bool:
+    """``job`` is a row of ``JOB_SELECT`` (it carries the owner's name and the job's OIDs)."""
+    action = RIGHT_FOR_TYPE.get(job["type"])
+    if action is None:
+        return True
+    scope = await load_scope(conn, job["owner_username"], job["study_oid"], job["site_oid"])
+    try:
+        authorize(scope, action)
+    except ApiError:
+        return False
+    return True
+
+
+async def owner_may_run(conn: asyncpg.Connection, job_uuid: UUID) -> bool:
+    """Checked by a job before it starts: the right may have gone since the submit."""
+    row = await conn.fetchrow(JOB_SELECT + " WHERE j.uuid = $1", job_uuid)
+    return row is not None and await owner_holds_right(conn, row)
+
+
+JOB_SELECT = """
+SELECT j.*, st.oid AS study_oid, si.oid AS site_oid, u.username AS owner_username
+FROM jobs j JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id
+JOIN users u ON u.id = j.owner_id
+"""
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+class JobProgress(BaseModel):
+    rowsDone: int
+    rowsExpected: int | None
+
+
+class JobView(BaseModel):
+    """A job as its owner sees it (``job_json`` fills it)."""
+
+    jobUuid: UUID
+    type: str
+    status: str
+    studyOid: str
+    siteOid: str | None
+    createdAt: str | None
+    startedAt: str | None
+    completedAt: str | None
+    attempts: int
+    progress: JobProgress
+    rowCount: int | None
+    byteSize: int | None
+    sha256: str | None
+    fileName: str | None
+    expiresAt: str | None
+    error: str | None
+    statusUrl: str
+    downloadUrl: str
+    result: dict[str, Any] | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    page: int
+    pageSize: int
+
+
+class JobSubmitted(BaseModel):
+    """The JSON answer to a submitted job (a client that asks for JSON rather than OC4's text)."""
+
+    jobUuid: UUID
+    status: str
+    statusUrl: str
+    downloadUrl: str
+
+
+def job_json(row: asyncpg.Record, base_url: str) -> dict[str, Any]:
+    """The API view of a job: no personal data is ever stored on it, so all of it may be shown."""
+    status_url, download_url = job_urls(base_url, row["uuid"])
+    data: dict[str, Any] = {
+        "jobUuid": str(row["uuid"]),
+        "type": row["type"],
+        "status": row["status"],
+        "studyOid": row["study_oid"],
+        "siteOid": row["site_oid"],
+        "createdAt": _iso(row["created_at"]),
+        "startedAt": _iso(row["started_at"]),
+        "completedAt": _iso(row["completed_at"]),
+        "attempts": row["attempts"],
+        "progress": {"rowsDone": row["rows_done"], "rowsExpected": row["rows_expected"]},
+        "rowCount": row["row_count"],
+        "byteSize": row["byte_size"],
+        "sha256": row["sha256"],
+        "fileName": row["file_name"],
+        "expiresAt": _iso(row["expires_at"]),
+        "error": row["error"],
+        "statusUrl": status_url,
+        "downloadUrl": download_url,
+    }
+    if row["result"] is not None:
+        data["result"] = row["result"]
+    return data
+
+
+EXPIRED_SELECT = """
+SELECT uuid, object_key FROM jobs WHERE status = 'COMPLETED' AND expires_at <= now()
+ORDER BY expires_at LIMIT $1
+"""
+
+
+async def expire_due_jobs(conn: asyncpg.Connection, storage: Storage, limit: int) -> list[UUID]:
+    """COMPLETED jobs past retention: delete the file (and any partial upload), mark the job EXPIRED.
+
+    Used by the worker's expiry cron and the admin's purge. Safe to run again and concurrently: a
+    missing file is already gone, and a file storage cannot delete now keeps its job COMPLETED
+    (downloads already answer 410) for the next run.
+    """
+    expired: list[UUID] = []
+    for row in await conn.fetch(EXPIRED_SELECT, limit):
+        if row["object_key"]:
+            try:
+                await storage.delete(row["object_key"])
+                await storage.discard_partials(row["object_key"])
+            except (StorageError, OSError) as exc:
+                log.warning("could not delete an expired file", extra={"job_uuid": str(row["uuid"]), "error": type(exc).__name__})
+                continue
+        done = await conn.fetchval(
+            "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid", row["uuid"]
+        )
+        if done is not None:
+            expired.append(done)
+    return expired
+

@@ -1,0 +1,355 @@
+"""Adding, updating, reassigning, registering, removing and restoring one participant.
+
+The rules of contract.md "Add or update one participant", over one connection, each change in one
+transaction with its audit row. No HTTP here: callers pass a ``Scope`` already authorized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+from service.core import audit
+from service.core.errors import ApiError
+from service.core.participant_ids import new_access_code, next_generated_id
+from service.core.roles import Action, Scope
+from service.core.validation import contact_errors, participant_id_errors
+
+STATUS_LABELS = {"available": "Available", "signed": "Signed", "removed": "Removed", "auto-removed": "Auto-Removed"}
+ENROLLED_STATUSES = ("available", "signed")
+REMOVED_STATUSES = ("removed", "auto-removed")
+
+# API field -> column
+CONTACT_COLUMNS = {
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "emailAddress": "email",
+    "phoneNumber": "phone",
+    "identifier": "identifier",
+}
+
+
+class ParticipantIn(BaseModel):
+    """Body of the add/update call. Unknown fields are ignored; absent or null fields are kept."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    subjectKey: StrictStr | None = None
+    firstName: StrictStr | None = None
+    lastName: StrictStr | None = None
+    emailAddress: StrictStr | None = None
+    phoneNumber: StrictStr | None = None
+    identifier: StrictStr | None = None
+
+
+class ParticipantOut(BaseModel):
+    subjectKey: str
+    subjectOid: str
+    status: str
+    participateStatus: str
+    siteOid: str | None
+
+
+class ListedParticipant(BaseModel):
+    subjectKey: str
+    subjectOid: str
+    status: str
+    siteOid: str | None
+    createdBy: Any = None
+    createdAt: str | None = None
+    lastModifiedBy: Any = None
+    lastModified: str | None = None
+
+
+class ParticipantList(BaseModel):
+    studyParticipants: list[ListedParticipant]
+
+
+def view(row: asyncpg.Record | dict[str, Any], site_oid: str | None) -> dict[str, Any]:
+    return {
+        "subjectKey": row["subject_key"],
+        "subjectOid": row["oid"],
+        "status": STATUS_LABELS[row["status"]],
+        "participateStatus": row["participate_status"],
+        "siteOid": site_oid,
+    }
+
+
+def _clean(value: str | None) -> str | None:
+    return value.strip() if value is not None else None
+
+
+SELECT_BY_KEY = """
+SELECT p.*, s.oid AS site_oid FROM participants p LEFT JOIN sites s ON s.id = p.site_id
+WHERE p.study_id = $1 AND lower(p.subject_key) = lower($2)
+"""
+
+INSERT_PARTICIPANT = """
+INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
+                          identifier, access_code, participate_status, created_by, updated_by)
+VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $11)
+ON CONFLICT DO NOTHING
+RETURNING *
+"""
+
+COUNT_ENROLLED = """
+SELECT count(*) FROM participants WHERE study_id = $1 AND status = ANY($2::text[])
+"""
+
+
+async def lock_study_and_check_cap(conn: asyncpg.Connection, study: dict[str, Any], adding: int = 1) -> int:
+    """How many of ``adding`` new participants the enrollment cap still admits.
+
+    Takes the study row lock so concurrent adds to a capped study queue here and never overshoot.
+    Studies without an enforced cap take no lock and admit everything.
+    """
+    if not study["enforce_enrollment_cap"]:
+        return adding
+    await conn.execute("SELECT 1 FROM studies WHERE id = $1 FOR UPDATE", study["id"])
+    enrolled = await conn.fetchval(COUNT_ENROLLED, study["id"], list(ENROLLED_STATUSES))
+    return max(0, min(adding, study["expected_total_enrollment"] - enrolled))
+
+
+async def save_participant(
+    conn: asyncpg.Connection, scope: Scope, data: ParticipantIn, register: bool
+) -> dict[str, Any]:
+    """Add, update, reassign and/or register one participant; return its view."""
+    study, site = scope.study, scope.site
+    assert study is not None
+    params = dict(scope.params)
+    if register and not study["participate_enabled"]:
+        raise ApiError("participateNotEnabled", params)
+    contact = {k: _clean(getattr(data, k)) for k in CONTACT_COLUMNS if getattr(data, k) is not None}
+    if site is None and (contact or register):
+        raise ApiError("studyLevelParticipantContactNotAllowed", params)
+
+    key = _clean(data.subjectKey) or ""
+    if key:
+        params["subjectKey"] = key[:100]
+    system_generated = study["participant_id_method"] == "system_generated"
+    errors: list[str] = []
+    if not key and not system_generated:
+        errors.append("participantIDEmpty")
+    if key:
+        errors += participant_id_errors(key)
+    errors += contact_errors(*(contact.get(k) for k in CONTACT_COLUMNS))
+    if errors:
+        raise ApiError(errors[0], params, errors=errors)
+
+    if key and not system_generated and not study["enforce_enrollment_cap"]:
+        # The common case, a new participant in a study without a cap: one statement inserts it
+        # and its audit row, no explicit transaction. An existing ID falls through to the full path.
+        created = await _create_in_one_statement(conn, scope, key, contact, register)
+        if created is not None:
+            return created
+
+    async with conn.transaction():
+        for _ in range(5):  # a concurrent insert of the same ID or access code: look again
+            existing = await conn.fetchrow(SELECT_BY_KEY + " FOR UPDATE OF p", study["id"], key) if key else None
+            if existing is not None:
+                return await _update(conn, scope, existing, contact, register, params)
+            if system_generated and key:
+                raise ApiError("participantNotFound", params)
+            created = await _create(conn, scope, key, contact, register, params)
+            if created is not None:
+                return created
+        raise ApiError("participantIDNotUnique", params)
+
+
+INSERT_PARTICIPANT_WITH_AUDIT = """
+WITH created AS (
+    INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
+                              identifier, access_code, participate_status, created_by, updated_by)
+    VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $11)
+    ON CONFLICT DO NOTHING
+    RETURNING *
+), audited AS (
+    INSERT INTO audit_log (user_id, username, action, study_id, site_id, participant_id, details)
+    SELECT $11, $12, 'participant.create', $1, $2, id, $13 FROM created
+)
+SELECT * FROM created
+"""
+
+
+async def _create_in_one_statement(
+    conn: asyncpg.Connection, scope: Scope, key: str, contact: dict[str, str | None], register: bool
+) -> dict[str, Any] | None:
+    study, site = scope.study, scope.site
+    assert study is not None
+    fields = [k for k in CONTACT_COLUMNS if contact.get(k)]
+    row = await conn.fetchrow(
+        INSERT_PARTICIPANT_WITH_AUDIT,
+        study["id"],
+        site["id"] if site else None,
+        key,
+        *(contact.get(k) or None for k in CONTACT_COLUMNS),
+        new_access_code() if register else None,
+        "CREATED" if register else "",
+        scope.user_id,
+        scope.username,
+        {"fields": fields, "registered": register},
+    )
+    return view(row, scope.site_oid) if row is not None else None
+
+
+async def _create(
+    conn: asyncpg.Connection,
+    scope: Scope,
+    key: str,
+    contact: dict[str, str | None],
+    register: bool,
+    params: dict[str, Any],
+) -> dict[str, Any] | None:
+    study, site = scope.study, scope.site
+    assert study is not None
+    if await lock_study_and_check_cap(conn, study) < 1:
+        raise ApiError("participantsEnrollmentCapReached", params)
+    if not key:
+        key = await next_generated_id(conn, scope)
+        params["subjectKey"] = key
+    code = new_access_code() if register else None
+    values = [contact.get(k) or None for k in CONTACT_COLUMNS]
+    row = await conn.fetchrow(
+        INSERT_PARTICIPANT,
+        study["id"],
+        site["id"] if site else None,
+        key,
+        *values,
+        code,
+        "CREATED" if register else "",
+        scope.user_id,
+    )
+    if row is None:
+        return None
+    fields = [k for k in CONTACT_COLUMNS if contact.get(k)]
+    await audit.record(
+        conn, scope, "participant.create", participant_id=row["id"], details={"fields": fields, "registered": register}
+    )
+    return view(row, scope.site_oid)
+
+
+async def _update(
+    conn: asyncpg.Connection,
+    scope: Scope,
+    existing: asyncpg.Record,
+    contact: dict[str, str | None],
+    register: bool,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    site = scope.site
+    if existing["status"] in REMOVED_STATUSES:
+        raise ApiError("participantNotAvailable", params)
+    target_site_id = site["id"] if site else None
+    reassign = existing["site_id"] != target_site_id
+    if reassign:
+        if target_site_id is None:
+            raise ApiError("participantSiteToStudyReassignmentNotAllowed", params)
+        if not scope.may(Action.WRITE_AT_SITE, existing["site_id"]):
+            # The ID is taken somewhere the caller may not act: from where they stand it is not unique.
+            raise ApiError("participantIDNotUnique", params)
+
+    changes: dict[str, Any] = {}
+    for field, column in CONTACT_COLUMNS.items():
+        if field in contact:
+            value = contact[field] or None  # "" clears
+            if value != existing[column]:
+                changes[column] = value
+    registering = register and existing["access_code"] is None
+    if registering:
+        changes["access_code"] = new_access_code()
+        changes["participate_status"] = "CREATED"
+    if reassign:
+        changes["site_id"] = target_site_id
+    if not changes:
+        return view(existing, existing["site_oid"])
+
+    columns = list(changes)
+    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+    row = await conn.fetchrow(
+        f"UPDATE participants SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1 RETURNING *",
+        existing["id"],
+        scope.user_id,
+        *changes.values(),
+    )
+    assert row is not None
+    action = "participant.reassign" if reassign else "participant.register" if registering else "participant.update"
+    fields = [f for f, c in CONTACT_COLUMNS.items() if c in changes]
+    details: dict[str, Any] = {"fields": fields, "registered": registering}
+    if reassign:
+        details["fromSiteId"] = existing["site_id"]
+    await audit.record(conn, scope, action, participant_id=row["id"], details=details)
+    return view(row, scope.site_oid)
+
+
+async def set_status(conn: asyncpg.Connection, scope: Scope, subject_key: str, remove: bool) -> dict[str, Any]:
+    """Remove (soft) or restore a participant. Doing either twice is a no-op, not an error."""
+    study, site = scope.study, scope.site
+    assert study is not None
+    params = {**scope.params, "subjectKey": subject_key[:100]}
+    async with conn.transaction():
+        row = await conn.fetchrow(SELECT_BY_KEY + " FOR UPDATE OF p", study["id"], subject_key)
+        if row is None or (site is not None and row["site_id"] != site["id"]):
+            raise ApiError("participantNotFound", params)
+        removed = row["status"] in REMOVED_STATUSES
+        if remove == removed:
+            return view(row, row["site_oid"])
+        if not remove and await lock_study_and_check_cap(conn, study) < 1:
+            raise ApiError("participantsEnrollmentCapReached", params)
+        updated = await conn.fetchrow(
+            "UPDATE participants SET status = $2, updated_at = now(), updated_by = $3 WHERE id = $1 RETURNING *",
+            row["id"],
+            "removed" if remove else "available",
+            scope.user_id,
+        )
+        assert updated is not None
+        await audit.record(
+            conn,
+            scope,
+            "participant.remove" if remove else "participant.restore",
+            site_id=row["site_id"],
+            participant_id=row["id"],
+        )
+        return view(updated, row["site_oid"])
+
+
+LIST_PARTICIPANTS = """
+SELECT p.subject_key, p.oid, p.status, s.oid AS site_oid, cu.username AS created_by, p.created_at,
+       uu.username AS updated_by, p.updated_at
+FROM participants p
+LEFT JOIN sites s ON s.id = p.site_id
+LEFT JOIN users cu ON cu.id = p.created_by
+LEFT JOIN users uu ON uu.id = p.updated_by
+WHERE p.study_id = $1
+  AND ($2::bigint IS NULL OR p.site_id = $2)
+  AND ($3::bigint[] IS NULL OR p.site_id = ANY($3))
+ORDER BY p.subject_key, p.id
+LIMIT $4 OFFSET $5
+"""
+
+
+async def list_participants(conn: asyncpg.Connection, scope: Scope, page: int, size: int) -> list[dict[str, Any]]:
+    """OC4's listing shape, without personal data. Site-level roles see their own sites only."""
+    assert scope.study is not None
+    rows = await conn.fetch(
+        LIST_PARTICIPANTS,
+        scope.study["id"],
+        scope.site["id"] if scope.site else None,
+        scope.visible_site_ids(),
+        size,
+        (page - 1) * size,
+    )
+    return [
+        {
+            "subjectKey": r["subject_key"],
+            "subjectOid": r["oid"],
+            "status": STATUS_LABELS[r["status"]],
+            "siteOid": r["site_oid"],
+            "createdBy": r["created_by"],
+            "createdAt": r["created_at"].isoformat(),
+            "lastModifiedBy": r["updated_by"],
+            "lastModified": r["updated_at"].isoformat(),
+        }
+        for r in rows
+    ]

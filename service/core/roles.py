@@ -1,0 +1,149 @@
+"""Who may do what: the allow table of contract.md, implemented once.
+
+``load_scope`` reads, in one query, the caller, the study, the site and the caller's roles in that
+study; ``authorize`` applies OC4's check order to it and raises the first error that applies.
+The rules are plain functions of plain data so they can be tested without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import asyncpg
+
+from service.core.errors import ApiError
+
+ALL_ROLES = frozenset({"coordinator", "director", "investigator", "ra", "ra2", "monitor", "viewer"})
+WRITERS = frozenset({"coordinator", "investigator", "ra"})
+
+
+class Action(Enum):
+    WRITE_AT_SITE = "write_at_site"  # add/update/remove/restore/bulk at a site
+    WRITE_AT_STUDY = "write_at_study"  # add/update/bulk at study level
+    LIST = "list"
+    EXTRACT = "extract"
+
+
+# action -> (roles allowed when held at study level, roles allowed when held at the site)
+ALLOWED: dict[Action, tuple[frozenset[str], frozenset[str]]] = {
+    Action.WRITE_AT_SITE: (WRITERS, WRITERS),
+    Action.WRITE_AT_STUDY: (WRITERS, frozenset()),
+    Action.LIST: (ALL_ROLES, ALL_ROLES),
+    Action.EXTRACT: (frozenset(), frozenset({"ra", "investigator"})),
+}
+
+# Actions that change participants need the study (and site) to be 'available'.
+WRITES = {Action.WRITE_AT_SITE, Action.WRITE_AT_STUDY}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The caller, the study and site named in the path, and the caller's roles in that study."""
+
+    user_id: int | None
+    username: str
+    full_name: str
+    study: dict[str, Any] | None  # the studies row, or None when the OID names no study
+    site: dict[str, Any] | None
+    study_oid: str
+    site_oid: str | None
+    study_roles: frozenset[str] = frozenset()
+    site_roles: dict[int, frozenset[str]] = field(default_factory=dict)  # site id -> roles there
+
+    def roles_at(self, site_id: int | None) -> frozenset[str]:
+        """Roles that reach ``site_id`` (None: the study level itself)."""
+        if site_id is None:
+            return self.study_roles
+        return self.study_roles | self.site_roles.get(site_id, frozenset())
+
+    def may(self, action: Action, site_id: int | None) -> bool:
+        at_study, at_site = ALLOWED[action]
+        if action is Action.LIST and site_id is None:
+            # Any role in the study may list at study level; site roles then see their sites only.
+            return bool(self.study_roles or self.site_roles)
+        if self.study_roles & at_study:
+            return True
+        return site_id is not None and bool(self.site_roles.get(site_id, frozenset()) & at_site)
+
+    def visible_site_ids(self) -> list[int] | None:
+        """Sites whose participants the caller may list: None means all (a study-level role)."""
+        if self.study_roles:
+            return None
+        return sorted(self.site_roles)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"studyOid": self.study_oid}
+        if self.site_oid is not None:
+            p["siteOid"] = self.site_oid
+        return p
+
+
+SCOPE_SQL = """
+SELECT u.id AS user_id, u.full_name,
+       to_jsonb(st) AS study, to_jsonb(si) AS site,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(r.role, r.site_id)), '[]'::jsonb)
+          FROM role_assignments r WHERE r.user_id = u.id AND r.study_id = st.id) AS roles
+FROM (SELECT 1) one
+LEFT JOIN users u ON u.username = $1 AND NOT u.disabled  -- a disabled user is no one here
+LEFT JOIN studies st ON st.oid = $2
+LEFT JOIN sites si ON si.oid = $3
+"""
+
+
+async def load_scope(conn: asyncpg.Connection, username: str, study_oid: str, site_oid: str | None) -> Scope:
+    row = await conn.fetchrow(SCOPE_SQL, username, study_oid, site_oid)
+    assert row is not None
+    study_roles: set[str] = set()
+    site_roles: dict[int, set[str]] = {}
+    for role, site_id in row["roles"]:
+        if site_id is None:
+            study_roles.add(role)
+        else:
+            site_roles.setdefault(site_id, set()).add(role)
+    return Scope(
+        user_id=row["user_id"],
+        username=username,
+        full_name=row["full_name"] or "",
+        study=row["study"],
+        site=row["site"],
+        study_oid=study_oid,
+        site_oid=site_oid,
+        study_roles=frozenset(study_roles),
+        site_roles={k: frozenset(v) for k, v in site_roles.items()},
+    )
+
+
+def authorize(scope: Scope, action: Action) -> None:
+    """Raise the first error of OC4's check order that applies, or return if the caller may act.
+
+    Order: unknown user, study exists, site exists and belongs to the study, study available,
+    site available (writes only), a role there, a role allowed there.
+    """
+    if scope.user_id is None:
+        # A valid token for someone this service does not know: no role anywhere.
+        raise ApiError("noRoleSetUp", scope.params)
+    study = scope.study
+    if study is None:
+        raise ApiError("studyNotExist", scope.params)
+    site = scope.site
+    if scope.site_oid is not None and (site is None or site["study_id"] != study["id"]):
+        raise ApiError("siteNotExist", scope.params)
+    if action in WRITES:
+        if study["status"] != "available":
+            raise ApiError("studyNotAvailable", scope.params)
+        if site is not None and site["status"] != "available":
+            raise ApiError("siteNotAvailable", scope.params)
+    site_id = site["id"] if site is not None else None
+    if site_id is not None:
+        has_role = bool(scope.roles_at(site_id))
+    else:
+        # At study level any role in the study counts as "a role here": a site-level CRC asking for
+        # a study-level operation has a role, just not a sufficient one.
+        has_role = bool(scope.study_roles or scope.site_roles)
+    if not has_role:
+        raise ApiError("noRoleSetUp", scope.params)
+    if not scope.may(action, site_id):
+        raise ApiError("noSufficientPrivileges", scope.params)

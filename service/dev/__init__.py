@@ -1,0 +1,4 @@
+"""For `make run` and tests: embedded Postgres and Redis servers, and the demo data.
+
+May import ``service.core`` and ``service.settings``; nothing in production imports it.
+"""

@@ -1,0 +1,29 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.settings import Settings
+from service.web.logs import echo_request_id, request_log_middleware
+from service.web.metrics import METRICS, Metrics, metrics_middleware
+from service.web.middleware import error_middleware, nul_guard_middleware
+from service.web.resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
+from service.web.console.routes import add_routes as add_console_routes
+from service.web.routes import setup_routes
+
+JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploads stream past this
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_log_middleware, metrics_middleware, error_middleware, nul_guard_middleware],
+        client_max_size=JSON_BODY_LIMIT,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()  # a registry of its own: apps in one process never share counts
+    app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
+    app.on_response_prepare.append(echo_request_id)
+    setup_routes(app, settings.path_prefix)
+    add_console_routes(app, settings.path_prefix)
+    return app

@@ -1,0 +1,114 @@
+"""Signing in and out of the console.
+
+Local accounts: the form posts ``username`` and ``password``; the password is checked by
+``core.accounts`` (argon2id; disabled users refused) behind the same login throttle as the token
+endpoint (one budget per username and per client address, shared in Redis). With
+``PARTICIPANTS_OIDC_ISSUER`` and ``PARTICIPANTS_OIDC_CLIENT_ID`` set, "Sign in with your
+organisation" runs the authorization code flow with PKCE (``oidc_login``). Either way a new session
+is made on success (the anonymous one is ended), and the username never appears in a log line, only
+a digest of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from aiohttp import web
+
+from service.core import accounts
+from service.core.errors import ApiError
+from service.web.console.guard import SESSIONS, check_csrf, clear_cookie, current_session, set_cookie
+from service.web.console.render import error_page, redirect, render
+from service.web.console.sessions import SESSION
+from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS
+
+log = logging.getLogger("participants.signin")
+
+
+def _digest(username: str) -> str:
+    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def oidc_enabled(request: web.Request) -> bool:
+    return request.app.get(OIDC) is not None and bool(request.app[SETTINGS].oidc_client_id)
+
+
+async def _login_form(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    session = await current_session(request)
+    if session is None or session.username:
+        session = await request.app[SESSIONS].new()
+    request[SESSION] = session
+    context = {"error": error, "oidc": oidc_enabled(request), "local": True}
+    response = render(request, "login.html", context, status=status)
+    set_cookie(request, response, session)
+    return response
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    session = await current_session(request)
+    if session is not None and session.username:
+        raise redirect(request, "/")
+    return await _login_form(request)
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    session = await current_session(request)
+    try:
+        if session is None:
+            raise ApiError("csrfTokenInvalid")
+        request[SESSION] = session
+        await check_csrf(request, session)
+    except ApiError as err:
+        return error_page(request, err)
+    form = await request.post()
+    username, password = form.get("username"), form.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        return await _login_form(request, "invalidCredentials", 401)
+    if len(username) > 255 or "\x00" in username:
+        return await _login_form(request, "invalidCredentials", 401)
+    throttle = request.app[LOGIN_THROTTLE]
+    address = request.remote
+    fields = {"backend": "console", "user": _digest(username)}
+    try:
+        await throttle.check(username, address)
+    except ApiError as err:
+        log.warning("sign-in refused: too many attempts", extra={**fields, "outcome": "throttled"})
+        response = await _login_form(request, err.code, err.status)
+        response.headers.update(err.headers)
+        return response
+    ok = await accounts.verify_password(
+        request.app[DB], username, password
+    )  # no connection held while hashing
+    if not ok:
+        await throttle.record_failure(username, address)
+        log.info("sign-in failed", extra={**fields, "outcome": "invalid"})
+        return await _login_form(request, "invalidCredentials", 401)
+    await throttle.clear(username, address)
+    log.info("sign-in", extra={**fields, "outcome": "ok"})
+    return await start_session(request, session, username)
+
+
+async def start_session(request: web.Request, anonymous: object, username: str) -> web.StreamResponse:
+    """End the anonymous session, make a signed-in one, send the browser to the console's home."""
+    store = request.app[SESSIONS]
+    if anonymous is not None:
+        await store.end(anonymous)  # type: ignore[arg-type]
+    session = await store.new(username)
+    response = redirect(request, "/")
+    set_cookie(request, response, session)
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = await current_session(request)
+    if session is not None:
+        request[SESSION] = session
+        try:
+            await check_csrf(request, session)
+        except ApiError as err:
+            return error_page(request, err)
+        await request.app[SESSIONS].end(session)
+    response = redirect(request, "/login")
+    clear_cookie(request, response)
+    raise response

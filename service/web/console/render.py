@@ -1,0 +1,131 @@
+"""Rendering console pages: Jinja2 templates shipped in the package, HTML autoescaped, and the
+headers every console answer carries (a strict Content-Security-Policy: scripts, styles and images
+from this origin only, nothing inline, no framing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from service.core.errors import ApiError
+from service.web.console.sessions import ACCOUNT, SESSION
+from service.web.resources import SETTINGS
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+# errorCode -> what it means, in words, for people reading a page.
+EXPLAINED = {
+    "participantIDEmpty": "The participant ID is empty.",
+    "participantIDContainsUnsupportedHTMLCharacter": "The participant ID contains < or > or another HTML character.",
+    "participantIDLongerThan30Characters": "The participant ID is longer than 30 characters.",
+    "participantIDContainsUnsupportedCharacter": "The participant ID contains a character that is not allowed.",
+    "participantIDNotUnique": "This participant ID is already used in the study.",
+    "participantIDGenerationFailed": "No participant ID could be generated.",
+    "firstNameTooLong": "The first name is too long.",
+    "firstNameContainsUnsupportedCharacter": "The first name contains a character that is not allowed.",
+    "lastNameTooLong": "The last name is too long.",
+    "lastNameContainsUnsupportedCharacter": "The last name contains a character that is not allowed.",
+    "identifierTooLong": "The secondary identifier is too long.",
+    "identifierContainsUnsupportedCharacter": "The secondary identifier contains a character that is not allowed.",
+    "emailAddressTooLong": "The email address is too long.",
+    "invalidEmailAddress": "This is not a valid email address.",
+    "phoneNumberTooLong": "The phone number is too long.",
+    "invalidPhoneNumber": "This is not a valid phone number (+country code, then digits).",
+    "studyLevelParticipantContactNotAllowed": "Contact details can only be kept for participants at a site.",
+    "participantsEnrollmentCapReached": "The study has reached its expected total enrollment.",
+    "participantSiteToStudyReassignmentNotAllowed": "A participant at a site cannot be moved to the study level.",
+    "participantNotAvailable": "This participant has been removed.",
+    "participateNotEnabled": "Participate is not enabled for this study.",
+    "notSupportedFileFormat": "The file is not a CSV file this service can read.",
+    "blankFile": "The file is empty.",
+    "missingParticipantIDHeader": "The file has no ParticipantID column.",
+    "duplicateColumnHeader": "The file names a column twice.",
+    "fileTooLarge": "The file is too large.",
+    "rowTooLarge": "A line of the file is too long (over 1 MiB).",
+    "cellTooLarge": "A value in this row is too long.",
+    "bulkUploadNotSupportSystemGeneratedSetting": "This study generates participant IDs: bulk upload is not possible.",
+    "noRoleSetUp": "You have no role here.",
+    "noSufficientPrivileges": "Your role does not allow this.",
+    "studyNotExist": "There is no such study.",
+    "siteNotExist": "There is no such site in this study.",
+    "studyNotAvailable": "The study is not available for changes.",
+    "siteNotAvailable": "The site is not available for changes.",
+    "invalidUuid": "There is no such job (or it is not yours).",
+    "jobInProgress": "The job is still running.",
+    "jobFailed": "The job failed: it has no file.",
+    "fileExpired": "The file has expired or was deleted.",
+    "jobNotRetryable": "Only a failed extract job can be retried.",
+    "jobNotCancellable": "Only a job that has not finished can be cancelled.",
+    "webhookNotFound": "There is no such webhook endpoint or delivery.",
+    "invalidParameter": "A filter value is not valid.",
+    "invalidCredentials": "Wrong username or password.",
+    "tooManyAttempts": "Too many failed sign-ins: wait a while and try again.",
+    "tooManyJobs": "You have too many jobs running or waiting: wait for one to finish.",
+    "serviceUnavailable": "The service is unavailable right now: try again in a moment.",
+    "csrfTokenInvalid": "The form had expired or did not come from this console: reload the page and try again.",
+    "invalidRequestBody": "Some of the values are not valid.",
+    "notFound": "There is no such page.",
+}
+
+
+def explain(code: str) -> str:
+    code = code.removeprefix("errorCode.")
+    return EXPLAINED.get(code, code)
+
+
+ENV.filters["explain"] = explain
+
+
+def console_path(request: web.Request, path: str = "") -> str:
+    """``/console/...`` under the configured path prefix."""
+    return request.app[SETTINGS].path_prefix.rstrip("/") + "/console" + path
+
+
+def render(
+    request: web.Request, template: str, context: dict[str, Any] | None = None, status: int = 200
+) -> web.Response:
+    session = request.get(SESSION)
+    page = {
+        "root": console_path(request),
+        "user": request.get(ACCOUNT),
+        "csrf": session.csrf if session is not None else "",
+        **(context or {}),
+    }
+    html = ENV.get_template(template).render(page)
+    return web.Response(text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+def error_page(request: web.Request, err: ApiError) -> web.Response:
+    response = render(request, "error.html", {"code": err.code}, status=err.status)
+    for name, value in err.headers.items():
+        if name.lower() == "retry-after":
+            response.headers[name] = value
+    return response
+
+
+def redirect(request: web.Request, path: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(console_path(request, path), headers=SECURITY_HEADERS)

@@ -1,0 +1,236 @@
+"""Pages for site staff: their studies and sites, a site's participants, adding or updating one,
+bulk upload, extracts and their jobs.
+
+Reads go through ``load_scope``/``authorize`` and the core functions the API uses; actions call
+the API's own handlers (extract submit, job list, download, delete) as the signed-in user, so the
+rules, scope checks and audit rows are the API's. A button is shown only where its action would be
+allowed, and the action checks again when it is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.multipart import BodyPartReader
+
+from service.core import directory
+from service.core.bulk.summary import check_bulk_allowed, oc4_timestamp
+from service.core.errors import ApiError
+from service.core.participants import ParticipantIn, list_participants, save_participant
+from service.core.roles import Action, Scope, authorize, load_scope
+from service.web.console.guard import check_csrf, page
+from service.web.console.render import explain, redirect, render
+from service.web.console.sessions import ACCOUNT, SESSION
+from service.web.handlers import bulk, extracts, jobs
+from service.web.resources import DB
+
+PAGE_SIZE = 50
+FORM_FIELDS = ("subjectKey", "firstName", "lastName", "emailAddress", "phoneNumber", "identifier")
+# Which form field an error code belongs to, so the message is shown next to it.
+FIELD_OF_CODE = {
+    "participantID": "subjectKey",
+    "firstName": "firstName",
+    "lastName": "lastName",
+    "identifier": "identifier",
+    "emailAddress": "emailAddress",
+    "invalidEmailAddress": "emailAddress",
+    "phoneNumber": "phoneNumber",
+    "invalidPhoneNumber": "phoneNumber",
+}
+
+
+def field_of(code: str) -> str | None:
+    for prefix, name in FIELD_OF_CODE.items():
+        if code.startswith(prefix):
+            return name
+    return None
+
+
+async def api_json(response: web.StreamResponse) -> Any:
+    assert isinstance(response, web.Response) and response.body is not None
+    return orjson.loads(response.body)  # type: ignore[arg-type]
+
+
+def as_api(request: web.Request, query: dict[str, str] | None = None) -> web.Request:
+    """This request (same user, same path parameters) with only ``query`` for the API handler.
+    A form's request, whose body is read already, cannot be copied: it goes as it is."""
+    if request.method != "GET":
+        return request
+    return request.clone(rel_url=request.rel_url.with_query(query or {}))
+
+
+@page()
+async def home(request: web.Request) -> web.StreamResponse:
+    account = request[ACCOUNT]
+    async with request.app[DB].acquire() as conn:
+        roles = await directory.list_roles(conn, account["username"])
+        places: dict[str, dict[str, Any]] = {}
+        for role in roles:
+            study = places.setdefault(role["studyOid"], {"roles": set(), "sites": {}})
+            if role["siteOid"] is None:
+                study["roles"].add(role["role"])
+            else:
+                study["sites"].setdefault(role["siteOid"], set()).add(role["role"])
+        for oid, study in places.items():
+            if study["roles"]:  # a study-level role reaches every site of the study
+                for site in await directory.list_sites(conn, oid):
+                    study["sites"].setdefault(site["oid"], set())
+    return render(request, "home.html", {"places": places})
+
+
+async def _site_scope(request: web.Request, conn: Any) -> Scope:
+    scope = await load_scope(
+        conn, request[ACCOUNT]["username"], request.match_info["studyOID"], request.match_info["siteOID"]
+    )
+    authorize(scope, Action.LIST)
+    return scope
+
+
+def _may(scope: Scope, action: Action) -> bool:
+    try:
+        authorize(scope, action)
+    except ApiError:
+        return False
+    return True
+
+
+async def _site_page(
+    request: web.Request, scope: Scope | None = None, form: dict[str, str] | None = None,
+    errors: dict[str, list[str]] | None = None, status: int = 200, notice: str | None = None,
+) -> web.Response:  # fmt: skip
+    try:
+        page_no = max(1, min(int(request.query.get("page", "1")), 100_000))
+    except ValueError:
+        page_no = 1
+    async with request.app[DB].acquire() as conn:
+        scope = scope or await _site_scope(request, conn)
+        participants = await list_participants(conn, scope, page_no, PAGE_SIZE)
+    jobs_list = await api_json(await jobs.list_jobs(as_api(request)))
+    context = {
+        "study": scope.study_oid,
+        "site": scope.site_oid,
+        "participants": participants,
+        "page": page_no,
+        "more": len(participants) == PAGE_SIZE,
+        "may_write": _may(scope, Action.WRITE_AT_SITE),
+        "may_extract": _may(scope, Action.EXTRACT),
+        "jobs": jobs_list["jobs"],
+        "form": form or {},
+        "errors": errors or {},
+        "notice": notice,
+    }
+    return render(request, "site.html", context, status=status)
+
+
+@page()
+async def site_page(request: web.Request) -> web.StreamResponse:
+    notice = {"added": "The participant was saved.", "extract": "The extract was started."}.get(
+        request.query.get("done", "")
+    )
+    return await _site_page(request, notice=notice)
+
+
+@page()
+async def jobs_fragment(request: web.Request) -> web.StreamResponse:
+    """The jobs table alone, which the page's script fetches every few seconds while a job runs."""
+    async with request.app[DB].acquire() as conn:
+        await _site_scope(request, conn)
+    jobs_list = await api_json(await jobs.list_jobs(as_api(request)))
+    return render(request, "jobs_table.html", {"jobs": jobs_list["jobs"]})
+
+
+@page()
+async def save_participant_form(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    values = {name: str(form.get(name, "")).strip() for name in FORM_FIELDS}
+    async with request.app[DB].acquire() as conn:
+        scope = await _site_scope(request, conn)
+        authorize(scope, Action.WRITE_AT_SITE)
+        body = ParticipantIn(**{k: (v or None) for k, v in values.items()})
+        try:
+            await save_participant(conn, scope, body, False)
+        except ApiError as err:
+            if err.status not in (400, 409):
+                raise
+            codes = err.errors or [err.code]
+            errors: dict[str, list[str]] = {}
+            for code in codes:
+                errors.setdefault(field_of(code) or "form", []).append(explain(code))
+            return await _site_page(request, scope, values, errors, status=err.status)
+    raise redirect(request, f"/studies/{scope.study_oid}/sites/{scope.site_oid}?done=added")
+
+
+@page()
+async def extract(request: web.Request) -> web.StreamResponse:
+    await extracts.submit_extract(request)  # the API's submit: role check, job row, audit, queue
+    raise redirect(
+        request,
+        f"/studies/{request.match_info['studyOID']}/sites/{request.match_info['siteOID']}?done=extract",
+    )
+
+
+async def _csv_chunks(part: BodyPartReader) -> Any:
+    while chunk := await part.read_chunk(bulk.CHUNK):
+        yield bytes(part.decode(chunk))
+
+
+@page(csrf=False)
+async def bulk_upload(request: web.Request) -> web.StreamResponse:
+    """A multipart form whose first field is the CSRF token and whose ``file`` is the CSV; the upload
+    runs as the API's asynchronous bulk job, and the job's page shows its result."""
+    if request.content_type != "multipart/form-data":
+        raise ApiError("csrfTokenInvalid")
+    reader = await request.multipart()
+    first = await reader.next()
+    sent = None
+    if isinstance(first, BodyPartReader) and first.name == "csrf":
+        sent = (await first.read_chunk(200)).decode("ascii", "replace")
+    await check_csrf(request, request[SESSION], sent or "")
+    part = await reader.next()
+    if (
+        not isinstance(part, BodyPartReader)
+        or part.name != "file"
+        or not (part.filename or "").lower().endswith(".csv")
+    ):
+        raise ApiError("notSupportedFileFormat")
+    created_at = oc4_timestamp(dt.datetime.now(dt.UTC))
+    async with request.app[DB].acquire() as conn:
+        scope = await _site_scope(request, conn)
+        check_bulk_allowed(scope)
+        response = await bulk.submit_bulk_job(request, conn, scope, _csv_chunks(part), created_at)
+    job_uuid = response.headers["Location"].rsplit("/", 1)[-1]
+    raise redirect(request, f"/jobs/{job_uuid}")
+
+
+@page()
+async def job_page(request: web.Request) -> web.StreamResponse:
+    job = await api_json(await jobs.get_job(as_api(request)))  # the owner only, as in the API
+    result = job.get("result") or {}
+    # Failed rows first, each code beside its explanation; then the rows that were added.
+    rows = [
+        {"subjectKey": f["subjectKey"], "status": "Failed", "codes": f["message"],
+         "reasons": [explain(m) for m in f["message"]]}
+        for f in result.get("failedParticipants", [])
+    ]  # fmt: skip
+    rows += [
+        {"subjectKey": a["subjectKey"], "status": "Added", "reasons": [], "codes": []}
+        for a in result.get("participants", [])
+    ]
+    fragment = request.query.get("fragment") == "1"
+    return render(
+        request, "job_fragment.html" if fragment else "job.html", {"job": job, "rows": rows, "result": result}
+    )
+
+
+@page()
+async def download(request: web.Request) -> web.StreamResponse:
+    return await jobs.download_file(request)
+
+
+@page()
+async def delete(request: web.Request) -> web.StreamResponse:
+    await jobs.delete_job(request)
+    raise redirect(request, f"/jobs/{request.match_info['jobUuid']}")

@@ -1,0 +1,128 @@
+"""The service's own face: liveness, readiness, Prometheus metrics, the OpenAPI document and its
+reference page. All at the root (not under the OC4 prefix) and without authentication: they carry
+no personal data. Put ``/metrics`` and ``/docs`` behind the network's edge if they must not be public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from pydantic import BaseModel
+
+from service.core.db import pending_migrations
+from service.core.errors import ApiError
+from service.core.storage import StorageNotFound
+from service.web.apidoc import operation
+from service.web.metrics import METRICS
+from service.web.openapi import TITLE, build_openapi
+from service.web.replies import json_response, model_response
+from service.web.resources import DB, REDIS, SETTINGS, STORAGE
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+REDOC = STATIC / "redoc.standalone.js"
+CHECK_TIMEOUT_SECONDS = 3.0
+READINESS_PROBE_KEY = "readyz/probe-that-never-exists"
+
+DOCS_PAGE = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{TITLE}</title>
+</head>
+<body>
+<redoc spec-url="/openapi.json" hide-download-button="false"></redoc>
+<script src="/docs/redoc.standalone.js"></script>
+</body>
+</html>
+"""
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str]
+
+
+def _service(summary: str, media: dict[str, Any] | type[BaseModel], *errors: int) -> Any:
+    return operation(summary, "service", ok={200: media}, public=True, errors=errors)
+
+
+@_service("The process is alive", Health)
+async def healthz(request: web.Request) -> web.Response:
+    """The process answers: nothing else is checked (a liveness probe must not restart us for Postgres)."""
+    return model_response(Health(status="ok"))
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        result = await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return name, "timeout"
+    except Exception as exc:  # readiness reports every failure as "not ready", never as a 500
+        return name, f"error: {type(exc).__name__}"
+    return name, result or "ok"
+
+
+async def _postgres(app: web.Application) -> str | None:
+    async with app[DB].acquire() as conn:
+        await conn.fetchval("SELECT 1")
+        pending = await pending_migrations(conn)
+    return f"migrations pending: {', '.join(pending)}" if pending else None
+
+
+async def _redis(app: web.Application) -> None:
+    await app[REDIS].ping()
+
+
+async def _storage(app: web.Application) -> None:
+    try:
+        await app[STORAGE].head(READINESS_PROBE_KEY)
+    except StorageNotFound:
+        pass  # storage answered: the probe key is never there
+
+
+@_service("Postgres, Redis and storage reachable, migrations applied", Readiness, 503)
+async def readyz(request: web.Request) -> web.Response:
+    """Postgres reachable with every migration applied, Redis and storage reachable."""
+    app = request.app
+    results = await asyncio.gather(
+        _check("postgres", _postgres(app)), _check("redis", _redis(app)), _check("storage", _storage(app))
+    )
+    checks = dict(results)
+    if any(v != "ok" for v in checks.values()):
+        raise ApiError("serviceUnavailable", {"checks": checks}, headers={"Retry-After": "5"})
+    return model_response(Readiness(status="ready", checks=checks))
+
+
+@_service("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    m = app[METRICS]
+    await m.jobs.refresh(app[DB], app[REDIS], app[SETTINGS])
+    return web.Response(body=generate_latest(m.exposed()), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+@_service("This document", {"application/json": {"schema": {"type": "object"}}})
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(build_openapi(request.app))
+
+
+@_service("API reference page", {"text/html": {"schema": {"type": "string"}}})
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+@_service("The reference page's script (vendored)", {"text/javascript": {"schema": {"type": "string"}}})
+async def docs_asset(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        REDOC, headers={"Content-Type": "text/javascript", "Cache-Control": "public, max-age=86400"}
+    )

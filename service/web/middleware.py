@@ -1,0 +1,71 @@
+"""The error middleware: every failure becomes ``{"message": "errorCode.X", "params": {...}}``.
+
+No input may produce a 500 with a traceback: unexpected exceptions are logged (without request
+bodies, which can hold personal data) and answered with a bare ``errorCode.internalError``; a
+dependency that is down is 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from service.core.errors import UNAVAILABLE, ApiError
+from service.web.apidoc import declared
+from service.web.input import NUL_IN_QUERY
+from service.web.logs import route_template
+from service.web.replies import error_response
+
+log = logging.getLogger("participants.errors")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except RequestPayloadError:
+        # The body could not be read as sent (a Content-Encoding that does not decode).
+        return error_response(ApiError("invalidRequestBody"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {
+            404: "notFound",
+            405: "methodNotAllowed",
+            413: "fileTooLarge",
+            415: "unsupportedMediaType",
+        }.get(exc.status, "invalidRequestBody" if exc.status < 500 else "internalError")
+        # A 405 names the methods the path takes (RFC 9110 requires Allow on it).
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(ApiError(code, status=exc.status, headers=headers))
+    except UNAVAILABLE as exc:
+        log.warning("dependency unavailable: %s", type(exc).__name__)
+        return error_response(ApiError("serviceUnavailable", headers={"Retry-After": "5"}))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, route_template(request))
+        return error_response(ApiError("internalError"))
+
+
+@web.middleware
+async def nul_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Postgres cannot store or compare text with NUL in it, so no NUL reaches a query from a URL:
+    in a path parameter it becomes U+FFFD (then names nothing, e.g. ``studyNotExist``); in the query
+    string it is a 400, but only after the access checks (OC4's order: who and where before what).
+    Authenticated handlers refuse it through ``accept_query`` once they know the caller may act
+    there; a public route (nothing to check first) refuses it here."""
+    for key, value in list(request.match_info.items()):
+        if "\x00" in value:
+            request.match_info[key] = value.replace("\x00", "\ufffd")
+    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        op = declared(request.match_info.handler)
+        if op is None or op.public:
+            raise ApiError("invalidParameter", {"parameter": "query"})
+        request[NUL_IN_QUERY] = True
+    return await handler(request)

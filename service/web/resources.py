@@ -1,0 +1,66 @@
+"""Typed application keys and the cleanup contexts that open and close what they hold.
+
+Every resource is made in startup and closed in cleanup (``app.cleanup_ctx``): cleanup runs if and
+only if startup finished. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from arq import create_pool
+from arq.connections import ArqRedis
+
+from service.core.db import create_pool as create_db_pool
+from service.core.redis import redis_settings
+from service.core.storage import Storage
+from service.core.throttle import LoginThrottle
+from service.settings import Settings
+from service.web.auth import TOKEN_VERIFIER, TokenVerifier
+from service.web.oidc import KeySet, OidcProvider
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", asyncpg.Pool)
+REDIS = web.AppKey("redis", ArqRedis)
+STORAGE = web.AppKey("storage", Storage)
+OIDC = web.AppKey("oidc", OidcProvider)  # present only when PARTICIPANTS_OIDC_ISSUER is set
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+
+
+async def db_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    assert s.database_url, "PARTICIPANTS_DATABASE_URL must be resolved before the app starts"
+    app[DB] = await create_db_pool(
+        s.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds, s.db_acquire_timeout_seconds
+    )
+    yield
+    await app[DB].close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    app[REDIS] = await create_pool(redis_settings(s), default_queue_name=s.default_queue)
+    app[LOGIN_THROTTLE] = LoginThrottle(app[REDIS], s.login_max_failures, s.login_window_seconds)
+    yield
+    await app[REDIS].aclose()
+
+
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    session = aiohttp.ClientSession()  # for the identity provider: discovery, keys, password grant
+    oidc = None
+    if s.oidc_issuer:
+        oidc = app[OIDC] = OidcProvider(s.oidc_issuer, session, s.jwks_cache_seconds, s.jwks_min_refresh_seconds)
+    jwks = KeySet.static(s.jwks_url, session, s.jwks_cache_seconds, s.jwks_min_refresh_seconds) if s.jwks_url else None
+    app[TOKEN_VERIFIER] = TokenVerifier(s, jwks, oidc)
+    yield
+    await session.close()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Object storage for job files (obstore keeps no connections that need closing)."""
+    app[STORAGE] = Storage.from_settings(app[SETTINGS])
+    yield

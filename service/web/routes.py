@@ -1,0 +1,117 @@
+"""Every route of the service, in one list, each with its name.
+
+OC4's participant API, its jobs and the token call follow OC4's paths (under
+``PARTICIPANTS_PATH_PREFIX``); the admin API and the service's own face (probes, metrics, the
+OpenAPI document) live at the root whatever the prefix. Handlers declare their OpenAPI details
+themselves (service/web/apidoc.py); the generator reads them from the routes registered here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from service.core.urls import ADMIN_API, JOBS_PATH, OC4_API, SITE_PATH, STUDY_PATH, TOKEN_PATH
+from service.web.handlers import accounts, bulk, extracts, jobs, ops, participants, webhooks
+from service.web.handlers import directory as admin
+from service.web.handlers import operations as admin_ops
+
+Route = tuple[str, str, Callable[..., Any], str]  # method, path, handler, name
+
+
+def oc4_routes() -> list[Route]:
+    """OC4's paths, relative to the path prefix."""
+    found: list[Route] = []
+    # A participant ID is any path segment but the words of the sibling routes, so that a 405 there
+    # names only their methods (a participant with such an ID is not reachable by URL, as in OC4).
+    key = "{subjectKey:(?!(?:bulk|extractPartcipantsInfo|extractParticipantsInfo)$)[^{}/]+}"
+    for level, path in (("study", STUDY_PATH), ("site", SITE_PATH)):
+        found += [
+            ("POST", path + "/participants", participants.add_participant, f"add_participant_{level}"),
+            ("GET", path + "/participants", participants.get_participants, f"list_participants_{level}"),
+            ("DELETE", path + "/participants/" + key, participants.remove_participant,
+             f"remove_participant_{level}"),
+            ("POST", path + "/participants/" + key + "/restore", participants.restore_participant,
+             f"restore_participant_{level}"),
+            ("POST", path + "/participants/bulk", bulk.bulk_upload, f"bulk_upload_{level}"),
+        ]  # fmt: skip
+    # Seed 000 spells it "Partcipants"; the correct spelling is accepted too.
+    for suffix, spelling in (("", "extractPartcipantsInfo"), ("_spelled", "extractParticipantsInfo")):
+        found += [
+            ("GET", SITE_PATH + "/participants/" + spelling, extracts.submit_extract, f"extract_get{suffix}"),
+            ("POST", SITE_PATH + "/participants/" + spelling, extracts.submit_extract, f"extract_post{suffix}"),
+        ]
+    found += [
+        ("GET", JOBS_PATH, jobs.list_jobs, "list_jobs"),
+        ("GET", OC4_API + "/studies/{studyOID}/jobs", jobs.list_jobs, "list_jobs_study"),
+        ("GET", OC4_API + "/studies/{studyOID}/sites/{siteOID}/jobs", jobs.list_jobs, "list_jobs_site"),
+        ("GET", JOBS_PATH + "/{jobUuid}", jobs.get_job, "get_job"),
+        ("DELETE", JOBS_PATH + "/{jobUuid}", jobs.delete_job, "delete_job"),
+        ("GET", JOBS_PATH + "/{jobUuid}/downloadFile", jobs.download_file, "download_file"),
+    ]
+    return found
+
+
+def root_routes() -> list[Route]:
+    """Paths at the root, whatever the prefix."""
+    a = ADMIN_API
+    job = "{jobUuid:(?!purge-expired$)[^{}/]+}"  # so that a 405 on purge-expired names POST alone
+    return [
+        # OC4 serves the token call at the host root, beside /OpenClinica.
+        ("POST", TOKEN_PATH, accounts.token, "token"),
+        ("POST", a + "/studies", admin.create_study, "create_study"),
+        ("GET", a + "/studies", admin.list_studies, "list_studies"),
+        ("GET", a + "/studies/{studyOID}", admin.get_study, "get_study"),
+        ("PATCH", a + "/studies/{studyOID}", admin.patch_study, "patch_study"),
+        ("POST", a + "/studies/{studyOID}/sites", admin.create_site, "create_site"),
+        ("GET", a + "/studies/{studyOID}/sites", admin.list_sites, "list_sites"),
+        ("PATCH", a + "/studies/{studyOID}/sites/{siteOID}", admin.patch_site, "patch_site"),
+        ("POST", a + "/users", admin.create_user, "create_user"),
+        ("GET", a + "/users", admin.list_users, "list_users"),
+        ("PATCH", a + "/users/{username}", admin.patch_user, "patch_user"),
+        ("PUT", a + "/users/{username}/password", accounts.set_password, "set_password"),
+        ("POST", a + "/users/{username}/roles", admin.grant_role, "grant_role"),
+        ("GET", a + "/users/{username}/roles", admin.list_roles, "list_roles"),
+        ("DELETE", a + "/users/{username}/roles", admin.revoke_role, "revoke_role"),
+        ("POST", a + "/webhooks", webhooks.create_webhook, "create_webhook"),
+        ("GET", a + "/webhooks", webhooks.list_webhooks, "list_webhooks"),
+        ("POST", a + "/webhooks/deliveries/{deliveryId}/redeliver", webhooks.redeliver, "redeliver"),
+        ("GET", a + "/webhooks/{id}", webhooks.get_webhook, "get_webhook"),
+        ("PATCH", a + "/webhooks/{id}", webhooks.patch_webhook, "patch_webhook"),
+        ("DELETE", a + "/webhooks/{id}", webhooks.delete_webhook, "delete_webhook"),
+        ("POST", a + "/webhooks/{id}/rotate-secret", webhooks.rotate_secret, "rotate_secret"),
+        ("GET", a + "/webhooks/{id}/deliveries", webhooks.list_deliveries, "list_deliveries"),
+        ("GET", a + "/jobs", admin_ops.list_jobs, "admin_list_jobs"),
+        ("POST", a + "/jobs/purge-expired", admin_ops.purge_expired, "admin_purge_expired"),
+        ("GET", a + "/jobs/" + job, admin_ops.get_job, "admin_get_job"),
+        ("POST", a + "/jobs/" + job + "/retry", admin_ops.retry_job, "admin_retry_job"),
+        ("POST", a + "/jobs/" + job + "/cancel", admin_ops.cancel_job, "admin_cancel_job"),
+        ("GET", a + "/audit", admin_ops.list_audit, "admin_list_audit"),
+        ("GET", a + "/queue", admin_ops.get_queue, "admin_queue"),
+        # The service's own face: probes and scrapers look at the root.
+        ("GET", "/healthz", ops.healthz, "healthz"),
+        ("GET", "/readyz", ops.readyz, "readyz"),
+        ("GET", "/metrics", ops.metrics, "metrics"),
+        ("GET", "/openapi.json", ops.openapi_json, "openapi"),
+        ("GET", "/docs", ops.docs, "docs"),
+        ("GET", "/docs/", ops.docs, "docs_slash"),
+        ("GET", "/docs/redoc.standalone.js", ops.docs_asset, "docs_asset"),
+    ]
+
+
+def all_routes(path_prefix: str = "") -> list[Route]:
+    p = path_prefix.rstrip("/")
+    found = [(m, p + path, h, name) for m, path, h, name in oc4_routes()] + root_routes()
+    if p:  # the token call under the prefix too, for proxies that forward only that path
+        found.append(("POST", p + TOKEN_PATH, accounts.token, "token_prefixed"))
+    return found
+
+
+def setup_routes(app: web.Application, path_prefix: str = "") -> None:
+    for method, path, handler, name in all_routes(path_prefix):
+        if method == "GET":  # with HEAD, as aiohttp's add_get gives it
+            app.router.add_get(path, handler, name=name)
+        else:
+            app.router.add_route(method, path, handler, name=name)

@@ -1,0 +1,206 @@
+"""The asynchronous bulk upload job: the stored CSV, streamed from object storage through the same
+parser and the same set-based SQL as the synchronous endpoint.
+
+All or nothing, and safe to run more than once (arq's rule): the participants, their audit rows,
+the result file's metadata, the job's ``COMPLETED`` status and its webhook event commit in one
+transaction. The result CSV (``Row,ParticipantID,Status,Message``) is written by Postgres' COPY
+straight into storage from inside that transaction, before the commit; a re-run after a crash
+overwrites the same object. The uploaded file holds personal data and is deleted once the job is
+final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from arq.cron import CronJob
+from arq.worker import func
+
+from service.core import jobs as job_store
+from service.core.bulk import staging as bulk_store
+from service.core.bulk.summary import (
+    added_entries,
+    check_bulk_allowed,
+    failed_entries,
+    failure_body,
+    result_object_key,
+    summary_head,
+)
+from service.core.errors import ApiError
+from service.core.files import content_disposition
+from service.core.roles import load_scope
+from service.core.storage import Storage, StorageError, StorageNotFound
+from service.settings import Settings
+from service.worker import maintenance
+from service.worker.extract import StopRequested, failure_reason, stream_extract
+
+log = logging.getLogger("participants.worker.bulk")
+
+# A million-row file takes a couple of minutes; arq cancels a job past its timeout.
+BULK_JOB_TIMEOUT_SECONDS = 3600
+# The job status carries the summary; past this many entries per list it is cut short (the
+# result file has every row) and says so with "truncated": true.
+RESULT_LIST_MAX = 10_000
+
+# The result file, by COPY: the formula-injection guard of the extract (sql/0003_extract.sql).
+RESULT_SELECT = f"""
+SELECT row_no AS "Row", csv_guard(subject_key) AS "ParticipantID",
+       CASE WHEN added THEN 'Added' ELSE 'Failed' END AS "Status",
+       array_to_string(ARRAY(SELECT 'errorCode.' || e FROM unnest(errors) AS e), '; ') AS "Message"
+FROM {bulk_store.STAGING}
+ORDER BY row_no
+"""
+
+
+class Superseded(Exception):
+    """Another attempt owns the job now: roll this one back."""
+
+
+async def job_summary(
+    conn: asyncpg.Connection, outcome: bulk_store.Outcome, created_by: str, created_at: str
+) -> dict[str, Any]:
+    """The synchronous endpoint's JSON summary, its lists cut at ``RESULT_LIST_MAX``."""
+    failed = await conn.fetch(bulk_store.FAILED_ROWS + " LIMIT $1", RESULT_LIST_MAX)
+    added = await conn.fetch(bulk_store.ADDED_ROWS + " LIMIT $1", RESULT_LIST_MAX)
+    body = {
+        **summary_head(outcome.added, outcome.failed, "SUCCESS", created_by, created_at),
+        "failedParticipants": failed_entries(list(failed)),
+        "participants": added_entries(list(added)),
+    }
+    if outcome.added > RESULT_LIST_MAX or outcome.failed > RESULT_LIST_MAX:
+        body["truncated"] = True
+    return body
+
+
+async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> str:
+    settings: Settings = ctx["settings"]
+    pool: asyncpg.Pool = ctx["db"]
+    storage: Storage = ctx["storage"]
+    job_uuid = UUID(job_uuid_str)
+    started = time.monotonic()
+
+    async with pool.acquire() as conn, pool.acquire() as beat_conn:
+        job = await maintenance.claim_or_give_up(conn, job_uuid, settings.job_max_attempts)
+        if job is None:
+            return "skipped"
+        attempt: int = job["attempts"]
+        upload_key: str = job["params"]["uploadKey"]
+        created_at: str = job["params"].get("createdAt", "")
+
+        async def end(status: str, error: str, **fields: Any) -> str:
+            """This attempt's final status; the upload goes once the job is final (it holds personal data)."""
+            if await job_store.finish_job(conn, job_uuid, status, attempt=attempt, error=error, **fields):
+                await _delete_upload(storage, upload_key)
+            return status
+
+        if job["cancel_requested"]:
+            return await end(job_store.CANCELLED, "cancelled")
+        where = await conn.fetchrow(
+            "SELECT u.username, st.oid AS study_oid, si.oid AS site_oid FROM jobs j JOIN users u ON u.id = j.owner_id"
+            " JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id WHERE j.uuid = $1",
+            job_uuid,
+        )
+        assert where is not None
+        # The owner's rights and the study's state are checked again: they may have changed since.
+        scope = await load_scope(conn, where["username"], where["study_oid"], where["site_oid"])
+
+        async def on_progress(rows_done: int) -> None:
+            if await job_store.heartbeat(beat_conn, job_uuid, attempt, rows_done):
+                raise StopRequested
+
+        result_key = result_object_key(job_uuid, attempt)
+
+        async def on_decided(tx: asyncpg.Connection, outcome: bulk_store.Outcome) -> None:
+            rows, size, sha = await stream_extract(
+                tx,
+                storage,
+                result_key,
+                RESULT_SELECT,
+                content_disposition_value=content_disposition(job["file_name"]),
+            )
+            summary = await job_summary(tx, outcome, scope.full_name, created_at)
+            done = await job_store.finish_job(
+                tx,
+                job_uuid,
+                job_store.COMPLETED,
+                attempt=attempt,
+                retention=dt.timedelta(hours=settings.job_retention_hours),
+                row_count=rows,
+                byte_size=size,
+                sha256=sha,
+                object_key=result_key,
+                result=summary,
+            )
+            if not done:
+                raise Superseded
+
+        try:
+            check_bulk_allowed(scope)
+            parser = await bulk_store.stage_csv(
+                conn,
+                storage.read_stream(upload_key),
+                scope.site is not None,
+                settings.bulk_max_bytes,
+                on_progress=on_progress,
+            )
+            await conn.execute(
+                "UPDATE jobs SET rows_expected = $2 WHERE uuid = $1", job_uuid, parser.data_rows
+            )
+            outcome = await bulk_store.apply(
+                conn,
+                scope,
+                parser.valid_rows,
+                {"rows": parser.data_rows, "bytes": parser.bytes_read, "jobUuid": job_uuid_str},
+                on_decided=on_decided,
+            )
+        except ApiError as err:
+            # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.
+            return await end(
+                job_store.FAILED, f"errorCode.{err.code}", result=failure_body(err.code, scope.full_name, created_at)
+            )
+        except StopRequested:
+            return await end(job_store.CANCELLED, "cancelled")
+        except Superseded:
+            await _delete_upload(storage, result_key)  # this attempt's file; the upload is the winner's
+            return "superseded"
+        except StorageNotFound:
+            return await end(job_store.FAILED, "storage: upload missing")
+        except asyncio.CancelledError:
+            # arq cancels on timeout (final) and on worker shutdown (it runs the job again).
+            if time.monotonic() - started >= BULK_JOB_TIMEOUT_SECONDS * 0.95:
+                await asyncio.shield(end(job_store.FAILED, "timed out"))
+            raise
+        except (StorageError, asyncpg.PostgresError) as exc:
+            await _delete_upload(storage, result_key)  # written before a rollback, perhaps
+            reason = failure_reason(exc)
+            log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
+            return await end(job_store.FAILED, reason)
+        finally:
+            if not conn.is_closed():
+                await asyncio.shield(bulk_store.drop_staging(conn))
+    await _delete_upload(storage, upload_key)
+    log.info(
+        "bulk upload job finished",
+        extra={"job_uuid": job_uuid_str, "added": outcome.added, "failed": outcome.failed},
+    )
+    return job_store.COMPLETED
+
+
+async def _delete_upload(storage: Storage, key: str) -> None:
+    """Delete a job's object (the upload, or an attempt's result file that did not commit)."""
+    try:
+        await storage.delete(key)
+    except StorageError as exc:  # the file stays until someone deletes it; the job is final anyway
+        log.warning("could not delete a bulk job object", extra={"error": type(exc).__name__})
+
+
+FUNCTIONS: list[Any] = [
+    func(bulk_add_participants_job, name=job_store.BULK_FUNCTION, timeout=BULK_JOB_TIMEOUT_SECONDS)
+]
+CRON_JOBS: list[CronJob] = []

@@ -1,0 +1,27 @@
+"""What every job finds in ``ctx``: settings, a Postgres pool, object storage (and ``redis``, arq's
+own pool)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.core.db import create_pool
+from service.core.storage import Storage
+from service.settings import Settings
+from service.worker import webhooks
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    assert settings.database_url
+    ctx["db"] = await create_pool(settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds)
+    ctx["storage"] = Storage.from_settings(settings)
+    if ctx.get("listen_outbox"):
+        # Enqueue webhook deliveries the moment their job commits (the sweeper is the safety net).
+        await webhooks.start_outbox_listener(ctx)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await webhooks.stop_outbox_listener(ctx)
+    if "db" in ctx:
+        await ctx["db"].close()

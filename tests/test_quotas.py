@@ -1,0 +1,32 @@
+"""A user may have at most PARTICIPANTS_MAX_ACTIVE_JOBS_PER_USER unfinished jobs; the next submit is
+429 tooManyJobs with Retry-After, and other users are not affected."""
+
+from __future__ import annotations
+
+from tests.bulk_files import csv_bytes
+from tests.test_extract import SUBMIT, run_jobs, seed_site, submit
+from tests.world import SITE_A, STUDY, expect
+
+BULK = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/bulk?async=true"
+
+
+async def test_active_job_quota_per_user(make_client, world, pool, settings):
+    client = await make_client(max_active_jobs_per_user=2)
+    await world.standard()
+    await seed_site(pool, SITE_A, 2)
+    await submit(client, world)
+    await submit(client, world)
+    for resp in (
+        await client.get(SUBMIT, headers=world.auth("crc_a")),
+        await client.post(
+            BULK,
+            data=csv_bytes("ParticipantID", "Q-1"),
+            headers={**world.auth("crc_a"), "Content-Type": "text/csv"},
+        ),
+    ):
+        body = await expect(resp, 429)
+        assert body["message"] == "errorCode.tooManyJobs" and resp.headers["Retry-After"]
+    assert await pool.fetchval("SELECT count(*) FROM jobs") == 2  # nothing was created
+    await submit(client, world, user="inv_a")  # another user has a quota of their own
+    await run_jobs(settings)  # finished jobs no longer count
+    await submit(client, world)

@@ -1,0 +1,55 @@
+"""A killed worker's extract runs again on another worker within seconds, even though arq's own
+in-progress key would hold it for the job timeout plus ten seconds: the heartbeat in Postgres tells
+the sweeper the worker is dead."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from tests.test_extract import seed_site, submit
+from tests.test_extract_reliability import _job, _start_worker, _stop
+from tests.world import SITE_A
+
+pytestmark = pytest.mark.slow
+RECOVERY_TARGET_SECONDS = 10.0
+
+
+async def test_a_killed_workers_extract_runs_again_within_seconds(client, world, pool, settings, tmp_path):
+    await world.standard()
+    n = 600_000
+    await seed_site(pool, SITE_A, n)
+    job_uuid = await submit(client, world)
+    # The extract timeout stays at its default (30 s): recovery must not wait for it.
+    env = {"PARTICIPANTS_EXTRACT_STALE_SECONDS": "4"}
+    doomed = _start_worker(settings, tmp_path / "doomed.log", queue="extract", **env)
+    survivor = None
+    try:
+        deadline = time.monotonic() + 60
+        while not ((job := await _job(pool, job_uuid))["status"] == "IN_PROGRESS" and job["rows_done"] > 0):
+            assert job["status"] in ("IN_QUEUE", "IN_PROGRESS") and time.monotonic() < deadline, job["status"]
+            await asyncio.sleep(0.005)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+        killed_at = time.monotonic()
+        assert (await _job(pool, job_uuid))["status"] == "IN_PROGRESS", "the job finished before the kill"
+        # Another worker (and the sweeper) takes over; its own start-up counts against the target.
+        survivor = _start_worker(settings, tmp_path / "survivor.log", queue="all", **env)
+        while (job := await _job(pool, job_uuid))["attempts"] < 2:
+            assert time.monotonic() - killed_at < 30, (tmp_path / "survivor.log").read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        rerun_after = time.monotonic() - killed_at
+        while (job := await _job(pool, job_uuid))["status"] != "COMPLETED":
+            assert job["status"] in ("IN_QUEUE", "IN_PROGRESS"), (job["status"], job["error"])
+            assert time.monotonic() - killed_at < 90, (tmp_path / "survivor.log").read_text()[-3000:]
+            await asyncio.sleep(0.1)
+    finally:
+        for proc in (doomed, survivor):
+            if proc is not None:
+                _stop(proc)
+    print(f"\nrecovery: the killed worker's extract ran again {rerun_after:.1f} s after the kill")
+    assert rerun_after < RECOVERY_TARGET_SECONDS
+    assert job["attempts"] == 2 and job["row_count"] == n

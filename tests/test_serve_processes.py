@@ -1,0 +1,76 @@
+"""``participants serve --processes N``: one port, N processes, metrics summed across them, and a
+clean stop of all of them on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from service.dev.embedded import free_port, reachable
+from service.settings import Settings
+from service.web.processes import pool_max_per_process, process_count
+from tests.test_cli import ROOT, cli_env
+
+
+def children_of(pid: int) -> list[int]:
+    out = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(x) for x in out]
+
+
+def test_pools_are_sized_to_stay_within_the_total() -> None:
+    settings = Settings(db_pool_max=20, db_connections_total=50)
+    assert pool_max_per_process(settings, 1) == 20
+    assert pool_max_per_process(settings, 4) == 12  # 4 x 12 = 48 <= 50
+    assert pool_max_per_process(settings, 100) == 1
+    assert process_count(Settings(processes=3), None) == 3
+    assert process_count(Settings(processes=3), 2) == 2
+    assert process_count(Settings(), None) >= 1
+
+
+@pytest.mark.slow
+async def test_two_processes_share_the_port_and_the_metrics(settings) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--processes", "2"], cwd=ROOT,
+        env=cli_env(settings, PARTICIPANTS_PORT=str(port), PARTICIPANTS_DB_CONNECTIONS_TOTAL="10"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (reachable("127.0.0.1", port, 0.2) and len(children_of(proc.pid)) == 2):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        workers = children_of(proc.pid)
+        requests = 60
+        for _ in range(requests):
+            # A new connection each time, so the kernel spreads them over both processes.
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            text = await resp.text()
+        counted = sum(
+            float(m.group(1))
+            for m in re.finditer(r'^participants_http_requests_total\{[^}]*route="/healthz"[^}]*\} ([\d.e+]+)$', text, re.M)
+        )
+        # Whichever process answered, the count is every process's: 60, not the share of one.
+        assert counted == requests, text[:3000]
+        assert all(Path(f"/proc/{pid}").exists() for pid in workers)
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        time.sleep(0.2)
+        assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+                       for pid in workers)
+        assert not reachable("127.0.0.1", port, 0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
