@@ -116,11 +116,19 @@ class Settings(BaseSettings):
     # false answers 409 instead.
     oc4_polling_compat: bool = True
 
+    # /metrics reads job counts from Postgres and Redis at most this often per API process; scrapes
+    # in between (and scrapes arriving together) share the last reading.
+    metrics_refresh_seconds: float = Field(default=5.0, ge=0)
+    # When set, a scrape must send `Authorization: Bearer <token>`; unset, /metrics is open (keep it
+    # behind the network edge then).
+    metrics_token: str | None = None
+
     log_level: str = "INFO"
     log_json: bool = True
 
     @field_validator(
-        "jwt_secret", "oidc_issuer", "oidc_audience", "oidc_client_id", "oidc_client_secret", "jwks_url"
+        "jwt_secret", "oidc_issuer", "oidc_audience", "oidc_client_id", "oidc_client_secret", "jwks_url",
+        "metrics_token",
     )
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:

@@ -13,6 +13,7 @@ No label ever holds personal data: routes are templates, the rest are fixed voca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -37,7 +38,10 @@ JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1
 
 
 class JobsCollector(Collector):
-    """What workers did, as of the last ``refresh`` (the ``/metrics`` handler refreshes before each scrape)."""
+    """What workers did, as of the last ``refresh``. The ``/metrics`` handler calls ``ensure_fresh``:
+    the aggregate queries run at most once per ``metrics_refresh_seconds``, and scrapes that arrive
+    while one runs wait for it instead of starting their own, so fifty scrapers cost Postgres what
+    one does."""
 
     def __init__(self) -> None:
         self.jobs: list[tuple[str, str, int]] = []
@@ -47,6 +51,24 @@ class JobsCollector(Collector):
         self.worker_up: dict[str, bool] = {}
         self.webhook_attempts: list[tuple[str, int]] = []
         self.refresh_ok = False
+        self.refreshed_at: float | None = None  # time.monotonic() of the last reading
+        self._refreshing: asyncio.Future[None] | None = None
+
+    async def ensure_fresh(self, pool: asyncpg.Pool, redis: Any, settings: Settings) -> None:
+        now = time.monotonic()
+        if self.refreshed_at is not None and now - self.refreshed_at < settings.metrics_refresh_seconds:
+            return
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh_once(pool, redis, settings))
+        # shield: a scraper that hangs up must not cancel the reading the others wait for
+        await asyncio.shield(self._refreshing)
+
+    async def _refresh_once(self, pool: asyncpg.Pool, redis: Any, settings: Settings) -> None:
+        try:
+            await self.refresh(pool, redis, settings)
+        finally:
+            self.refreshed_at = time.monotonic()
+            self._refreshing = None
 
     async def refresh(self, pool: asyncpg.Pool, redis: Any, settings: Settings) -> None:
         try:

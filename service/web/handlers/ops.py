@@ -1,11 +1,13 @@
 """The service's own face: liveness, readiness, Prometheus metrics, the OpenAPI document and its
-reference page. All at the root (not under the OC4 prefix) and without authentication: they carry
-no personal data. Put ``/metrics`` and ``/docs`` behind the network's edge if they must not be public.
+reference page. All at the root (not under the OC4 prefix) and without a user's token: they carry
+no personal data. ``/metrics`` takes its own bearer token when ``PARTICIPANTS_METRICS_TOKEN`` is set;
+otherwise put it and ``/docs`` behind the network's edge if they must not be public.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,11 +105,22 @@ async def readyz(request: web.Request) -> web.Response:
     return model_response(Readiness(status="ready", checks=checks))
 
 
-@_service("Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}})
+def _scrape_allowed(request: web.Request) -> bool:
+    token = request.app[SETTINGS].metrics_token
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@_service("Prometheus metrics (a bearer token when PARTICIPANTS_METRICS_TOKEN is set)",
+          {"text/plain": {"schema": {"type": "string"}}}, 401)  # fmt: skip
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
+    if not _scrape_allowed(request):
+        raise ApiError("unauthenticated", headers={"WWW-Authenticate": "Bearer"})
     m = app[METRICS]
-    await m.jobs.refresh(app[DB], app[REDIS], app[SETTINGS])
+    await m.jobs.ensure_fresh(app[DB], app[REDIS], app[SETTINGS])
     return web.Response(body=generate_latest(m.exposed()), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
