@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # is dead and the job runs again elsewhere (the attempt number fences the old one's writes).
     extract_stale_seconds: float = Field(default=5.0, gt=0)
     # Unfinished (queued or running) jobs one user may have at once; beyond it a submit is 429.
+    # An Idempotency-Key's answer is replayed for this long; a claim whose request never finished
+    # (its process died) is taken over after the lease, which must exceed any request's duration.
+    idempotency_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
+    idempotency_lease_seconds: float = Field(default=600.0, gt=0)
     max_active_jobs_per_user: int = Field(default=10, ge=1)
     job_max_attempts: int = Field(default=5, ge=1)
     default_max_jobs: int = Field(default=10, ge=1)  # concurrent jobs per default-queue worker (bulk: 2 connections each)

@@ -21,6 +21,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalidRequestBody": 400,
     "invalidRegisterParameter": 400,
     "invalidParameter": 400,
+    "invalidIdempotencyKey": 400,  # empty, over 255 characters, or a control character
     "participantIDEmpty": 400,
     "participantIDContainsUnsupportedHTMLCharacter": 400,
     "participantIDLongerThan30Characters": 400,
@@ -70,6 +71,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "participantIDNotUnique": 409,
     "bulkUploadNotSupportSystemGeneratedSetting": 409,
     "jobInProgress": 409,
+    "requestInProgress": 409,  # the first request with this Idempotency-Key is still being worked on
     "jobFailed": 409,
     "jobNotRetryable": 409,
     "jobNotCancellable": 409,
@@ -77,11 +79,12 @@ STATUS_BY_CODE: dict[str, int] = {
     "participantSiteToStudyReassignmentNotAllowed": 409,
     "alreadyExists": 409,
     "participantIDGenerationFailed": 409,
-    # 410, 413, 415, 416, 429
+    # 410, 413, 415, 416, 422, 429
     "fileExpired": 410,
     "fileTooLarge": 413,
     "unsupportedMediaType": 415,
     "rangeNotSatisfiable": 416,
+    "idempotencyKeyReused": 422,  # the same Idempotency-Key came with a different request
     "tooManyAttempts": 429,
     "tooManyJobs": 429,
     # 5xx: only for our own or our dependencies' failures, never for input

@@ -13,10 +13,12 @@
   loop is stuck. If a stuck one wakes up, its attempt number is stale: ``finish_job`` and the
   heartbeat only touch the row of the current attempt, so its results are never recorded.
 - ``expire_jobs`` (every 30 s): completed files past retention are deleted; the job becomes ``EXPIRED``.
+- ``forget_idempotency_keys`` (every 5 minutes): Idempotency-Key answers past retention.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from uuid import UUID
@@ -26,7 +28,9 @@ from arq import cron
 from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 
+from service.core import idempotency
 from service.core import jobs as job_store
+from service.core.storage import StorageError
 from service.settings import Settings
 
 log = logging.getLogger("participants.worker.maintenance")
@@ -101,7 +105,19 @@ async def expire_jobs(ctx: dict[str, Any]) -> int:
     return len(expired)
 
 
+async def forget_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """Drop Idempotency-Key answers past retention, and the stored bodies of large ones."""
+    settings: Settings = ctx["settings"]
+    async with ctx["db"].acquire() as conn:
+        body_keys = await idempotency.purge_expired(conn, settings.idempotency_retention_seconds, EXPIRE_BATCH)
+    for key in filter(None, body_keys):
+        with contextlib.suppress(StorageError):  # an object left behind holds no job; retried never
+            await ctx["storage"].delete(key)
+    return len(body_keys)
+
+
 CRON_JOBS: list[CronJob] = [
     cron(sweep_jobs, second=set(range(0, 60, 2)), run_at_startup=True, timeout=60),
     cron(expire_jobs, second={5, 35}, run_at_startup=True, timeout=300),
+    cron(forget_idempotency_keys, minute=set(range(0, 60, 5)), second={50}, run_at_startup=True, timeout=300),
 ]

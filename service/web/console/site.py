@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.multipart import BodyPartReader
 
 from service.core import directory
+from service.core.bulk.spool import spool
 from service.core.bulk.summary import check_bulk_allowed, oc4_timestamp
 from service.core.errors import ApiError
 from service.core.participants import ParticipantIn, list_participants, save_participant
@@ -25,7 +26,7 @@ from service.web.console.guard import check_csrf, page
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT, SESSION
 from service.web.handlers import bulk, extracts, jobs
-from service.web.resources import DB
+from service.web.resources import DB, SETTINGS
 
 PAGE_SIZE = 50
 FORM_FIELDS = ("subjectKey", "firstName", "lastName", "emailAddress", "phoneNumber", "identifier")
@@ -197,10 +198,12 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
     ):
         raise ApiError("notSupportedFileFormat")
     created_at = oc4_timestamp(dt.datetime.now(dt.UTC))
-    async with request.app[DB].acquire() as conn:
-        scope = await _site_scope(request, conn)
-        check_bulk_allowed(scope)
-        response = await bulk.submit_bulk_job(request, conn, scope, _csv_chunks(part), created_at)
+    max_bytes = request.app[SETTINGS].bulk_max_bytes
+    with await spool(_csv_chunks(part), max_bytes) as file:  # no connection held while the file arrives
+        async with request.app[DB].acquire() as conn:
+            scope = await _site_scope(request, conn)
+            check_bulk_allowed(scope)
+            response = await bulk.submit_bulk_job(request, conn, scope, file, created_at, None)
     job_uuid = response.headers["Location"].rsplit("/", 1)[-1]
     raise redirect(request, f"/jobs/{job_uuid}")
 

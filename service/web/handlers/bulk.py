@@ -29,6 +29,7 @@ from service.core import audit
 from service.core import jobs as job_store
 from service.core.bulk import staging as bulk_store
 from service.core.bulk.parser import BulkCsvParser
+from service.core.bulk.spool import Spool, spool
 from service.core.bulk.summary import (
     PARAMS_SHOWN,
     BulkResult,
@@ -46,6 +47,7 @@ from service.core.roles import Scope, load_scope
 from service.core.storage import StorageError
 from service.web.apidoc import PLAIN_JOB, Query, operation
 from service.web.auth import authenticated_username
+from service.web.idempotency import Recorder, once, requested_key
 from service.web.input import FLAG_SCHEMA, accept_query, query_flag
 from service.web.replies import job_submitted, reply
 from service.web.resources import DB, REDIS, SETTINGS, STORAGE
@@ -81,25 +83,42 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
     """POST .../participants/bulk: add the participant IDs of a CSV file, all or nothing."""
     created_at = oc4_timestamp(datetime.now(UTC))
     scope: Scope | None = None
+    settings = request.app[SETTINGS]
+    pool = request.app[DB]
     try:
         study_oid = request.match_info["studyOID"]
         site_oid = request.match_info.get("siteOID")
         username = await authenticated_username(request)
-        async with request.app[DB].acquire() as conn:
+        async with pool.acquire() as conn:
             scope = await load_scope(conn, username, study_oid, site_oid)
             check_bulk_allowed(scope)
-            accept_query(request)
-            run_async = query_flag(request, "async")
-            body = await upload_body(request, request.app[SETTINGS].bulk_max_bytes)
-            if run_async:
-                return await submit_bulk_job(request, conn, scope, body, created_at)
-            return await add_from_csv(request, conn, scope, body, created_at)
+        accept_query(request)
+        run_async = query_flag(request, "async")
+        requested_key(request)  # a malformed Idempotency-Key is refused before the file is read
+        # The file arrives with no connection held (spool.py): a trickling client holds a temp file.
+        body = await upload_body(request, settings.bulk_max_bytes)
+        with await spool(body, settings.bulk_max_bytes) as file:
+            async with pool.acquire() as conn:
+                scope = await load_scope(conn, username, study_oid, site_oid)  # the right may have ended meanwhile
+                check_bulk_allowed(scope)
+                work = submit_bulk_job if run_async else add_from_csv
+                return await once(
+                    request, conn, username, file.digest,
+                    lambda recorder: work(request, conn, scope, file, created_at, recorder),
+                    on_error=lambda err: _failure(err, scope, created_at),
+                )  # fmt: skip
     except ApiError as err:
-        headers = dict(err.headers)
-        if err.status == 401:
-            headers.setdefault("WWW-Authenticate", "Bearer")
-        full_name = scope.full_name if scope is not None else ""
-        return reply(BulkResult, failure_body(err.code, full_name, created_at, err.params if err.code in PARAMS_SHOWN else None), err.status, headers)
+        return _failure(err, scope, created_at)
+
+
+def _failure(err: ApiError, scope: Scope | None, created_at: str) -> web.Response:
+    """A failure in the seed's summary shape, with the status of contract.md's table."""
+    headers = dict(err.headers)
+    if err.status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    full_name = scope.full_name if scope is not None else ""
+    params = err.params if err.code in PARAMS_SHOWN else None
+    return reply(BulkResult, failure_body(err.code, full_name, created_at, params), err.status, headers)
 
 
 # -- the body ----------------------------------------------------------------------------------
@@ -172,15 +191,16 @@ async def _raw_chunks(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def add_from_csv(
-    request: web.Request, conn: asyncpg.Connection, scope: Scope, body: AsyncIterator[bytes], created_at: str
-) -> web.StreamResponse:
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str,
+    recorder: Recorder | None,
+) -> web.StreamResponse:  # fmt: skip
     settings = request.app[SETTINGS]
     try:
-        parser = await bulk_store.stage_csv(conn, body, scope.site is not None, settings.bulk_max_bytes)
+        parser = await bulk_store.stage_csv(conn, file.chunks(), scope.site is not None, settings.bulk_max_bytes)
         outcome = await bulk_store.apply(
             conn, scope, parser.valid_rows, {"rows": parser.data_rows, "bytes": parser.bytes_read}
         )
-        return await stream_summary(request, conn, scope, outcome, created_at)
+        return await stream_summary(request, conn, scope, outcome, created_at, recorder)
     finally:
         try:
             await bulk_store.drop_staging(conn)
@@ -189,24 +209,31 @@ async def add_from_csv(
 
 
 async def stream_summary(
-    request: web.Request, conn: asyncpg.Connection, scope: Scope, outcome: bulk_store.Outcome, created_at: str
-) -> web.StreamResponse:
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, outcome: bulk_store.Outcome, created_at: str,
+    recorder: Recorder | None = None,
+) -> web.StreamResponse:  # fmt: skip
     """The seed's summary, written as it is read from the staging table (committed already)."""
     head = summary_head(outcome.added, outcome.failed, "SUCCESS", scope.full_name, created_at)
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
+
+    async def write(data: bytes) -> None:
+        if recorder is not None:
+            recorder.write(data)  # kept for an Idempotency-Key's retry
+        await resp.write(data)
+
     try:
-        await resp.write(orjson.dumps(head)[:-1] + b',"failedParticipants":[')
+        await write(orjson.dumps(head)[:-1] + b',"failedParticipants":[')
         first = True
         async for rows in bulk_store.failed_rows(conn):
-            await resp.write((b"" if first else b",") + orjson.dumps(failed_entries(rows))[1:-1])
+            await write((b"" if first else b",") + orjson.dumps(failed_entries(rows))[1:-1])
             first = False
-        await resp.write(b'],"participants":[')
+        await write(b'],"participants":[')
         first = True
         async for rows in bulk_store.added_rows(conn):
-            await resp.write((b"" if first else b",") + orjson.dumps(added_entries(rows))[1:-1])
+            await write((b"" if first else b",") + orjson.dumps(added_entries(rows))[1:-1])
             first = False
-        await resp.write(b"]}")
+        await write(b"]}")
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client left; the upload is committed all the same
@@ -226,27 +253,24 @@ SNIFF_BYTES = 64 * 1024
 
 
 async def submit_bulk_job(
-    request: web.Request, conn: asyncpg.Connection, scope: Scope, body: AsyncIterator[bytes], created_at: str
-) -> web.StreamResponse:
-    """Store the upload as it streams in, then create and enqueue the job; answer like the extract."""
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str,
+    recorder: Recorder | None,
+) -> web.StreamResponse:  # fmt: skip
+    """Store the upload, then create and enqueue the job; answer like the extract."""
     settings = request.app[SETTINGS]
     storage = request.app[STORAGE]
     assert scope.study is not None and scope.user_id is not None
     job_uuid = uuid.uuid4()
     key = upload_object_key(job_uuid)
     sniffer = BulkCsvParser(scope.site is not None, settings.bulk_max_bytes)
-    size = 0
+    sniffer.feed(file.head(SNIFF_BYTES))  # file-level errors of the first bytes, at once
+    if file.size <= SNIFF_BYTES:
+        sniffer.close()  # the whole file went through: a blank one is refused now
+    size = file.size
     try:
         async with storage.open_upload(key, content_type="text/csv") as upload:
-            async for chunk in body:
-                if size < SNIFF_BYTES and not sniffer.header_seen:
-                    sniffer.feed(chunk)  # file-level errors of the first bytes, at once
-                size += len(chunk)
-                if size > settings.bulk_max_bytes:
-                    raise ApiError("fileTooLarge")
+            async for chunk in file.chunks():
                 await upload.write(chunk)
-            if sniffer.bytes_read == size:
-                sniffer.close()  # the whole file went through: a blank one is refused now
     except StorageError:
         raise ApiError("serviceUnavailable", scope.params, headers={"Retry-After": "5"}) from None
     try:

@@ -23,6 +23,7 @@ from service.core.roles import Action, authorize, load_scope
 from service.web.apidoc import PLAIN_JOB, Link, Query, operation
 from service.web.auth import authenticated_username
 from service.web.handlers.jobs import delete_job, download_file, get_job
+from service.web.idempotency import NO_BODY, Recorder, once
 from service.web.input import FLAG_SCHEMA, accept_query
 from service.web.replies import job_submitted
 from service.web.resources import DB, REDIS, SETTINGS
@@ -53,22 +54,26 @@ async def submit_extract(request: web.Request) -> web.Response:
         authorize(scope, Action.EXTRACT)
         accept_query(request)
         options = ExtractOptions.from_query(request.query)
-        assert scope.study is not None and scope.site is not None and scope.user_id is not None
-        now = dt.datetime.now(dt.UTC)
-        job_uuid = uuid.uuid4()
-        async with conn.transaction():
-            job = await job_store.create_job(
-                conn,
-                job_type=job_store.EXTRACT_PARTICIPANTS,
-                study_id=scope.study["id"],
-                site_id=scope.site["id"],
-                owner_id=scope.user_id,
-                file_name=extract_file_name(study_oid, site_oid, now),
-                object_key=extract_object_key(job_uuid),
-                params={"studyOid": study_oid, "siteOid": site_oid, **options.to_params()},
-                job_uuid=job_uuid,
-                max_active=settings.max_active_jobs_per_user,
-            )
-            await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
-        await job_store.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
-    return job_submitted(request, job_uuid, job["status"])
+
+        async def submit(_: Recorder | None) -> web.Response:
+            assert scope.study is not None and scope.site is not None and scope.user_id is not None
+            now = dt.datetime.now(dt.UTC)
+            job_uuid = uuid.uuid4()
+            async with conn.transaction():
+                job = await job_store.create_job(
+                    conn,
+                    job_type=job_store.EXTRACT_PARTICIPANTS,
+                    study_id=scope.study["id"],
+                    site_id=scope.site["id"],
+                    owner_id=scope.user_id,
+                    file_name=extract_file_name(study_oid, site_oid, now),
+                    object_key=extract_object_key(job_uuid),
+                    params={"studyOid": study_oid, "siteOid": site_oid, **options.to_params()},
+                    job_uuid=job_uuid,
+                    max_active=settings.max_active_jobs_per_user,
+                )
+                await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
+            await job_store.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
+            return job_submitted(request, job_uuid, job["status"])
+
+        return await once(request, conn, username, NO_BODY, submit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 from service.core.participants import (
@@ -15,6 +17,7 @@ from service.core.participants import (
 from service.core.roles import Action, authorize, load_scope
 from service.web.apidoc import PAGE, Link, Query, operation
 from service.web.auth import authenticated_username
+from service.web.idempotency import Recorder, once
 from service.web.input import FLAG_SCHEMA, accept_query, page_params, parse_register, read_json_model
 from service.web.replies import reply
 from service.web.resources import DB
@@ -81,12 +84,15 @@ async def add_participant(request: web.Request) -> web.Response:
     """POST .../participants: add, update, reassign or register one participant."""
     study_oid, site_oid = _oids(request)
     username = await authenticated_username(request)
-    await request.read()  # received before a connection is taken; parsed after the access checks
+    raw = await request.read()  # received before a connection is taken; parsed after the access checks
     async with request.app[DB].acquire() as conn:
         scope = await load_scope(conn, username, study_oid, site_oid)
         authorize(scope, _write_action(site_oid))  # OC4's order: who and where before what
         accept_query(request)
-        register = parse_register(request)
-        body = await read_json_model(request, ParticipantIn, scope.params)
-        result = await save_participant(conn, scope, body, register)
-    return reply(ParticipantOut, result)
+
+        async def save(_: Recorder | None) -> web.Response:
+            register = parse_register(request)
+            body = await read_json_model(request, ParticipantIn, scope.params)
+            return reply(ParticipantOut, await save_participant(conn, scope, body, register))
+
+        return await once(request, conn, username, hashlib.sha256(raw).digest(), save)
