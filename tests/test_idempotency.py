@@ -174,7 +174,7 @@ async def test_an_expired_key_runs_again(client, world):
     assert await _count(world, "jobs") == 2
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9"])
 async def test_a_malformed_key_is_400(client, world, key):
     await world.standard()
     got = await expect(await client.post(ADD, json=PERSON, headers=_with_key(world, "crc_a", key)), 400)

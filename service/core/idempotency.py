@@ -44,7 +44,7 @@ class Kept:
 
 
 def check_key(key: str) -> str:
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
         raise ApiError("invalidIdempotencyKey", {"maxLength": MAX_KEY_LENGTH})
     return key
 

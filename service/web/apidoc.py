@@ -60,6 +60,7 @@ class Op:
     error_model: Any = ErrorBody
     errors: tuple[int, ...] = ()  # statuses beyond the common ones (see the module docstring)
     links: tuple[Link, ...] = ()
+    idempotent: bool = False  # takes an Idempotency-Key header (web/idempotency.py): 409, 422 too
 
     def statuses(self) -> list[int]:
         """Every error status this operation can answer."""
@@ -68,6 +69,8 @@ class Op:
         common = {400, 401, 403, 404, 503}
         if self.body is not None or self.body_media is not None:
             common |= {413, 415}
+        if self.idempotent:
+            common |= {409, 422}
         return sorted(common | set(self.errors))
 
 

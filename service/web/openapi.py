@@ -120,6 +120,15 @@ def _responses(op: Op, ref: Any, links: dict[int, dict[str, Any]]) -> dict[str, 
     return responses
 
 
+IDEMPOTENCY_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retry-safe submit: the same key and request within 24 h answers the first answer again",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+
 def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]:
     routes = [
         r for r in app.router.routes()
@@ -141,6 +150,8 @@ def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]
         ]
         params += [{"name": q.name, "in": "query", "required": q.required, "schema": q.schema,
                     **({"description": q.description} if q.description else {})} for q in op.query]  # fmt: skip
+        if op.idempotent:
+            params.append(IDEMPOTENCY_KEY_PARAMETER)
         operation: dict[str, Any] = {
             "summary": op.summary,
             "tags": [op.tag],

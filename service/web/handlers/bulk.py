@@ -78,6 +78,7 @@ MULTIPART_OVERHEAD = 64 * 1024
     },
     error_model=BulkResult,
     errors=(409, 429),  # 429: the per-user quota of unfinished jobs
+    idempotent=True,
 )
 async def bulk_upload(request: web.Request) -> web.StreamResponse:
     """POST .../participants/bulk: add the participant IDs of a CSV file, all or nothing."""

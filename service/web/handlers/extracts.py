@@ -43,6 +43,7 @@ from service.web.resources import DB, REDIS, SETTINGS
     errors=(409, 429),  # 429: the per-user quota of unfinished jobs
     links=tuple(Link(name, target, {"jobUuid": "$response.header.Job-Uuid"})
                 for name, target in (("status", get_job), ("download", download_file), ("delete", delete_job))),
+    idempotent=True,
 )  # fmt: skip
 async def submit_extract(request: web.Request) -> web.Response:
     study_oid = request.match_info["studyOID"]

@@ -79,6 +79,7 @@ def _same_participant(name: str, target: object) -> Link:
     query=[Query("register", FLAG_SCHEMA, "y/n/yes/no, any case; default n")],
     errors=(409,),
     links=(_same_participant("remove", remove_participant), _same_participant("restore", restore_participant)),
+    idempotent=True,
 )  # fmt: skip
 async def add_participant(request: web.Request) -> web.Response:
     """POST .../participants: add, update, reassign or register one participant."""
