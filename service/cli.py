@@ -83,11 +83,13 @@ async def _serve(settings: Settings, stop: asyncio.Event, *, child: bool = False
     leaves the migrations to its supervisor."""
     from service.core.db import migrate_dsn
     from service.web.app import create_app
+    from service.web.server import ApiRunner
 
     assert settings.database_url
     if not child:
         await migrate_dsn(settings.database_url)
-    runner = web.AppRunner(
+    # ApiRunner: aiohttp's own parse errors answer the JSON error body and log no request bytes.
+    runner = ApiRunner(
         create_app(settings), access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds
     )
     await runner.setup()
