@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -96,6 +97,11 @@ async def _serve(settings: Settings, stop: asyncio.Event, *, child: bool = False
         create_app(settings), access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds
     )
     await runner.setup()
+    # What starting made (modules, the app, its pools) lives as long as the process: frozen out of
+    # the cyclic garbage collector's sight, its full collections, which hold the event loop, scan
+    # only what requests made since (the startup objects alone took 15 to 50 ms a collection).
+    gc.collect()
+    gc.freeze()
     try:
         await web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_port=child or None).start()
         log.info("listening", extra={"host": settings.host, "port": settings.port})
