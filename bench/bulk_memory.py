@@ -69,15 +69,16 @@ def write_long_line(path: Path, size: int) -> int:
 
 def _poll(port: int, ready: Any, halt: Any, out: Any) -> None:
     """The poller process: ``GET /healthz`` every POLL_EVERY seconds on one keep-alive connection
-    until ``halt`` is set; then send (latencies in ms, failures) through ``out``."""
-    latencies: list[float] = []
+    until ``halt`` is set; then send ([(sent at, time.monotonic(); latency in ms)], failures)
+    through ``out``. (Linux's monotonic clock is one for every process.)"""
+    latencies: list[tuple[float, float]] = []
     failures = 0
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/healthz")  # connected and answered once before anything is measured
     conn.getresponse().read()
     ready.set()
     while not halt.is_set():
-        t0 = time.perf_counter()
+        at, t0 = time.monotonic(), time.perf_counter()
         try:
             conn.request("GET", "/healthz")
             resp = conn.getresponse()
@@ -88,7 +89,7 @@ def _poll(port: int, ready: Any, halt: Any, out: Any) -> None:
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         if ok:
-            latencies.append((time.perf_counter() - t0) * 1000)
+            latencies.append((at, (time.perf_counter() - t0) * 1000))
         else:
             failures += 1
         halt.wait(POLL_EVERY)
@@ -105,7 +106,7 @@ class HealthPoller:
         self._ready, self._halt = ctx.Event(), ctx.Event()
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_poll, args=(port, self._ready, self._halt, send), daemon=True)
-        self.latencies: list[float] = []
+        self.latencies: list[tuple[float, float]] = []
         self.failures = 0
 
     def start(self) -> None:
@@ -146,6 +147,18 @@ class PeakRss:
         return max(self.sampled, rss_mb(self.pid)[1]) if self.kernel else self.sampled
 
 
+PHASES = ("sending", "waiting", "answer")  # body going out; body sent, no answer yet; answer coming in
+
+
+def phase_p99(latencies: list[tuple[float, float]], marks: list[float]) -> dict[str, tuple[float, int]]:
+    """/healthz p99 and count per phase of the upload (by when each request was sent)."""
+    out = {}
+    for name, start, end in zip(PHASES, marks, marks[1:]):
+        values = [ms for at, ms in latencies if start <= at < end]
+        out[name] = (percentile(values, 0.99), len(values))
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -153,11 +166,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def upload(port: int, target: str, token: str, path: Path) -> tuple[float, str]:
+async def upload(port: int, target: str, token: str, path: Path) -> tuple[float, str, list[float]]:
     """POST the file as multipart, the whole of it whatever the server answers meanwhile (as a
     client that reads the answer only once it has sent the body does; aiohttp's client would stop
     at an early answer, and a refused file would then cost the server nothing). Return (seconds to
-    the end of the answer, a short account of it). Only the answer's first bytes are kept: a 1M-row
+    the end of the answer, a short account of it, the monotonic times it started, had sent the body,
+    had the answer's first byte and had it all). Only the answer's first bytes are kept: a 1M-row
     summary is some 50 MB of JSON."""
     boundary = "bench" + secrets.token_hex(12)
     part_head = (
@@ -166,7 +180,7 @@ async def upload(port: int, target: str, token: str, path: Path) -> tuple[float,
     ).encode()
     part_tail = f"\r\n--{boundary}--\r\n".encode()
     length = len(part_head) + path.stat().st_size + len(part_tail)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
@@ -184,9 +198,12 @@ async def upload(port: int, target: str, token: str, path: Path) -> tuple[float,
         await writer.drain()
     except ConnectionError:
         sent_all = False  # the server closed the connection first; its answer may still be there
+    sent = time.monotonic()
     head = b""
+    first_byte = None
     try:
         while data := await reader.read(1 << 16):
+            first_byte = first_byte or time.monotonic()
             if len(head) < 4096:
                 head += data[:4096]
     except ConnectionError:
@@ -201,7 +218,8 @@ async def upload(port: int, target: str, token: str, path: Path) -> tuple[float,
         added = text.split('"uploadCount":', 1)[1].split(",", 1)[0]
         failed = text.split('"failureCount":', 1)[1].split(",", 1)[0]
         counts = f", {int(added):,} added, {int(failed):,} failed"
-    return seconds, f"{status} {message}{counts}{'' if sent_all else ' (closed before the whole file was sent)'}"
+    account = f"{status} {message}{counts}{'' if sent_all else ' (closed before the whole file was sent)'}"
+    return seconds, account, [started, sent, first_byte or sent, time.monotonic()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         token = mint_token(Settings(jwt_secret=BENCH_SECRET), USER, 7200)
         print(f"bulk_memory: {args.mb:g} MB one-cell and one-line files, {args.rows:,}-row file "
               f"({files[2][2] / 1e6:.1f} MB); /healthz every {POLL_EVERY * 1000:.0f} ms meanwhile", flush=True)
-        results: list[tuple[float, float]] = []  # (RSS growth MB, p99 ms)
+        results: list[tuple[float, float]] = []  # (RSS growth MB, worst phase p99 ms)
         with running_service(dsn, PARTICIPANTS_STORAGE_PATH=str(tmp / "storage")) as (base, proc):
             target = SITE_PATH.format(study=STUDY, site="{site}")
             port = int(base.rsplit(":", 1)[1])
@@ -240,27 +258,34 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1.0)
             idle.stop()
             baseline = rss_mb(proc.pid)[0]
-            print(f"  API RSS after warm-up {baseline:.1f} MB; /healthz idle p50 {percentile(idle.latencies, 0.5):.1f} ms"
-                  f" p99 {percentile(idle.latencies, 0.99):.1f} ms", flush=True)
+            idle_ms = [ms for _, ms in idle.latencies]
+            print(f"  API RSS after warm-up {baseline:.1f} MB; /healthz idle p50 {percentile(idle_ms, 0.5):.1f} ms"
+                  f" p99 {percentile(idle_ms, 0.99):.1f} ms", flush=True)
             for (label, path, nbytes), site in zip(files, sites[1:]):
                 peak = PeakRss(proc.pid)
                 poller = HealthPoller(port)
                 poller.start()
-                seconds, answer = asyncio.run(upload(port, target.format(site=site), token, path))
+                seconds, answer, marks = asyncio.run(upload(port, target.format(site=site), token, path))
                 poller.stop()
                 growth = peak.peak() - baseline
-                lat = poller.latencies
-                p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
-                results.append((growth, p99))
+                lat = [ms for at, ms in poller.latencies if marks[0] <= at < marks[-1]]
+                phases = phase_p99(poller.latencies, marks)
+                # The verdict takes the worst phase: a long quiet one (the insert runs in Postgres)
+                # must not average away a busy one.
+                worst = max((p99 for p99, n in phases.values() if n), default=float("nan"))
+                results.append((growth, worst))
                 print(f"  {label} {nbytes / 1e6:5.1f} MB: {answer} in {seconds:.2f} s;"
-                      f" peak RSS growth {growth:+6.1f} MB (now {rss_mb(proc.pid)[0] - baseline:+.1f});"
-                      f" /healthz p50 {p50:.1f} ms p99 {p99:.1f} ms max {max(lat, default=float('nan')):.1f} ms"
-                      f" (n={len(lat)}{f', {poller.failures} failed' if poller.failures else ''})", flush=True)
+                      f" peak RSS growth {growth:+6.1f} MB (now {rss_mb(proc.pid)[0] - baseline:+.1f} MB)", flush=True)
+                print(f"      /healthz: p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, max"
+                      f" {max(lat, default=float('nan')):.1f} ms (n={len(lat)}"
+                      f"{f', {poller.failures} failed' if poller.failures else ''}); p99 "
+                      + ", ".join(f"{name} {p99:.1f} ms (n={n}, {marks[k + 1] - marks[k]:.1f} s)"
+                                  for k, (name, (p99, n)) in enumerate(phases.items())), flush=True)
         worst_rss = max(g for g, _ in results)
         worst_p99 = max(p for _, p in results)
         rss_ok, p99_ok = worst_rss < RSS_TARGET_MB, worst_p99 < P99_TARGET_MS
         print(f"  bulk memory: worst peak RSS growth {worst_rss:.1f} MB, ratio {worst_rss / RSS_TARGET_MB:.2f}x of"
-              f" the {RSS_TARGET_MB:.0f} MB target; worst /healthz p99 {worst_p99:.1f} ms, ratio"
+              f" the {RSS_TARGET_MB:.0f} MB target; worst /healthz p99 (any phase) {worst_p99:.1f} ms, ratio"
               f" {worst_p99 / P99_TARGET_MS:.2f}x of the {P99_TARGET_MS:.0f} ms target", flush=True)
         print(f"  verdict: RSS growth < {RSS_TARGET_MB:.0f} MB {'met' if rss_ok else 'NOT MET'};"
               f" /healthz p99 < {P99_TARGET_MS:.0f} ms {'met' if p99_ok else 'NOT MET'}", flush=True)
