@@ -5,7 +5,8 @@ stall its event loop?
 
 The API runs as a real separate process (``participants serve``, one process, default settings:
 the 50 MiB body limit included) on a fresh database. After a warm-up its RSS is the baseline; then
-three files are uploaded in turn to the synchronous endpoint (multipart, as OC4 clients send):
+three files are uploaded in turn to the synchronous endpoint (multipart, as OC4 clients send),
+each sent whole over a raw socket whatever the API answers meanwhile:
 
 a. one quoted cell of ``--mb`` MB holding half as many newlines (``"a\\na\\n...``): one CSV record
    spanning the whole file, the case a line-based reader would buffer whole;
@@ -15,9 +16,12 @@ c. a valid file of ``--rows`` participant IDs (all added, the whole summary stre
 While each uploads, a separate process polls ``GET /healthz`` over one keep-alive connection, one
 request every 10 ms, and records each latency. Printed per file: the answer, the peak RSS growth
 over the baseline (the kernel's high-water mark ``VmHWM``, reset before each file through
-``/proc/<pid>/clear_refs``; a 5 ms ``VmRSS`` sampler where that reset is refused) and /healthz
-p50/p99; then the worst of each against its target (RSS growth < 100 MB, /healthz p99 < 50 ms)
-as ratios. Measures, never asserts: it fails only if the service does not answer.
+``/proc/<pid>/clear_refs``; a 5 ms ``VmRSS`` sampler where that reset is refused), /healthz
+p50/p99/max, and its p99 in each phase of the upload: ``sending`` (the body going out), ``waiting``
+(sent, no answer yet: for the valid file, Postgres inserting) and ``answer`` (the answer coming
+in: the summary, streamed). Then the worst of each against its target (RSS growth < 100 MB,
+/healthz p99 < 50 ms in every phase) as ratios, and a verdict. Measures, never asserts: it fails
+only if the service does not answer.
 """
 
 from __future__ import annotations
