@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.add_participant", "bench.bulk_upload", "bench.extract", "bench.many_extracts"]
+BENCHMARKS = [
+    "bench.add_participant", "bench.bulk_upload", "bench.bulk_memory", "bench.extract", "bench.many_extracts",
+]
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RATIO_LINES = {
     "add_participant": r"add participant, 1 API process\(es\):.*ratio \d+\.\d+x",
     "bulk_upload": r"HTTP upload, end to end .* ratio \d+\.\d+",
+    "bulk_memory": r"bulk memory: worst peak RSS growth .* ratio \d+\.\d+x .* ratio \d+\.\d+x",
     "extract": r"ratio job/floor\s+\d+\.\d+x",
     "many_extracts": r"1 worker process\(es\): all COMPLETED .* ratio \d+\.\d+x",
 }

@@ -179,3 +179,36 @@ async def test_make_run_gives_every_demo_user_a_fresh_password(pool):
         for username, password in second.items():
             assert await accounts.verify_password(conn, username, password)
             assert not await accounts.verify_password(conn, username, first[username])
+
+
+async def test_disable_and_enable_user_like_the_admin_api_does(settings, world, client, pool):
+    """`disable-user` / `enable-user` go through the admin API's own change and audit row; only the
+    actor differs: "cli", with no user id (never a user who happens to be called cli)."""
+    await world.standard()
+    url = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
+    assert (await client.get(url, headers=world.auth("crc_a"))).status == 200
+
+    done = run_cli(settings, "disable-user", "crc_a")
+    assert done.returncode == 0 and done.stdout.strip() == "crc_a disabled", done.stderr
+    assert (await client.get(url, headers=world.auth("crc_a"))).status == 403  # at once: no token cache
+    resp = await client.patch("/admin/api/users/crc_a", json={"disabled": False}, headers=world.auth("admin"))
+    assert resp.status == 200, await resp.text()
+    assert (await client.get(url, headers=world.auth("crc_a"))).status == 200
+    done = run_cli(settings, "disable-user", "crc_a")
+    assert done.returncode == 0, done.stderr
+    done = run_cli(settings, "enable-user", "crc_a")
+    assert done.returncode == 0 and done.stdout.strip() == "crc_a enabled", done.stderr
+    assert (await client.get(url, headers=world.auth("crc_a"))).status == 200
+
+    nobody = run_cli(settings, "disable-user", "nobody")
+    assert nobody.returncode == 1 and "userNotFound" in nobody.stderr
+    admin_id = await pool.fetchval("SELECT id FROM users WHERE username = 'admin'")
+    rows = await pool.fetch(
+        "SELECT user_id, username, action, details FROM audit_log WHERE action LIKE 'admin.%' ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [
+        (None, "cli", "admin.user.update", {"user": "crc_a", "disabled": True}),
+        (admin_id, "admin", "admin.user.update", {"user": "crc_a", "disabled": False}),
+        (None, "cli", "admin.user.update", {"user": "crc_a", "disabled": True}),
+        (None, "cli", "admin.user.update", {"user": "crc_a", "disabled": False}),
+    ]

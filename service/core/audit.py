@@ -26,6 +26,11 @@ class Actor:
     username: str
 
 
+# Acts done with the ``participants`` command (an operator at the service's own machine): no user id,
+# so never mistaken for a user who happens to be called "cli".
+CLI = Actor(user_id=None, username="cli")
+
+
 _INSERT = """
 INSERT INTO audit_log (user_id, username, action, study_id, site_id, participant_id, job_uuid, details)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)

@@ -1,7 +1,8 @@
 """The deployment's directory: studies, sites, users and role assignments.
 
-Used by the admin API, the CLI (``create-user``), the demo seed and the tests: one way to set
-things up. Functions take a connection and plain values and raise ``ApiError`` on conflicts.
+Used by the admin API, the CLI (``create-user``, ``disable-user``, ``enable-user``), the demo seed
+and the tests: one way to set things up. Functions take a connection and plain values and raise
+``ApiError`` on conflicts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from service.core import audit
 from service.core.errors import ApiError
 from service.core.participant_ids import template_errors
 from service.core.roles import ALL_ROLES
@@ -260,6 +262,19 @@ async def patch_user(conn: asyncpg.Connection, username: str, patch: UserPatch) 
     if row is None:
         raise ApiError("userNotFound", {"username": username[:255]})
     return user_view(row)
+
+
+async def update_user(
+    conn: asyncpg.Connection, actor: audit.Actor, username: str, patch: UserPatch
+) -> dict[str, Any]:
+    """``patch_user`` and its audit row (``admin.user.update``: the user and the flags set), in one
+    transaction: the admin API's ``PATCH /admin/api/users/{username}`` and the CLI's
+    ``disable-user`` / ``enable-user`` (actor ``audit.CLI``) change a user the same way."""
+    async with conn.transaction():
+        user = await patch_user(conn, username, patch)
+        changes = patch.model_dump(exclude_none=True)
+        await audit.record_by(conn, actor, "admin.user.update", {"user": username, **changes})
+    return user
 
 
 async def get_user(conn: asyncpg.Connection, username: str) -> asyncpg.Record:

@@ -18,6 +18,7 @@ from service.core.storage import StorageUnavailable
 
 STATUS_BY_CODE: dict[str, int] = {
     # 400: the request itself is wrong
+    "invalidRequest": 400,  # refused by the HTTP parser: a malformed request line or header
     "invalidRequestBody": 400,
     "invalidRegisterParameter": 400,
     "invalidParameter": 400,
@@ -79,14 +80,16 @@ STATUS_BY_CODE: dict[str, int] = {
     "participantSiteToStudyReassignmentNotAllowed": 409,
     "alreadyExists": 409,
     "participantIDGenerationFailed": 409,
-    # 410, 413, 415, 416, 422, 429
+    # 410, 413, 414, 415, 416, 422, 429, 431
     "fileExpired": 410,
     "fileTooLarge": 413,
+    "urlTooLong": 414,  # the request line past the HTTP parser's limit
     "unsupportedMediaType": 415,
     "rangeNotSatisfiable": 416,
     "idempotencyKeyReused": 422,  # the same Idempotency-Key came with a different request
     "tooManyAttempts": 429,
     "tooManyJobs": 429,
+    "headersTooLarge": 431,  # a header line past the parser's limit, or too many headers
     # 5xx: only for our own or our dependencies' failures, never for input
     "internalError": 500,
     "serviceUnavailable": 503,

@@ -42,10 +42,19 @@ NO_CONTACT: list[str | None] = [None] * 5
 ROW_MAX = 1 << 20
 CELL_MAX = 64 * 1024
 FIELD_LIMIT = 2 * ROW_MAX
+# An unfinished record is parsed again once the buffer has doubled (linear time for a huge one) or
+# grown by RETRY_STEP characters, whichever comes first: the lines waiting for that retry are one
+# str object each, so this bounds their number (a cell of newlines: RETRY_STEP / 2 lines).
+RETRY_STEP = 128 * 1024
 
 
 class StagedRow(NamedTuple):
-    """One data row as COPYed into the staging table. Contact values only for rows without errors."""
+    """One data row as COPYed into the staging table. Contact values only for rows without errors.
+
+    The parser hands out plain tuples of these fields, in this order (``StagedRow._make`` names
+    them): the garbage collector stops tracking a plain tuple of strings, numbers and tuples at its
+    first collection (never a subclass's), so a million staged rows never pile up in the oldest
+    generation, whose full collections held the event loop 50 ms and more during a 1M-row upload."""
 
     row_no: int  # the record's number in the file, the header being row 1 (as a spreadsheet shows it)
     subject_key: str
@@ -54,7 +63,10 @@ class StagedRow(NamedTuple):
     email: str | None
     phone: str | None
     identifier: str | None
-    errors: list[str]
+    errors: tuple[str, ...]  # () for a valid row: a list would keep the row tracked
+
+
+Row = tuple[int, str, str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]
 
 
 class _NeedMore(Exception):
@@ -89,7 +101,12 @@ class _Lines:
         self.pending_chars = 0
 
     def rewind(self) -> None:
-        self.ready.extendleft(reversed(self.pending))
+        """Give the unfinished record's lines back, joined into one string: the reader stopped
+        inside a quoted field, so each newline in it is field content, which csv takes within a
+        "line" as well. One string instead of one object per line: a cell of a million newlines is
+        a few MB here, not tens (each line a str object of its own)."""
+        if self.pending:
+            self.ready.appendleft(self.pending[0] if len(self.pending) == 1 else "".join(self.pending))
         self.record_done()
 
 
@@ -112,6 +129,9 @@ class BulkCsvParser:
         self._reader = csv.reader(self._lines, strict=True)
         self._retry_at = 0  # don't re-parse a long pending record before this many chars are buffered
         self._buffered = 0  # chars of complete lines not yet turned into records
+        # True while the reader is stopped inside a quoted field and nothing since could end it:
+        # the unfinished record is then the one string in ``_lines.ready``.
+        self._in_quotes = False
         self._record_no = 0
         self._columns: list[tuple[int, str]] | None = None  # (index in record, staging column)
         self._key_index = 0
@@ -125,7 +145,7 @@ class BulkCsvParser:
 
     # -- bytes to lines -------------------------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> list[StagedRow]:
+    def feed(self, chunk: bytes) -> list[Row]:
         """Take the next piece of the body; return the rows it completed."""
         self.bytes_read += len(chunk)
         if self.bytes_read > self.max_bytes:
@@ -139,7 +159,7 @@ class BulkCsvParser:
         self._add_text(text)
         return self._parse()
 
-    def close(self) -> list[StagedRow]:
+    def close(self) -> list[Row]:
         """The end of the body: return the last rows; raise if the file held no header or no rows."""
         try:
             text = self._decoder.decode(b"", final=True)
@@ -151,6 +171,7 @@ class BulkCsvParser:
             self._tail, self._tail_chars = [], 0
         self._lines.eof = True
         self._retry_at = 0
+        self._in_quotes = False
         rows = self._parse()
         if self._columns is None:
             raise ApiError("blankFile")
@@ -161,6 +182,18 @@ class BulkCsvParser:
     def _add_text(self, text: str) -> None:
         if not text:
             return
+        if self._in_quotes:
+            if '"' not in text:
+                # Only a quote can end a quoted field (no escape character is set), so all of this
+                # is the same cell: appended to the record as it is, neither split into lines nor
+                # parsed again. A cell of a million newlines costs its characters, nothing more.
+                ready = self._lines.ready
+                ready.append(ready.pop() + "".join(self._tail) + text)
+                self._buffered += self._tail_chars + len(text)
+                self._tail, self._tail_chars = [], 0
+                self._check_record_size()
+                return
+            self._in_quotes = False
         if "\n" not in text:
             # One long line arriving in pieces: keep the pieces, join once (no quadratic copying).
             self._tail.append(text)
@@ -191,19 +224,22 @@ class BulkCsvParser:
 
     # -- lines to records -----------------------------------------------------------------------
 
-    def _parse(self) -> list[StagedRow]:
-        out: list[StagedRow] = []
+    def _parse(self) -> list[Row]:
+        out: list[Row] = []
         lines = self._lines
-        if self._buffered < self._retry_at:
+        if self._in_quotes or self._buffered < self._retry_at:
             return out
         while lines.ready:
             try:
                 record = next(self._reader)
             except _NeedMore:
-                # A quoted field spans past what has arrived. Try again once the buffer has doubled,
-                # so a huge multi-line cell costs linear, not quadratic, time.
-                self._retry_at = 2 * self._buffered
+                # A quoted field spans past what has arrived. Try again once the buffer has doubled
+                # or grown by RETRY_STEP: a huge multi-line cell (at most ROW_MAX) is read again at
+                # most ROW_MAX / RETRY_STEP times past its first RETRY_STEP characters.
+                self._retry_at = min(2 * self._buffered, self._buffered + RETRY_STEP)
                 lines.rewind()
+                # (The start of a next line, not given to the reader yet, may hold the closing quote.)
+                self._in_quotes = len(lines.ready) == 1 and not any('"' in t for t in self._tail)
                 self._check_record_size()
                 return out
             except StopIteration:
@@ -222,7 +258,7 @@ class BulkCsvParser:
 
     # -- records to rows ------------------------------------------------------------------------
 
-    def _record(self, record: list[str]) -> StagedRow | None:
+    def _record(self, record: list[str]) -> Row | None:
         self._record_no += 1
         if self._columns is None:
             if any(field.strip() for field in record):
@@ -235,7 +271,7 @@ class BulkCsvParser:
             return None  # an empty line, or only separators
         self.data_rows += 1
         if any(len(field) > CELL_MAX for field in record):
-            return StagedRow(self._record_no, key[:ECHO_MAX], None, None, None, None, None, ["cellTooLarge"])
+            return (self._record_no, key[:ECHO_MAX], None, None, None, None, None, ("cellTooLarge",))
         errors = participant_id_errors(key) if key else ["participantIDEmpty"]
         contact: list[str | None] = NO_CONTACT
         if self._contact_indexes:
@@ -247,9 +283,10 @@ class BulkCsvParser:
                 else:
                     errors.append("studyLevelParticipantContactNotAllowed")
         if errors:
-            return StagedRow(self._record_no, key[:ECHO_MAX], None, None, None, None, None, errors)
+            return (self._record_no, key[:ECHO_MAX], None, None, None, None, None, tuple(errors))
         self.valid_rows += 1
-        return StagedRow(self._record_no, key, *contact, errors)
+        first_name, last_name, email, phone, identifier = contact
+        return (self._record_no, key, first_name, last_name, email, phone, identifier, ())
 
     def _read_header(self, record: list[str]) -> None:
         columns: list[tuple[int, str]] = []

@@ -127,10 +127,8 @@ async def patch_user(request: web.Request) -> web.Response:
     actor = await require_admin(request)
     body = await read_json_model(request, directory.UserPatch)
     username = request.match_info["username"]
-    async with request.app[DB].acquire() as conn, conn.transaction():
-        user = await directory.patch_user(conn, username, body)
-        changes = body.model_dump(exclude_none=True)
-        await audit.record_by(conn, actor, "admin.user.update", {"user": username, **changes})
+    async with request.app[DB].acquire() as conn:
+        user = await directory.update_user(conn, actor, username, body)
     return reply(UserOut, user)
 
 
