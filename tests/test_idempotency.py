@@ -191,3 +191,44 @@ async def test_a_revoked_user_gets_no_replay(client, world):
     )
     resp = await client.post(ADD, json=PERSON, headers=headers)
     assert resp.status == 403 and "Idempotent-Replayed" not in resp.headers
+
+
+async def test_a_client_that_hangs_up_mid_summary_gets_all_of_it_on_retry(client, world, settings):
+    """The CTMS that timed out is the one that retries: the kept summary is complete, not the part
+    that was written before it left. Served as ``participants serve`` serves (aiohttp's test server
+    cancels a handler whose client left; the service's runner does not)."""
+    import socket
+    import struct
+
+    from aiohttp import web
+
+    from service.web.app import create_app
+    from service.web.server import ApiRunner
+    from tests.test_parse_errors import free_port
+
+    await world.standard()
+    runner = ApiRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        ids = [f"H-{i:06d}" for i in range(100_000)]  # a summary larger than the socket buffers
+        data = csv_bytes("ParticipantID", *ids)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        path = SITE_URL.replace("(", "%28").replace(")", "%29")
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.token('crc_a')}\r\n"
+            f"Idempotency-Key: gone\r\nContent-Type: text/csv\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+        )
+        await writer.drain()
+        assert (await reader.read(1000)).startswith(b"HTTP/1.1 200")
+        writer.close()  # leaves with most of the summary unread
+        await _kept(world)
+    finally:
+        await runner.cleanup()
+    resp = await client.post(SITE_URL, data=data, headers={**_with_key(world, "crc_a", "gone"), "Content-Type": "text/csv"})
+    body = await expect(resp, 200)
+    assert resp.headers["Idempotent-Replayed"] == "true"
+    assert len(body["participants"]) == len(ids) and body["failureCount"] == 0

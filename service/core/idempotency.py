@@ -49,9 +49,9 @@ def check_key(key: str) -> str:
     return key
 
 
-def fingerprint(method: str, path_qs: str, body_digest: bytes) -> bytes:
-    """What makes two requests "the same": method, path with query, and the body's SHA-256."""
-    return hashlib.sha256(b"\0".join((method.encode(), path_qs.encode(), body_digest))).digest()
+def fingerprint(method: str, target: str, body_digest: bytes) -> bytes:
+    """What makes two requests "the same": method, decoded path with its query, the body's SHA-256."""
+    return hashlib.sha256(b"\0".join((method.encode(), target.encode(), body_digest))).digest()
 
 
 async def claim(

@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import IO
+from urllib.parse import urlencode
 
 import asyncpg
 from aiohttp import web
@@ -39,6 +40,7 @@ class Recorder:
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=INLINE_MAX)  # noqa: SIM115
         self.size = 0
+        self.incomplete = False  # the answer was cut short: not one to replay
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -46,6 +48,12 @@ class Recorder:
 
 
 Work = Callable[[Recorder | None], Awaitable[web.StreamResponse]]
+
+
+def _target(request: web.Request) -> str:
+    """The path and query as the service understands them: ``%28`` and ``(`` are the same study,
+    and the order of query parameters means nothing."""
+    return request.path + "?" + urlencode(sorted(request.query.items()))
 
 
 def requested_key(request: web.Request) -> str | None:
@@ -66,7 +74,7 @@ async def once(
     if key is None:
         return await work(None)
     settings = request.app[SETTINGS]
-    print_ = idempotency.fingerprint(request.method, request.path_qs, body_digest)
+    print_ = idempotency.fingerprint(request.method, _target(request), body_digest)
     kept = await idempotency.claim(
         conn, username, key, print_, settings.idempotency_retention_seconds, settings.idempotency_lease_seconds
     )
@@ -80,7 +88,7 @@ async def once(
             if err.status >= 500:
                 raise
             resp = on_error(err)  # a 4xx is the answer to this request: a retry gets it again
-        if not idempotency.transient(resp.status):
+        if not (idempotency.transient(resp.status) or recorder.incomplete):
             headers = {h: resp.headers[h] for h in idempotency.KEPT_HEADERS if h in resp.headers}
             body, body_key = await _body(request, resp, recorder)
             await idempotency.keep(conn, username, key, resp.status, headers, body, body_key)
@@ -90,7 +98,7 @@ async def once(
         raise
     finally:
         recorder.file.close()
-    await _release(conn, username, key)  # not an answer to keep (5xx, 429): a retry runs the work
+    await _release(conn, username, key)  # not an answer to keep (5xx, 429, cut short): a retry runs the work
     return resp
 
 

@@ -218,10 +218,21 @@ async def stream_summary(
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
 
+    client_gone = False
+
     async def write(data: bytes) -> None:
+        nonlocal client_gone
         if recorder is not None:
             recorder.write(data)  # kept for an Idempotency-Key's retry
-        await resp.write(data)
+        if client_gone:
+            return
+        try:
+            await resp.write(data)
+        except ConnectionResetError:
+            if recorder is None:
+                raise
+            # A client that timed out is the one that retries: finish the copy it will be given.
+            client_gone = True
 
     try:
         await write(orjson.dumps(head)[:-1] + b',"failedParticipants":[')
@@ -241,6 +252,8 @@ async def stream_summary(
     except Exception as exc:  # noqa: BLE001 - headers are sent: no error response is possible
         # Headers are gone (and the upload committed): all we can do is cut the body short.
         log.warning("bulk summary interrupted", extra={"error": type(exc).__name__})
+        if recorder is not None:
+            recorder.incomplete = True  # never replay half a summary
         if request.transport is not None:
             request.transport.close()
     return resp
