@@ -199,6 +199,25 @@ async def test_bulk_upload_needs_the_csrf_field_before_the_file(client, staff, p
     assert await pool.fetchval("SELECT type FROM jobs") == "BULK_ADD_PARTICIPANTS"
 
 
+async def test_a_malformed_bulk_form_is_a_4xx_page_not_a_500(client, staff, pool):
+    await sign_in(client, "crc_a")
+    token = await page_csrf(client, SITE_A_PAGE)
+    boundary = "b0undary"
+    head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n"
+    bodies = {
+        # the file part with a transfer encoding that does not decode
+        "bad encoding": head + f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n%%%not base64%%%\r\n" + f"--{boundary}--\r\n",
+        # a body that is not multipart at all behind a multipart Content-Type
+        "garbage": "no boundary here at all",
+    }  # fmt: skip
+    for name, body in bodies.items():
+        resp = await client.post(SITE_A_PAGE + "/bulk", data=body.encode(), allow_redirects=False,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+        assert 400 <= resp.status < 500, (name, resp.status)
+    assert await pool.fetchval("SELECT count(*) FROM jobs") == 0
+
+
 async def test_the_owner_deletes_a_finished_jobs_file_from_its_page(client, staff, pool):
     from tests.test_webhooks_support import finished_job
 

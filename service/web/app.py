@@ -8,6 +8,7 @@ from service.settings import Settings
 from service.web.logs import echo_request_id, request_log_middleware
 from service.web.metrics import METRICS, Metrics, metrics_middleware
 from service.web.middleware import error_middleware, nul_guard_middleware
+from service.web.openapi import OPENAPI_DOCUMENT
 from service.web.resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
 from service.web.console.routes import add_routes as add_console_routes
 from service.web.routes import setup_routes
@@ -22,6 +23,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()  # a registry of its own: apps in one process never share counts
+    app[OPENAPI_DOCUMENT] = {}
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)
     setup_routes(app, settings.path_prefix)

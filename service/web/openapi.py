@@ -120,6 +120,8 @@ def _responses(op: Op, ref: Any, links: dict[int, dict[str, Any]]) -> dict[str, 
     return responses
 
 
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, bytes])  # the built document, once built
+
 IDEMPOTENCY_KEY_PARAMETER = {
     "name": "Idempotency-Key",
     "in": "header",

@@ -173,24 +173,25 @@ async def extract(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _csv_chunks(part: BodyPartReader) -> Any:
-    while chunk := await part.read_chunk(bulk.CHUNK):
-        yield bytes(part.decode(chunk))
-
-
 @page(csrf=False)
 async def bulk_upload(request: web.Request) -> web.StreamResponse:
     """A multipart form whose first field is the CSRF token and whose ``file`` is the CSV; the upload
     runs as the API's asynchronous bulk job, and the job's page shows its result."""
     if request.content_type != "multipart/form-data":
         raise ApiError("csrfTokenInvalid")
-    reader = await request.multipart()
-    first = await reader.next()
-    sent = None
-    if isinstance(first, BodyPartReader) and first.name == "csrf":
-        sent = (await first.read_chunk(200)).decode("ascii", "replace")
+    try:
+        reader = await request.multipart()
+        first = await reader.next()
+        sent = None
+        if isinstance(first, BodyPartReader) and first.name == "csrf":
+            sent = (await first.read_chunk(200)).decode("ascii", "replace")
+    except bulk.MALFORMED_MULTIPART:
+        raise ApiError("csrfTokenInvalid") from None  # nothing readable: no token either
     await check_csrf(request, request[SESSION], sent or "")
-    part = await reader.next()
+    try:
+        part = await reader.next()
+    except bulk.MALFORMED_MULTIPART:
+        raise ApiError("notSupportedFileFormat") from None
     if (
         not isinstance(part, BodyPartReader)
         or part.name != "file"
@@ -199,7 +200,7 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         raise ApiError("notSupportedFileFormat")
     created_at = oc4_timestamp(dt.datetime.now(dt.UTC))
     max_bytes = request.app[SETTINGS].bulk_max_bytes
-    with await spool(_csv_chunks(part), max_bytes) as file:  # no connection held while the file arrives
+    with await spool(bulk.part_chunks(part), max_bytes) as file:  # no connection held while the file arrives
         async with request.app[DB].acquire() as conn:
             scope = await _site_scope(request, conn)
             check_bulk_allowed(scope)

@@ -58,6 +58,8 @@ log = logging.getLogger("participants.bulk")
 CHUNK = 256 * 1024  # bytes read from the body at a time
 # A multipart body carries some bytes besides the file; allow for them in the early size check.
 MULTIPART_OVERHEAD = 64 * 1024
+# What aiohttp's multipart reader raises on a body that is not well-formed multipart.
+MALFORMED_MULTIPART = (ValueError, AssertionError, HttpProcessingError, RuntimeError, RequestPayloadError)
 
 
 @operation(
@@ -138,7 +140,7 @@ async def upload_body(request: web.Request, max_bytes: int) -> AsyncIterator[byt
         if declared is not None and declared > max_bytes + MULTIPART_OVERHEAD:
             raise ApiError("fileTooLarge")
         part = await _file_part(request)
-        return _part_chunks(part)
+        return part_chunks(part)
     if ctype == "text/csv":
         if declared is not None and declared > max_bytes:
             raise ApiError("fileTooLarge")
@@ -164,16 +166,17 @@ async def _file_part(request: web.Request) -> BodyPartReader:
             if (filename or "").lower().endswith(".csv") or part_type == "text/csv":
                 return part
             raise ApiError("notSupportedFileFormat")
-    except (ValueError, AssertionError, HttpProcessingError, RuntimeError):
+    except MALFORMED_MULTIPART:
         raise ApiError("notSupportedFileFormat") from None
 
 
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    """A multipart part's decoded bytes; a malformed body is ``notSupportedFileFormat``."""
     while True:
         try:
             chunk = await part.read_chunk(CHUNK)
             data = part.decode(chunk) if chunk else b""  # a Content-Transfer-Encoding, if any
-        except (ValueError, HttpProcessingError, RuntimeError, RequestPayloadError):
+        except MALFORMED_MULTIPART:
             raise ApiError("notSupportedFileFormat") from None
         if not chunk:
             return

@@ -21,7 +21,7 @@ from service.core.errors import ApiError
 from service.core.storage import StorageNotFound
 from service.web.apidoc import operation
 from service.web.metrics import METRICS
-from service.web.openapi import TITLE, build_openapi
+from service.web.openapi import OPENAPI_DOCUMENT, TITLE, build_openapi
 from service.web.replies import json_response, model_response
 from service.web.resources import DB, REDIS, SETTINGS, STORAGE
 
@@ -126,7 +126,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 @_service("This document", {"application/json": {"schema": {"type": "object"}}})
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(build_openapi(request.app))
+    # The document depends on the routes alone, frozen once the app runs: built on the first request
+    # (tens of milliseconds of CPU) and served from memory after, so callers cannot stall the loop.
+    cache = request.app[OPENAPI_DOCUMENT]
+    if "json" not in cache:
+        cache["json"] = json_response(build_openapi(request.app)).body  # type: ignore[assignment]
+    return web.Response(body=cache["json"], content_type="application/json")
 
 
 @_service("API reference page", {"text/html": {"schema": {"type": "string"}}})
