@@ -98,6 +98,9 @@ async def test_download_while_queued_or_running_is_200_jobinprogress_as_oc4_answ
         assert body["message"] == "errorCode.jobInProgress"
         assert body["params"]["jobUuid"] == job_uuid and body["params"]["status"] == status
         assert body["params"]["statusUrl"].endswith(f"{JOBS}/{job_uuid}")
+        # The query is checked before the job's state: a bad parameter is 400 now, not at the end.
+        resp = await client.get(f"{JOBS}/{job_uuid}/downloadFile?redirect=maybe", headers=world.auth("crc_a"))
+        assert (await expect(resp, 400))["message"] == "errorCode.invalidParameter"
     # Everything else is as without the compatibility: 404 to others, 409 failed, 410 expired.
     body = await expect(await download(client, world, job_uuid, user="crc_b"), 404)
     assert body["message"] == "errorCode.invalidUuid"

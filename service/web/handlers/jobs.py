@@ -204,6 +204,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     storage = request.app[STORAGE]
     async with request.app[DB].acquire() as conn:
         actor, job = await _callers_job(request, conn)
+        asks_redirect = query_flag(request, "redirect")  # a bad parameter is 400 whatever the job's state
         try:
             _check_downloadable(job)
         except ApiError as err:
@@ -212,7 +213,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
             raise
         size: int = job["byte_size"]
         etag = f'"{job["sha256"]}"' if job["sha256"] else None
-        redirect = query_flag(request, "redirect") and storage.can_sign
+        redirect = asks_redirect and storage.can_sign
         byte_range = None
         if not redirect:
             if_range = request.headers.get("If-Range")
