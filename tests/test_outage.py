@@ -60,6 +60,7 @@ async def test_connections_cut_under_load_answer_only_200_or_503(make_client, wo
     finally:
         if proxy.server is not None and proxy.server.is_serving():
             await proxy.stop()
+    print(f"\noutage: answers by status {dict(sorted(statuses.items()))}")  # for the closing note's figures
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[200] > 0 and statuses[503] > 0, statuses  # the cut happened, and work got done
     stored = {
