@@ -88,9 +88,10 @@ class Settings(BaseSettings):
     # Extracts (issue 4): progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
     job_heartbeat_seconds: float = Field(default=1.0, gt=0)
     job_requeue_after_seconds: float = Field(default=5.0, gt=0)  # IN_QUEUE this long: make sure arq has it
-    job_stale_seconds: float = Field(default=90.0, gt=0)  # IN_PROGRESS without a heartbeat this long: re-enqueue
-    # An extract heartbeats every job_heartbeat_seconds while it streams: silent this long, its worker
-    # is dead and the job runs again elsewhere (the attempt number fences the old one's writes).
+    # Every worker beats for all its jobs every job_heartbeat_seconds, whatever they are waiting on:
+    # a job silent this long has a dead (or stuck) worker and runs again elsewhere (the attempt
+    # number fences the old one's writes). Extracts and other jobs (bulk uploads) separately.
+    job_stale_seconds: float = Field(default=5.0, gt=0)
     extract_stale_seconds: float = Field(default=5.0, gt=0)
     # Unfinished (queued or running) jobs one user may have at once; beyond it a submit is 429.
     max_active_jobs_per_user: int = Field(default=10, ge=1)

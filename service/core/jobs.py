@@ -3,10 +3,10 @@ the work. Shared by every job type (extracts, async bulk uploads).
 
 Life of a job: ``create_job`` writes the row (``IN_QUEUE``) in the caller's transaction; after
 commit, ``enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
-harmless). The worker ``claim_job``s it (``IN_PROGRESS``, one more attempt), beats a heartbeat,
-and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its attempt is still the
-current one. Redis only carries work: the sweeper (worker/maintenance.py) re-enqueues what
-Postgres says is unfinished.
+harmless). The worker claims an attempt (core/job_attempts.py: ``IN_PROGRESS``, one more attempt),
+beats a heartbeat, and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its
+attempt is still the current one. Redis only carries work: the sweeper (worker/maintenance.py)
+re-enqueues what Postgres says is unfinished.
 """
 
 from __future__ import annotations
@@ -157,36 +157,6 @@ async def enqueue_or_withdraw(
         except Exception:  # noqa: BLE001 - best effort, see above
             log.warning("could not withdraw an unqueued job", extra={"job_uuid": str(job_uuid)})
         raise
-
-
-async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, max_attempts: int) -> asyncpg.Record | None:
-    """Start an attempt: ``IN_PROGRESS``, attempts + 1. None if the job is finished (or unknown),
-    so a message delivered twice, or after a cancel, does nothing."""
-    return await conn.fetchrow(
-        """
-        UPDATE jobs SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
-                        heartbeat_at = now(), rows_done = 0, error = NULL
-        WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS') AND attempts < $2
-        RETURNING *
-        """,
-        job_uuid,
-        max_attempts,
-    )
-
-
-async def heartbeat(conn: asyncpg.Connection, job_uuid: UUID, attempt: int, rows_done: int) -> bool:
-    """Record progress; answer True if the job should stop (cancel requested or attempt superseded)."""
-    row = await conn.fetchrow(
-        """
-        UPDATE jobs SET heartbeat_at = now(), rows_done = $3
-        WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'
-        RETURNING cancel_requested
-        """,
-        job_uuid,
-        attempt,
-        rows_done,
-    )
-    return row is None or bool(row["cancel_requested"])
 
 
 async def finish_job(
