@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # docker-compose's `${X:-}` passes an empty string for an unset variable.
         return value or None
+
+    @model_validator(mode="after")
+    def _stale_outlasts_heartbeats(self) -> Settings:
+        # A threshold within a couple of heartbeats would take live jobs over from their workers.
+        if min(self.extract_stale_seconds, self.job_stale_seconds) < 2 * self.job_heartbeat_seconds:
+            raise ValueError("extract_stale_seconds and job_stale_seconds must be at least 2 x job_heartbeat_seconds")
+        return self
 
     @property
     def oidc_expected_audience(self) -> str | None:

@@ -150,3 +150,13 @@ async def test_the_sweeper_leaves_a_live_bulk_upload_alone(client, world, pool, 
         assert await redis.exists(in_progress_key_prefix + job_uuid) == (0 if stale else 1)
     finally:
         await redis.aclose()
+
+
+def test_a_stale_threshold_within_two_heartbeats_is_refused():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="2 x job_heartbeat_seconds"):
+        Settings(job_heartbeat_seconds=3.0)  # live jobs would look dead between their beats
+    Settings(job_heartbeat_seconds=2.5)
