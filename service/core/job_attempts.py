@@ -41,15 +41,19 @@ def stale_args(settings: Settings) -> tuple[float, float]:
 
 
 async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings) -> asyncpg.Record | None:
-    """Start an attempt: ``IN_PROGRESS``, attempts + 1. None if the job is finished (or unknown),
-    out of attempts, or running elsewhere with a fresh heartbeat: a message delivered twice, or
-    after a cancel, does nothing."""
+    """Start an attempt: ``IN_PROGRESS``, attempts + 1; the row as ``jobs.JOB_SELECT`` reads it.
+    None if the job is finished (or unknown), out of attempts, or running elsewhere with a fresh
+    heartbeat: a message delivered twice, or after a cancel, does nothing."""
     return await conn.fetchrow(
         f"""
         UPDATE jobs SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
                         heartbeat_at = now(), rows_done = 0, error = NULL
         WHERE uuid = $1 AND {CLAIMABLE} AND attempts < $4
-        RETURNING *
+        RETURNING *,
+            -- What jobs.JOB_SELECT adds, for the owner's right checked before the job starts.
+            (SELECT username FROM users WHERE id = owner_id) AS owner_username,
+            (SELECT oid FROM studies WHERE id = study_id) AS study_oid,
+            (SELECT oid FROM sites WHERE id = site_id) AS site_oid
         """,
         job_uuid,
         *stale_args(settings),

@@ -173,48 +173,57 @@ async def finish_job(
     object_key: str | None = None,
     result: dict[str, Any] | None = None,
     rows_expected: int | None = None,
+    unless_cancelled: bool = False,
 ) -> bool:
-    """Set the final status of an unfinished job, in one transaction with its webhook event.
+    """Set the final status of an unfinished job and write its webhook event, in one statement.
 
-    Only an unfinished job changes (a FAILED job is never later reported COMPLETED), and with
-    ``attempt`` only if that attempt is still the current one. Returns whether the row changed.
+    Only an unfinished job changes (a FAILED job is never later reported COMPLETED), with
+    ``attempt`` only if that attempt is still the current one, and with ``unless_cancelled`` only
+    if no cancel was requested meanwhile. Returns whether the row changed. One statement: one
+    round trip and atomic on its own, no transaction to open and commit around it (inside a
+    caller's transaction, e.g. a bulk job's insert, it commits with it).
     """
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = $2, completed_at = t.now, heartbeat_at = t.now,
-                            error = $3,
-                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN t.now + $4::interval END,
-                            row_count = coalesce($5, row_count),
-                            rows_done = coalesce($5, rows_done),
-                            byte_size = coalesce($6, byte_size),
-                            sha256 = coalesce($7, sha256),
-                            object_key = coalesce($8, object_key),
-                            result = coalesce($9, result),
-                            rows_expected = coalesce($11, rows_expected)
-            -- The wall clock now, not the transaction's start: a bulk job's insert runs in this transaction.
-            FROM (SELECT clock_timestamp() AS now) t
-            WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')
-              AND ($10::int IS NULL OR attempts = $10)
-            RETURNING uuid
-            """,
-            job_uuid,
-            status,
-            error[:1000] if error else None,
-            retention or dt.timedelta(0),
-            row_count,
-            byte_size,
-            sha256,
-            object_key,
-            result,
-            attempt,
-            rows_expected,
-        )
-        if row is None:
-            return False
-        if status in FINAL_WITH_EVENT:
-            await outbox.record_job_finished(conn, job_uuid)
-    return True
+    row = await conn.fetchrow(
+        FINISH_SQL,
+        job_uuid,
+        status,
+        error[:1000] if error else None,
+        retention or dt.timedelta(0),
+        row_count,
+        byte_size,
+        sha256,
+        object_key,
+        result,
+        attempt,
+        rows_expected,
+        unless_cancelled,
+    )
+    assert row is not None
+    return bool(row["changed"])
+
+
+FINISH_SQL = f"""
+WITH done AS (
+    UPDATE jobs SET status = $2, completed_at = t.now, heartbeat_at = t.now,
+                    error = $3,
+                    expires_at = CASE WHEN $2 = 'COMPLETED' THEN t.now + $4::interval END,
+                    row_count = coalesce($5, row_count),
+                    rows_done = coalesce($5, rows_done),
+                    byte_size = coalesce($6, byte_size),
+                    sha256 = coalesce($7, sha256),
+                    object_key = coalesce($8, object_key),
+                    result = coalesce($9, result),
+                    rows_expected = coalesce($11, rows_expected)
+    -- The wall clock now, not the transaction's start: a bulk job's insert runs in its transaction.
+    FROM (SELECT clock_timestamp() AS now) t
+    WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')
+      AND ($10::int IS NULL OR attempts = $10)
+      AND NOT ($12::bool AND cancel_requested)
+    RETURNING jobs.*
+), {outbox.JOB_EVENT_CTES}
+-- "notified" is named so that it runs (a plain SELECT in WITH runs only when read).
+SELECT (SELECT count(*) FROM done) AS changed, (SELECT count(*) FROM notified) AS notified
+"""
 
 
 async def get_owned_job(conn: asyncpg.Connection, raw_uuid: str, user_id: int | None) -> asyncpg.Record:
@@ -244,12 +253,6 @@ async def owner_holds_right(conn: asyncpg.Connection, job: asyncpg.Record) -> bo
     except ApiError:
         return False
     return True
-
-
-async def owner_may_run(conn: asyncpg.Connection, job_uuid: UUID) -> bool:
-    """Checked by a job before it starts: the right may have gone since the submit."""
-    row = await conn.fetchrow(JOB_SELECT + " WHERE j.uuid = $1", job_uuid)
-    return row is not None and await owner_holds_right(conn, row)
 
 
 JOB_SELECT = """

@@ -105,14 +105,8 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
 
         if job["cancel_requested"]:
             return await end(job_store.CANCELLED, "cancelled")
-        where = await conn.fetchrow(
-            "SELECT u.username, st.oid AS study_oid, si.oid AS site_oid FROM jobs j JOIN users u ON u.id = j.owner_id"
-            " JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id WHERE j.uuid = $1",
-            job_uuid,
-        )
-        assert where is not None
         # The owner's rights and the study's state are checked again: they may have changed since.
-        scope = await load_scope(conn, where["username"], where["study_oid"], where["site_oid"])
+        scope = await load_scope(conn, job["owner_username"], job["study_oid"], job["site_oid"])
 
         async def on_progress(rows_done: int) -> None:
             beat.rows_done = rows_done  # the worker's heartbeat records it

@@ -149,7 +149,7 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
         if job["cancel_requested"]:
             await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
             return job_store.CANCELLED
-        if not await job_store.owner_may_run(conn, job_uuid):
+        if not await job_store.owner_holds_right(conn, job):
             # The owner's right to extract here was revoked after the submit: no file is made.
             await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=ACCESS_REVOKED)
             log.info("extract refused: the owner's right is gone", extra={"job_uuid": job_uuid_str})
@@ -217,15 +217,12 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                 if counting is not None:
                     with contextlib.suppress(Exception):
                         await counting
-                # Leftovers of attempts killed mid-upload (this one's own upload is complete or aborted).
-                with contextlib.suppress(OSError):
-                    await storage.discard_partials(job["object_key"])
+                # Leftovers of attempts killed mid-upload (this one's own upload is complete or
+                # aborted); a first attempt follows none, and skips the scan of the folder.
+                if attempt > 1:
+                    with contextlib.suppress(OSError):
+                        await storage.discard_partials(job["object_key"])
 
-        # A cancel that arrived after the last chunk still wins.
-        if await conn.fetchval("SELECT cancel_requested FROM jobs WHERE uuid = $1", job_uuid):
-            if await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled"):
-                await storage.delete(job["object_key"])
-            return job_store.CANCELLED
         done = await job_store.finish_job(
             conn,
             job_uuid,
@@ -236,7 +233,15 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
             byte_size=size,
             sha256=sha,
             rows_expected=rows,  # the slice holds exactly what COPY wrote
+            unless_cancelled=True,
         )
+        # Not recorded: superseded, or a cancel that arrived after the last chunk, which still wins
+        # (this attempt can still end CANCELLED only in that case).
+        if not done and await job_store.finish_job(
+            conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled"
+        ):
+            await storage.delete(job["object_key"])
+            return job_store.CANCELLED
     log.info("extract finished", extra={"job_uuid": job_uuid_str, "rows": rows, "bytes": size, "recorded": done})
     return job_store.COMPLETED if done else "superseded"
 
