@@ -89,16 +89,11 @@ async def create_job(
 
     ``max_active``: the owner's quota of unfinished jobs (every submit passes the configured one);
     beyond it 429 ``tooManyJobs``. The owner's row is locked for the count, so concurrent submits of
-    one user cannot overshoot it together; other users are not held up.
+    one user cannot overshoot it together; other users are not held up. The lock is held until the
+    commit, so call this last in the transaction (after the audit row): one user's submits queue
+    on it, and each then holds it only for the count and the commit.
     """
     job_uuid = job_uuid or uuid.uuid4()
-    if max_active is not None:
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", owner_id)
-        active = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", owner_id
-        )
-        if active >= max_active:
-            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
     row = await conn.fetchrow(
         """
         INSERT INTO jobs (uuid, type, study_id, site_id, owner_id, file_name, object_key, params)
@@ -115,6 +110,17 @@ async def create_job(
         params or {},
     )
     assert row is not None
+    if max_active is not None:
+        # NO KEY UPDATE: the job row's foreign key already holds a KEY SHARE lock on the owner's row,
+        # which FOR UPDATE would wait on, deadlocking two submits that both inserted first.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", owner_id)
+        # A statement after the lock: its snapshot holds every job committed by the submits that
+        # held the lock before, and this one's own.
+        active = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", owner_id
+        )
+        if active > max_active:
+            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
     return row
 
 

@@ -1,11 +1,11 @@
-"""The webhook outbox: events written in the same transaction as a job's final status.
+"""The webhook outbox: events written in the same statement as a job's final status.
 
 ``JOB_EVENT_CTES`` (in the statement of ``jobs.finish_job``) inserts one ``webhook_messages`` row
-per enabled endpoint subscribed to the event (and to the job's study, if scoped). The rows commit or
-roll back with the job's status, so an event is never lost and never sent for a status that did not happen. Delivery is
-the worker's: a ``NOTIFY`` sent with the rows (so heard only after commit) lets a listening worker
-enqueue them at once, and a sweeper (``worker/webhooks.py``, every 5 s) enqueues whatever is due
-in any case; the row, not the arq job, is the source of truth.
+per enabled endpoint subscribed to the event (and to the job's study, if scoped). The rows commit
+or roll back with the job's status, so an event is never lost and never sent for a status that
+did not happen. Delivery is the worker's: a ``NOTIFY`` sent with the rows (so heard only after
+commit) lets a listening worker enqueue them at once, and a sweeper (``worker/webhooks.py``, every
+5 s) enqueues whatever is due in any case; the row, not the arq job, is the source of truth.
 """
 
 from __future__ import annotations

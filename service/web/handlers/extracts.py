@@ -57,6 +57,7 @@ async def submit_extract(request: web.Request) -> web.Response:
         now = dt.datetime.now(dt.UTC)
         job_uuid = uuid.uuid4()
         async with conn.transaction():
+            await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
             job = await job_store.create_job(
                 conn,
                 job_type=job_store.EXTRACT_PARTICIPANTS,
@@ -67,8 +68,8 @@ async def submit_extract(request: web.Request) -> web.Response:
                 object_key=extract_object_key(job_uuid),
                 params={"studyOid": study_oid, "siteOid": site_oid, **options.to_params()},
                 job_uuid=job_uuid,
+                # Last in the transaction: the quota locks the owner's row until the commit.
                 max_active=settings.max_active_jobs_per_user,
             )
-            await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
         await job_store.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
     return job_submitted(request, job_uuid, job["status"])
