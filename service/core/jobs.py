@@ -2,7 +2,7 @@
 the work. Shared by every job type (extracts, async bulk uploads).
 
 Life of a job: ``create_job`` writes the row (``IN_QUEUE``) in the caller's transaction; after
-commit, ``enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
+commit, ``job_queue.enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
 harmless). The worker claims an attempt (core/job_attempts.py: ``IN_PROGRESS``, one more attempt),
 beats a heartbeat, and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its
 attempt is still the current one. Redis only carries work: the sweeper (worker/maintenance.py)
@@ -18,8 +18,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from arq.connections import ArqRedis
-from arq.constants import result_key_prefix
 from pydantic import BaseModel
 
 from service.core.errors import ApiError
@@ -122,47 +120,6 @@ async def create_job(
         if active > max_active:
             raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
     return row
-
-
-async def enqueue(redis: ArqRedis, settings: Settings, job_type: str, job_uuid: UUID, *, rerun: bool = False) -> bool:
-    """Hand the job to arq, by its type's function name on its type's queue, with the job UUID as
-    arq's job id.
-
-    arq refuses a job id it already holds (queued, running, or a kept result): that is the point,
-    a job is never queued twice. ``rerun`` drops a kept result first (an admin retry of a finished
-    job). Returns whether arq took a new message.
-    """
-    function_name, queue_field = JOB_FUNCTIONS[job_type]
-    if rerun:
-        await redis.delete(result_key_prefix + str(job_uuid))
-    job = await redis.enqueue_job(
-        function_name, str(job_uuid), _job_id=str(job_uuid), _queue_name=getattr(settings, queue_field)
-    )
-    return job is not None
-
-
-async def enqueue_or_withdraw(
-    conn: asyncpg.Connection,
-    redis: ArqRedis,
-    settings: Settings,
-    job_type: str,
-    job_uuid: UUID,
-    storage: Storage | None = None,
-    upload_key: str | None = None,
-) -> None:
-    """Enqueue a job just committed by a submit; if that fails (Redis down), withdraw it, with its
-    upload, and re-raise: the caller answers 503 and never learns the UUID. Withdrawing is best
-    effort: if Postgres is gone too, the sweeper runs the job later, which is harmless."""
-    try:
-        await enqueue(redis, settings, job_type, job_uuid)
-    except Exception:
-        try:
-            await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
-            if storage is not None and upload_key is not None:
-                await storage.delete(upload_key)
-        except Exception:  # noqa: BLE001 - best effort, see above
-            log.warning("could not withdraw an unqueued job", extra={"job_uuid": str(job_uuid)})
-        raise
 
 
 async def finish_job(

@@ -22,10 +22,10 @@ from typing import Any
 
 import asyncpg
 from arq import cron
-from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.cron import CronJob
 
 from service.core import job_attempts
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.settings import Settings
 
@@ -61,15 +61,13 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
             if row["attempts"] >= settings.job_max_attempts:
                 await job_attempts.fail_if_exhausted(conn, row["uuid"], settings)
                 continue
-            job_id = str(row["uuid"])
-            # What may keep arq from delivering it: the in-progress key of a worker that took the
-            # message and died (before or after its claim), which arq keeps for its job timeout
-            # + 10 s, an hour for a bulk upload; a kept result of a delivery that ended without
-            # finishing the job (e.g. it failed to reach Postgres before its claim), which makes
-            # arq refuse the same id. If a live worker holds it after all, the claim in Postgres
-            # lets only one attempt run (core/job_attempts.py).
-            await redis.delete(in_progress_key_prefix + job_id, result_key_prefix + job_id)
-            if await job_store.enqueue(redis, settings, row["type"], row["uuid"]):
+            # ``release`` drops what may keep arq from delivering it: the in-progress key of a
+            # worker that took the message and died (before or after its claim), which arq keeps
+            # for its job timeout + 10 s, an hour for a bulk upload; a kept result of a delivery
+            # that ended without finishing the job (e.g. it failed to reach Postgres before its
+            # claim), which makes arq refuse the same id. If a live worker holds it after all, the
+            # claim in Postgres lets only one attempt run (core/job_attempts.py).
+            if await job_queue.enqueue(redis, settings, row["type"], row["uuid"], release=True):
                 taken += 1
     if taken:
         log.info("re-enqueued unfinished jobs", extra={"count": taken})

@@ -26,6 +26,7 @@ from aiohttp.multipart import BodyPartReader
 from aiohttp.web_protocol import RequestPayloadError
 
 from service.core import audit
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.bulk import staging as bulk_store
 from service.core.bulk.parser import BulkCsvParser
@@ -269,7 +270,7 @@ async def submit_bulk_job(
         with contextlib.suppress(Exception):
             await storage.delete(key)
         raise
-    await job_store.enqueue_or_withdraw(
+    await job_queue.enqueue_or_withdraw(
         conn, request.app[REDIS], settings, job_store.BULK_ADD_PARTICIPANTS, job_uuid, storage, key
     )
     return job_submitted(request, job_uuid, job_store.IN_QUEUE)

@@ -15,6 +15,7 @@ import uuid
 from aiohttp import web
 
 from service.core import audit
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.extract_options import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, ExtractOptions
 from service.core.extracts import extract_file_name, extract_object_key
@@ -71,5 +72,5 @@ async def submit_extract(request: web.Request) -> web.Response:
                 # Last in the transaction: the quota locks the owner's row until the commit.
                 max_active=settings.max_active_jobs_per_user,
             )
-        await job_store.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
+        await job_queue.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
     return job_submitted(request, job_uuid, job["status"])
