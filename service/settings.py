@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -88,9 +88,10 @@ class Settings(BaseSettings):
     # Extracts (issue 4): progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
     job_heartbeat_seconds: float = Field(default=1.0, gt=0)
     job_requeue_after_seconds: float = Field(default=5.0, gt=0)  # IN_QUEUE this long: make sure arq has it
-    job_stale_seconds: float = Field(default=90.0, gt=0)  # IN_PROGRESS without a heartbeat this long: re-enqueue
-    # An extract heartbeats every job_heartbeat_seconds while it streams: silent this long, its worker
-    # is dead and the job runs again elsewhere (the attempt number fences the old one's writes).
+    # Every worker beats for all its jobs every job_heartbeat_seconds, whatever they are waiting on:
+    # a job silent this long has a dead (or stuck) worker and runs again elsewhere (the attempt
+    # number fences the old one's writes). Extracts and other jobs (bulk uploads) separately.
+    job_stale_seconds: float = Field(default=5.0, gt=0)
     extract_stale_seconds: float = Field(default=5.0, gt=0)
     # Unfinished (queued or running) jobs one user may have at once; beyond it a submit is 429.
     # An Idempotency-Key's answer is replayed for this long; a claim whose request never finished
@@ -100,7 +101,9 @@ class Settings(BaseSettings):
     max_active_jobs_per_user: int = Field(default=10, ge=1)
     job_max_attempts: int = Field(default=5, ge=1)
     default_max_jobs: int = Field(default=10, ge=1)  # concurrent jobs per default-queue worker (bulk: 2 connections each)
-    extract_max_jobs: int = Field(default=4, ge=1)  # concurrent extracts per worker (each holds 2 connections)
+    # Concurrent extracts per worker (each holds one connection): a small extract spends most of its
+    # time waiting on round trips, so more in flight overlap them (bench/many_extracts.py: 4 -> 8).
+    extract_max_jobs: int = Field(default=8, ge=1)
     storage_timeout_seconds: float = Field(default=30.0, gt=0)  # S3 retries give up after this
 
     # Bulk upload.
@@ -138,6 +141,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # docker-compose's `${X:-}` passes an empty string for an unset variable.
         return value or None
+
+    @model_validator(mode="after")
+    def _stale_outlasts_heartbeats(self) -> Settings:
+        # A threshold within a couple of heartbeats would take live jobs over from their workers.
+        if min(self.extract_stale_seconds, self.job_stale_seconds) < 2 * self.job_heartbeat_seconds:
+            raise ValueError("extract_stale_seconds and job_stale_seconds must be at least 2 x job_heartbeat_seconds")
+        return self
 
     @property
     def oidc_expected_audience(self) -> str | None:

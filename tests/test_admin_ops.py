@@ -10,6 +10,7 @@ import pytest
 from arq import create_pool
 
 from service.core import jobs as job_store
+from service.core.job_attempts import Beat, beat_jobs
 from service.core.redis import redis_settings
 from service.core.storage import Storage, StorageNotFound
 from service.worker.main import build_worker
@@ -136,9 +137,11 @@ async def test_cancel_queued_running_and_finished_jobs(client, world, pool):
         True,
     )  # the worker stops at its next chunk
     assert [a["action"] for a in body["audit"]] == ["admin.job.cancel"]
-    # The worker's check between chunks sees the flag.
+    # The worker's heartbeat sees the flag; the job stops at its next chunk.
+    beat = Beat(uuid.UUID(running), 5, rows_done=10)
     async with pool.acquire() as conn:
-        assert await job_store.heartbeat(conn, uuid.UUID(running), 5, 10) is True
+        await beat_jobs(conn, [beat])
+    assert beat.stop is True
 
     for j in (done, queued):
         body = await expect(await client.post(f"{JOBS}/{j}/cancel", headers=admin), 409)
@@ -266,8 +269,12 @@ async def test_the_extract_worker_honours_an_admin_cancel(client, world, pool, s
         await client.get(SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}), 200
     )
     j = body["jobUuid"]
-    # The job is running (as far as Postgres knows) when the admin cancels; its message is still in arq.
-    await pool.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", uuid.UUID(j))
+    # The job is running (as far as Postgres knows) when the admin cancels, its worker silent since;
+    # its message is still in arq. (A live worker stops at its next chunk: see the heartbeat test.)
+    await pool.execute(
+        "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1, heartbeat_at = now() - interval '1 hour' WHERE uuid = $1",
+        uuid.UUID(j),
+    )
     body = await expect(await client.post(f"{JOBS}/{j}/cancel", headers=world.auth("admin")), 202)
     assert (body["status"], body["cancelRequested"]) == ("IN_PROGRESS", True)
     await _run_extract_worker(settings)

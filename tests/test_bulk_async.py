@@ -237,6 +237,7 @@ async def test_async_job_cancelled_before_it_runs_adds_nothing(client, world, se
 
 async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
     """A bulk job Redis lost is enqueued again by the sweeper, by name, on the default queue."""
+    from service.core import job_queue
     from service.core import jobs as job_store
     from service.worker.tasks import DEFAULT_FUNCTIONS
 
@@ -251,7 +252,7 @@ async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
 
     redis = await create_pool(redis_settings(settings))
     await redis.flushdb()  # the message is lost
-    assert await job_store.enqueue(redis, settings, job_store.BULK_ADD_PARTICIPANTS, UUID(job_uuid))
+    assert await job_queue.enqueue(redis, settings, job_store.BULK_ADD_PARTICIPANTS, UUID(job_uuid))
     await redis.aclose()
     await run_default_worker(settings)
     assert (await job_status(client, world, job_uuid))["status"] == "COMPLETED"

@@ -311,8 +311,12 @@ async def test_job_is_safe_to_run_twice(client, world, pool, settings):
     await startup(ctx)
     try:
         assert await extract_participants_job(ctx, job_uuid) == "skipped"
-        # Even a run that finds the job unfinished again (e.g. a lost status write) overwrites in place.
-        await pool.execute("UPDATE jobs SET status = 'IN_PROGRESS' WHERE uuid = $1", UUID(job_uuid))
+        # Even a run that finds the job unfinished again (e.g. a lost status write, then its worker
+        # gone silent) overwrites in place.
+        await pool.execute(
+            "UPDATE jobs SET status = 'IN_PROGRESS', heartbeat_at = now() - interval '1 hour' WHERE uuid = $1",
+            UUID(job_uuid),
+        )
         assert await extract_participants_job(ctx, job_uuid) == "COMPLETED"
     finally:
         await shutdown(ctx)

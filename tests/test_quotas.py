@@ -30,3 +30,15 @@ async def test_active_job_quota_per_user(make_client, world, pool, settings):
     await submit(client, world, user="inv_a")  # another user has a quota of their own
     await run_jobs(settings)  # finished jobs no longer count
     await submit(client, world)
+
+
+async def test_concurrent_submits_of_one_user_never_overshoot_the_quota(make_client, world, pool):
+    import asyncio
+
+    client = await make_client(max_active_jobs_per_user=5)
+    await world.standard()
+    answers = await asyncio.gather(*(client.get(SUBMIT, headers=world.auth("crc_a")) for _ in range(30)))
+    # Every submit is decided (no deadlock between them, no 500), and exactly the quota got through.
+    assert sorted(r.status for r in answers) == [200] * 5 + [429] * 25
+    assert await pool.fetchval("SELECT count(*) FROM jobs") == 5
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'extract.submit'") == 5

@@ -1,6 +1,6 @@
-"""A killed worker's extract runs again on another worker within seconds, even though arq's own
-in-progress key would hold it for the job timeout plus ten seconds: the heartbeat in Postgres tells
-the sweeper the worker is dead."""
+"""A killed worker's job (an extract, a bulk upload) runs again on another worker within seconds,
+even though arq's own in-progress key would hold it for the job timeout plus ten seconds (an hour
+for a bulk upload): the heartbeat in Postgres tells the sweeper the worker is dead."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.bulk_files import csv_bytes
+from tests.test_bulk_async import submit as submit_bulk
 from tests.test_extract import seed_site, submit
 from tests.test_extract_reliability import _job, _start_worker, _stop
 from tests.world import SITE_A
@@ -53,3 +55,40 @@ async def test_a_killed_workers_extract_runs_again_within_seconds(client, world,
     print(f"\nrecovery: the killed worker's extract ran again {rerun_after:.1f} s after the kill")
     assert rerun_after < RECOVERY_TARGET_SECONDS
     assert job["attempts"] == 2 and job["row_count"] == n
+
+
+async def test_a_killed_workers_bulk_upload_runs_again_within_seconds(client, world, pool, settings, tmp_path):
+    await world.standard()
+    n = 200_000
+    job_uuid = await submit_bulk(client, world, csv_bytes("ParticipantID", *(f"K-{i:06d}" for i in range(n))))
+    # Every timeout at its default: the bulk job's is an hour, and recovery must not wait for it.
+    doomed = _start_worker(settings, tmp_path / "doomed.log", queue="default")
+    survivor = None
+    try:
+        deadline = time.monotonic() + 60
+        while not ((job := await _job(pool, job_uuid))["status"] == "IN_PROGRESS" and job["rows_done"] > 0):
+            assert job["status"] in ("IN_QUEUE", "IN_PROGRESS") and time.monotonic() < deadline, job["status"]
+            await asyncio.sleep(0.005)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+        killed_at = time.monotonic()
+        assert (await _job(pool, job_uuid))["status"] == "IN_PROGRESS", "the job finished before the kill"
+        survivor = _start_worker(settings, tmp_path / "survivor.log", queue="all")
+        while (job := await _job(pool, job_uuid))["attempts"] < 2:
+            assert time.monotonic() - killed_at < 30, (tmp_path / "survivor.log").read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        rerun_after = time.monotonic() - killed_at
+        while (job := await _job(pool, job_uuid))["status"] != "COMPLETED":
+            assert job["status"] in ("IN_QUEUE", "IN_PROGRESS"), (job["status"], job["error"])
+            assert time.monotonic() - killed_at < 120, (tmp_path / "survivor.log").read_text()[-3000:]
+            await asyncio.sleep(0.1)
+    finally:
+        for proc in (doomed, survivor):
+            if proc is not None:
+                _stop(proc)
+    print(f"\nrecovery: the killed worker's bulk upload ran again {rerun_after:.1f} s after the kill")
+    assert rerun_after < RECOVERY_TARGET_SECONDS
+    assert job["attempts"] == 2 and job["result"]["uploadCount"] == n
+    # Every participant once: the killed attempt's staging died with its connection.
+    assert await pool.fetchval("SELECT count(DISTINCT subject_key) FROM participants WHERE subject_key LIKE 'K-%'") == n
+    assert await pool.fetchval("SELECT count(*) FROM participants WHERE subject_key LIKE 'K-%'") == n

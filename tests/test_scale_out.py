@@ -22,14 +22,21 @@ from tests.test_cli import ROOT, cli_env
 from tests.world import STUDY
 
 SITES = [f"S_SCALE_{i}" for i in range(10)]
+# Uploads go to sites of their own: an extract's row count must not depend on which uploads ran first.
+BULK_SITES = [f"S_SCALE_B{i}" for i in range(10)]
 EXTRACTS, BULKS, ROWS_PER_BULK = 400, 100, 5
+# A dead worker's job runs again elsewhere once its heartbeat is stale (5 s) and the sweeper (every
+# 2 s) has dropped arq's in-progress key; the rest is a loaded 2-core machine's slack.
+RERUN_WITHIN_SECONDS = 12.0
 BASE = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites"
 
 
 @contextlib.contextmanager
-def started(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def started(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    # Output goes to a file: a pipe nobody reads blocks the process once its buffer is full.
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -42,24 +49,20 @@ def started(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[b
                 proc.wait()
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_listening(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + 60
     while not reachable("127.0.0.1", port, 0.2):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        assert proc.poll() is None, log_path.read_text()[-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="not yet passing: after the kill, 20-30 of the 100 bulk jobs stay IN_QUEUE (never claimed) and the"
-    " killed worker's bulk jobs are not re-run within 90 s; extracts all complete exactly once"
-)
-async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool) -> None:
+async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool, tmp_path) -> None:
     await world.study(participateEnabled=True)
-    for site in SITES:
+    for site in SITES + BULK_SITES:
         await world.site(site)
-    token = await world.user("crc_scale", [(site, "ra") for site in SITES])
+    token = await world.user("crc_scale", [(site, "ra") for site in SITES + BULK_SITES])
     async with pool.acquire() as conn:
         # Something to extract at every site.
         await conn.execute(
@@ -71,22 +74,30 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool)
             SITES,
         )
 
-    # Short timeouts so a killed worker's jobs run again within the test: arq re-runs a job once its
-    # in-progress key (timeout + 10 s) expires.
+    # Job timeouts stay at their defaults: a killed worker's jobs must run again without waiting
+    # for arq's in-progress keys (timeout + 10 s) to expire.
     env = cli_env(
         settings,
         PARTICIPANTS_PROCESSES="1",
-        PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS="10",
-        PARTICIPANTS_DEFAULT_JOB_TIMEOUT_SECONDS="10",
         PARTICIPANTS_LOG_LEVEL="WARNING",
+        # One user submits all 500 at once: the per-user quota of unfinished jobs is not under test,
+        # nor the 503 an API answers when a request waits over 2 s for a connection (each submit
+        # takes the user's row lock for the quota count, so one user's 500 submits queue up).
+        PARTICIPANTS_MAX_ACTIVE_JOBS_PER_USER=str(EXTRACTS + BULKS),
+        PARTICIPANTS_DB_ACQUIRE_TIMEOUT_SECONDS="60",
+        # Postgres allows 100 connections: 2 APIs x 10 + 3 workers x at most 19, and the test's pool.
+        PARTICIPANTS_DB_POOL_MAX="10",
     )
     ports = [free_port(), free_port()]
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     with contextlib.ExitStack() as stack:
-        apis = [stack.enter_context(started(["serve"], {**env, "PARTICIPANTS_PORT": str(p)})) for p in ports]
-        for port, api in zip(ports, apis):
-            wait_listening(port, api)
-        workers = [stack.enter_context(started(["worker", "--queue", "all"], env)) for _ in range(3)]
+        api_logs = [tmp_path / f"api{i}.log" for i in range(2)]
+        apis = [stack.enter_context(started(["serve"], {**env, "PARTICIPANTS_PORT": str(p)}, log))
+                for p, log in zip(ports, api_logs)]
+        for port, api, log in zip(ports, apis, api_logs):
+            wait_listening(port, api, log)
+        worker_logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+        workers = [stack.enter_context(started(["worker", "--queue", "all"], env, log)) for log in worker_logs]
 
         async with aiohttp.ClientSession() as http:
 
@@ -97,7 +108,7 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool)
                     return str((await resp.json())["jobUuid"])
 
             async def bulk(i: int) -> str:
-                url = f"http://127.0.0.1:{ports[i % 2]}{BASE}/{SITES[i % len(SITES)]}/participants/bulk?async=true"
+                url = f"http://127.0.0.1:{ports[i % 2]}{BASE}/{BULK_SITES[i % len(BULK_SITES)]}/participants/bulk?async=true"
                 rows = "".join(f"B{i:03d}-{r}\r\n" for r in range(ROWS_PER_BULK))
                 data = form(("ParticipantID\r\n" + rows).encode())
                 async with http.post(url, data=data, headers=headers) as resp:
@@ -117,6 +128,7 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool)
             await asyncio.sleep(0.01)
         workers[0].kill()
         workers[0].wait()
+        killed_at = await pool.fetchval("SELECT clock_timestamp()")
 
         deadline = time.monotonic() + 90
         while (n := await done_count()) < len(submitted):
@@ -135,14 +147,25 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool)
                             f"workers alive: {[w.poll() is None for w in workers]}")
             await asyncio.sleep(0.1)
 
-    jobs = await pool.fetch("SELECT uuid, type, attempts, object_key, row_count, result FROM jobs WHERE uuid = ANY($1::uuid[])", submitted)
+    jobs = await pool.fetch(
+        "SELECT uuid, type, attempts, object_key, row_count, result, started_at FROM jobs WHERE uuid = ANY($1::uuid[])",
+        submitted,
+    )
     assert len(jobs) == EXTRACTS + BULKS
     # Exactly once: a job ran once, or twice when its first attempt died with the killed worker.
     attempts = [j["attempts"] for j in jobs]
     assert all(1 <= a <= 2 for a in attempts), sorted(attempts)[-5:]
-    # At most what the killed worker had in flight: its extract slots and arq's default of 10 others.
-    in_flight = settings.extract_max_jobs + 10
-    assert attempts.count(2) <= in_flight, "more re-runs than the killed worker had jobs in flight"
+    # At most what the killed worker had in flight: its extract slots and its default-queue slots.
+    in_flight = settings.extract_max_jobs + settings.default_max_jobs
+    reruns = [j for j in jobs if j["attempts"] == 2]
+    assert len(reruns) <= in_flight, "more re-runs than the killed worker had jobs in flight"
+    # An attempt that died with the killed worker ran again on another worker soon after: its
+    # heartbeat stopped, whatever arq's timeouts (an hour for a bulk upload). Whether the kill caught
+    # a claimed job is timing (small jobs take milliseconds); test_recovery.py kills one for sure.
+    rerun_after = max((j["started_at"] - killed_at).total_seconds() for j in reruns) if reruns else 0.0
+    print(f"\nscale-out: {len(reruns)} jobs ran again after the kill "
+          f"({sorted(j['type'] for j in reruns)}), the last {rerun_after:.1f} s after it")
+    assert rerun_after < RERUN_WITHIN_SECONDS
 
     storage = Path(settings.storage_dir)
     extracts = [j for j in jobs if j["type"] == "EXTRACT_PARTICIPANTS"]

@@ -8,7 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.core.webhooks import models as wm
-from service.core.webhooks import outbox
+from service.core import jobs as job_store
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
     Receiver,
@@ -157,12 +157,17 @@ async def test_outbox_rows_follow_the_transaction_and_the_subscriptions(client, 
     assert other_study["id"] not in {r["endpoint_id"] for r in rows}
     assert disabled["id"] not in {r["endpoint_id"] for r in rows}
 
-    # Rolled back with the status change: no event for a status that never happened.
+    # Rolled back with the status change (a bulk job's insert transaction failing at its commit):
+    # no event for a status that never happened.
     async with pool.acquire() as conn:
+        unfinished = (await job_store.create_job(
+            conn, job_type="EXTRACT_PARTICIPANTS", owner_id=await conn.fetchval("SELECT id FROM users LIMIT 1"),
+            study_id=await conn.fetchval("SELECT id FROM studies WHERE oid = $1", STUDY), site_id=None,
+        ))["uuid"]  # fmt: skip
         tr = conn.transaction()
         await tr.start()
-        await conn.execute("UPDATE jobs SET status = 'FAILED' WHERE uuid = $1", completed)
-        assert len(await outbox.record_job_finished(conn, completed)) == 2
+        assert await job_store.finish_job(conn, unfinished, "FAILED", error="x")
+        assert await conn.fetchval("SELECT count(*) FROM webhook_messages WHERE job_uuid = $1", unfinished) == 2
         await tr.rollback()
     assert await pool.fetchval("SELECT count(*) FROM webhook_messages") == 3
 
@@ -472,3 +477,33 @@ async def test_a_running_worker_delivers_as_soon_as_the_job_commits(make_client,
         with warnings.catch_warnings():  # arq calls redis' deprecated close()
             warnings.simplefilter("ignore", DeprecationWarning)
             await worker.close()
+
+
+async def test_the_event_payload_is_the_jobs_metadata_with_python_timestamps(client, world, pool):
+    """The payload is built in SQL with the final status (one statement); its timestamps read as
+    Python's isoformat in UTC with Z, as they always have, microseconds only when there are any."""
+    import datetime as dt
+
+    from service.core.webhooks.outbox import _iso_utc
+
+    await world.standard()
+    created = await _register(client, world, "https://93.184.216.34/all")
+    job_uuid = await finished_job(pool, "COMPLETED")
+    job = await pool.fetchrow("SELECT * FROM jobs WHERE uuid = $1", job_uuid)
+    payload = await pool.fetchval("SELECT payload FROM webhook_messages WHERE endpoint_id = $1", created["id"])
+
+    def iso(at: dt.datetime) -> str:
+        return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+    assert payload == {
+        "type": "job.completed",
+        "timestamp": iso(job["completed_at"]),
+        "data": {
+            "jobUuid": str(job_uuid), "jobType": "EXTRACT_PARTICIPANTS", "status": "COMPLETED",
+            "studyOid": STUDY, "siteOid": SITE_A, "rowCount": job["row_count"], "byteSize": job["byte_size"],
+            "sha256": job["sha256"], "fileName": job["file_name"], "expiresAt": iso(job["expires_at"]),
+        },
+    }  # fmt: skip
+    zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    for at in (dt.datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=zone)):
+        assert await pool.fetchval(f"SELECT {_iso_utc('$1::timestamptz')}", at) == iso(at)

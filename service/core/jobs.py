@@ -2,11 +2,11 @@
 the work. Shared by every job type (extracts, async bulk uploads).
 
 Life of a job: ``create_job`` writes the row (``IN_QUEUE``) in the caller's transaction; after
-commit, ``enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
-harmless). The worker ``claim_job``s it (``IN_PROGRESS``, one more attempt), beats a heartbeat,
-and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its attempt is still the
-current one. Redis only carries work: the sweeper (worker/maintenance.py) re-enqueues what
-Postgres says is unfinished.
+commit, ``job_queue.enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
+harmless). The worker claims an attempt (core/job_attempts.py: ``IN_PROGRESS``, one more attempt),
+beats a heartbeat, and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its
+attempt is still the current one. Redis only carries work: the sweeper (worker/maintenance.py)
+re-enqueues what Postgres says is unfinished.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from arq.connections import ArqRedis
-from arq.constants import result_key_prefix
 from pydantic import BaseModel
 
 from service.core.errors import ApiError
@@ -89,16 +87,11 @@ async def create_job(
 
     ``max_active``: the owner's quota of unfinished jobs (every submit passes the configured one);
     beyond it 429 ``tooManyJobs``. The owner's row is locked for the count, so concurrent submits of
-    one user cannot overshoot it together; other users are not held up.
+    one user cannot overshoot it together; other users are not held up. The lock is held until the
+    commit, so call this last in the transaction (after the audit row): one user's submits queue
+    on it, and each then holds it only for the count and the commit.
     """
     job_uuid = job_uuid or uuid.uuid4()
-    if max_active is not None:
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", owner_id)
-        active = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", owner_id
-        )
-        if active >= max_active:
-            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
     row = await conn.fetchrow(
         """
         INSERT INTO jobs (uuid, type, study_id, site_id, owner_id, file_name, object_key, params)
@@ -115,78 +108,18 @@ async def create_job(
         params or {},
     )
     assert row is not None
+    if max_active is not None:
+        # NO KEY UPDATE: the job row's foreign key already holds a KEY SHARE lock on the owner's row,
+        # which FOR UPDATE would wait on, deadlocking two submits that both inserted first.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", owner_id)
+        # A statement after the lock: its snapshot holds every job committed by the submits that
+        # held the lock before, and this one's own.
+        active = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", owner_id
+        )
+        if active > max_active:
+            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
     return row
-
-
-async def enqueue(redis: ArqRedis, settings: Settings, job_type: str, job_uuid: UUID, *, rerun: bool = False) -> bool:
-    """Hand the job to arq, by its type's function name on its type's queue, with the job UUID as
-    arq's job id.
-
-    arq refuses a job id it already holds (queued, running, or a kept result): that is the point,
-    a job is never queued twice. ``rerun`` drops a kept result first (an admin retry of a finished
-    job). Returns whether arq took a new message.
-    """
-    function_name, queue_field = JOB_FUNCTIONS[job_type]
-    if rerun:
-        await redis.delete(result_key_prefix + str(job_uuid))
-    job = await redis.enqueue_job(
-        function_name, str(job_uuid), _job_id=str(job_uuid), _queue_name=getattr(settings, queue_field)
-    )
-    return job is not None
-
-
-async def enqueue_or_withdraw(
-    conn: asyncpg.Connection,
-    redis: ArqRedis,
-    settings: Settings,
-    job_type: str,
-    job_uuid: UUID,
-    storage: Storage | None = None,
-    upload_key: str | None = None,
-) -> None:
-    """Enqueue a job just committed by a submit; if that fails (Redis down), withdraw it, with its
-    upload, and re-raise: the caller answers 503 and never learns the UUID. Withdrawing is best
-    effort: if Postgres is gone too, the sweeper runs the job later, which is harmless."""
-    try:
-        await enqueue(redis, settings, job_type, job_uuid)
-    except Exception:
-        try:
-            await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
-            if storage is not None and upload_key is not None:
-                await storage.delete(upload_key)
-        except Exception:  # noqa: BLE001 - best effort, see above
-            log.warning("could not withdraw an unqueued job", extra={"job_uuid": str(job_uuid)})
-        raise
-
-
-async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, max_attempts: int) -> asyncpg.Record | None:
-    """Start an attempt: ``IN_PROGRESS``, attempts + 1. None if the job is finished (or unknown),
-    so a message delivered twice, or after a cancel, does nothing."""
-    return await conn.fetchrow(
-        """
-        UPDATE jobs SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
-                        heartbeat_at = now(), rows_done = 0, error = NULL
-        WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS') AND attempts < $2
-        RETURNING *
-        """,
-        job_uuid,
-        max_attempts,
-    )
-
-
-async def heartbeat(conn: asyncpg.Connection, job_uuid: UUID, attempt: int, rows_done: int) -> bool:
-    """Record progress; answer True if the job should stop (cancel requested or attempt superseded)."""
-    row = await conn.fetchrow(
-        """
-        UPDATE jobs SET heartbeat_at = now(), rows_done = $3
-        WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'
-        RETURNING cancel_requested
-        """,
-        job_uuid,
-        attempt,
-        rows_done,
-    )
-    return row is None or bool(row["cancel_requested"])
 
 
 async def finish_job(
@@ -203,48 +136,57 @@ async def finish_job(
     object_key: str | None = None,
     result: dict[str, Any] | None = None,
     rows_expected: int | None = None,
+    unless_cancelled: bool = False,
 ) -> bool:
-    """Set the final status of an unfinished job, in one transaction with its webhook event.
+    """Set the final status of an unfinished job and write its webhook event, in one statement.
 
-    Only an unfinished job changes (a FAILED job is never later reported COMPLETED), and with
-    ``attempt`` only if that attempt is still the current one. Returns whether the row changed.
+    Only an unfinished job changes (a FAILED job is never later reported COMPLETED), with
+    ``attempt`` only if that attempt is still the current one, and with ``unless_cancelled`` only
+    if no cancel was requested meanwhile. Returns whether the row changed. One statement: one
+    round trip and atomic on its own, no transaction to open and commit around it (inside a
+    caller's transaction, e.g. a bulk job's insert, it commits with it).
     """
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = $2, completed_at = t.now, heartbeat_at = t.now,
-                            error = $3,
-                            expires_at = CASE WHEN $2 = 'COMPLETED' THEN t.now + $4::interval END,
-                            row_count = coalesce($5, row_count),
-                            rows_done = coalesce($5, rows_done),
-                            byte_size = coalesce($6, byte_size),
-                            sha256 = coalesce($7, sha256),
-                            object_key = coalesce($8, object_key),
-                            result = coalesce($9, result),
-                            rows_expected = coalesce($11, rows_expected)
-            -- The wall clock now, not the transaction's start: a bulk job's insert runs in this transaction.
-            FROM (SELECT clock_timestamp() AS now) t
-            WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')
-              AND ($10::int IS NULL OR attempts = $10)
-            RETURNING uuid
-            """,
-            job_uuid,
-            status,
-            error[:1000] if error else None,
-            retention or dt.timedelta(0),
-            row_count,
-            byte_size,
-            sha256,
-            object_key,
-            result,
-            attempt,
-            rows_expected,
-        )
-        if row is None:
-            return False
-        if status in FINAL_WITH_EVENT:
-            await outbox.record_job_finished(conn, job_uuid)
-    return True
+    row = await conn.fetchrow(
+        FINISH_SQL,
+        job_uuid,
+        status,
+        error[:1000] if error else None,
+        retention or dt.timedelta(0),
+        row_count,
+        byte_size,
+        sha256,
+        object_key,
+        result,
+        attempt,
+        rows_expected,
+        unless_cancelled,
+    )
+    assert row is not None
+    return bool(row["changed"])
+
+
+FINISH_SQL = f"""
+WITH done AS (
+    UPDATE jobs SET status = $2, completed_at = t.now, heartbeat_at = t.now,
+                    error = $3,
+                    expires_at = CASE WHEN $2 = 'COMPLETED' THEN t.now + $4::interval END,
+                    row_count = coalesce($5, row_count),
+                    rows_done = coalesce($5, rows_done),
+                    byte_size = coalesce($6, byte_size),
+                    sha256 = coalesce($7, sha256),
+                    object_key = coalesce($8, object_key),
+                    result = coalesce($9, result),
+                    rows_expected = coalesce($11, rows_expected)
+    -- The wall clock now, not the transaction's start: a bulk job's insert runs in its transaction.
+    FROM (SELECT clock_timestamp() AS now) t
+    WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')
+      AND ($10::int IS NULL OR attempts = $10)
+      AND NOT ($12::bool AND cancel_requested)
+    RETURNING jobs.*
+), {outbox.JOB_EVENT_CTES}
+-- "notified" is named so that it runs (a plain SELECT in WITH runs only when read).
+SELECT (SELECT count(*) FROM done) AS changed, (SELECT count(*) FROM notified) AS notified
+"""
 
 
 async def get_owned_job(conn: asyncpg.Connection, raw_uuid: str, user_id: int | None) -> asyncpg.Record:
@@ -274,12 +216,6 @@ async def owner_holds_right(conn: asyncpg.Connection, job: asyncpg.Record) -> bo
     except ApiError:
         return False
     return True
-
-
-async def owner_may_run(conn: asyncpg.Connection, job_uuid: UUID) -> bool:
-    """Checked by a job before it starts: the right may have gone since the submit."""
-    row = await conn.fetchrow(JOB_SELECT + " WHERE j.uuid = $1", job_uuid)
-    return row is not None and await owner_holds_right(conn, row)
 
 
 JOB_SELECT = """

@@ -50,7 +50,9 @@ class Scope:
     study_oid: str
     site_oid: str | None
     study_roles: frozenset[str] = frozenset()
-    site_roles: dict[int, frozenset[str]] = field(default_factory=dict)  # site id -> roles there
+    # Site id -> roles there: every site of the study for a study-level path, only the path's site
+    # for a site-level one (nothing else is asked there).
+    site_roles: dict[int, frozenset[str]] = field(default_factory=dict)
 
     def roles_at(self, site_id: int | None) -> frozenset[str]:
         """Roles that reach ``site_id`` (None: the study level itself)."""
@@ -84,8 +86,11 @@ class Scope:
 SCOPE_SQL = """
 SELECT u.id AS user_id, u.full_name,
        to_jsonb(st) AS study, to_jsonb(si) AS site,
+       -- At a site, the roles of other sites play no part: a CTMS user with a role at each of
+       -- hundreds of sites would otherwise carry them all into every request.
        (SELECT coalesce(jsonb_agg(jsonb_build_array(r.role, r.site_id)), '[]'::jsonb)
-          FROM role_assignments r WHERE r.user_id = u.id AND r.study_id = st.id) AS roles
+          FROM role_assignments r WHERE r.user_id = u.id AND r.study_id = st.id
+           AND (si.id IS NULL OR r.site_id IS NULL OR r.site_id = si.id)) AS roles
 FROM (SELECT 1) one
 LEFT JOIN users u ON u.username = $1 AND NOT u.disabled  -- a disabled user is no one here
 LEFT JOIN studies st ON st.oid = $2

@@ -12,6 +12,7 @@ final.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -22,6 +23,7 @@ import asyncpg
 from arq.cron import CronJob
 from arq.worker import func
 
+from service.core import job_attempts
 from service.core import jobs as job_store
 from service.core.bulk import staging as bulk_store
 from service.core.bulk.summary import (
@@ -37,7 +39,7 @@ from service.core.files import content_disposition
 from service.core.roles import load_scope
 from service.core.storage import Storage, StorageError, StorageNotFound
 from service.settings import Settings
-from service.worker import maintenance
+from service.worker.heartbeats import Heartbeats
 from service.worker.extract import StopRequested, failure_reason, stream_extract
 
 log = logging.getLogger("participants.worker.bulk")
@@ -85,11 +87,13 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
     job_uuid = UUID(job_uuid_str)
     started = time.monotonic()
 
-    async with pool.acquire() as conn, pool.acquire() as beat_conn:
-        job = await maintenance.claim_or_give_up(conn, job_uuid, settings.job_max_attempts)
+    async with pool.acquire() as conn, contextlib.AsyncExitStack() as stack:
+        job = await job_attempts.claim_or_give_up(conn, job_uuid, settings)
         if job is None:
             return "skipped"
         attempt: int = job["attempts"]
+        heartbeats: Heartbeats = ctx["heartbeats"]
+        beat = stack.enter_context(heartbeats.track(job_uuid, attempt))
         upload_key: str = job["params"]["uploadKey"]
         created_at: str = job["params"].get("createdAt", "")
 
@@ -101,17 +105,12 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
 
         if job["cancel_requested"]:
             return await end(job_store.CANCELLED, "cancelled")
-        where = await conn.fetchrow(
-            "SELECT u.username, st.oid AS study_oid, si.oid AS site_oid FROM jobs j JOIN users u ON u.id = j.owner_id"
-            " JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id WHERE j.uuid = $1",
-            job_uuid,
-        )
-        assert where is not None
         # The owner's rights and the study's state are checked again: they may have changed since.
-        scope = await load_scope(conn, where["username"], where["study_oid"], where["site_oid"])
+        scope = await load_scope(conn, job["owner_username"], job["study_oid"], job["site_oid"])
 
         async def on_progress(rows_done: int) -> None:
-            if await job_store.heartbeat(beat_conn, job_uuid, attempt, rows_done):
+            beat.rows_done = rows_done  # the worker's heartbeat records it
+            if beat.stop:
                 raise StopRequested
 
         result_key = result_object_key(job_uuid, attempt)
@@ -136,6 +135,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 sha256=sha,
                 object_key=result_key,
                 result=summary,
+                rows_expected=beat.rows_expected,
             )
             if not done:
                 raise Superseded
@@ -149,9 +149,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 settings.bulk_max_bytes,
                 on_progress=on_progress,
             )
-            await conn.execute(
-                "UPDATE jobs SET rows_expected = $2 WHERE uuid = $1", job_uuid, parser.data_rows
-            )
+            beat.rows_done = beat.rows_expected = parser.data_rows
             outcome = await bulk_store.apply(
                 conn,
                 scope,
@@ -200,7 +198,16 @@ async def _delete_upload(storage: Storage, key: str) -> None:
         log.warning("could not delete a bulk job object", extra={"error": type(exc).__name__})
 
 
+# As for extracts: Postgres counts the attempts, so arq's own count never stops a re-run first, and
+# no result is kept in Redis, so a delivery that ended before its claim never keeps the sweeper
+# from enqueueing the same UUID again.
 FUNCTIONS: list[Any] = [
-    func(bulk_add_participants_job, name=job_store.BULK_FUNCTION, timeout=BULK_JOB_TIMEOUT_SECONDS)
+    func(
+        bulk_add_participants_job,
+        name=job_store.BULK_FUNCTION,
+        timeout=BULK_JOB_TIMEOUT_SECONDS,
+        keep_result=0,
+        max_tries=1000,
+    )
 ]
 CRON_JOBS: list[CronJob] = []

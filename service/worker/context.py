@@ -1,5 +1,5 @@
-"""What every job finds in ``ctx``: settings, a Postgres pool, object storage (and ``redis``, arq's
-own pool)."""
+"""What every job finds in ``ctx``: settings, a Postgres pool, object storage, the worker's
+heartbeats (and ``redis``, arq's own pool)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from service.core.db import create_pool
 from service.core.storage import Storage
 from service.settings import Settings
 from service.worker import webhooks
+from service.worker.heartbeats import Heartbeats
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -16,6 +17,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     assert settings.database_url
     ctx["db"] = await create_pool(settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds)
     ctx["storage"] = Storage.from_settings(settings)
+    ctx["heartbeats"] = Heartbeats(settings)
+    await ctx["heartbeats"].start()
     if ctx.get("listen_outbox"):
         # Enqueue webhook deliveries the moment their job commits (the sweeper is the safety net).
         await webhooks.start_outbox_listener(ctx)
@@ -23,5 +26,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await webhooks.stop_outbox_listener(ctx)
+    if "heartbeats" in ctx:
+        await ctx.pop("heartbeats").stop()
     if "db" in ctx:
         await ctx["db"].close()

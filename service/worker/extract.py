@@ -7,8 +7,9 @@ and the formula guard are SQL). The object becomes visible only when the upload 
 job is ``COMPLETED`` only after that, so a partial file is never downloadable.
 
 Safe to run more than once (arq's rule): a finished job is skipped, a re-run overwrites the same
-object key and the same row. Between chunks, at most every ``job_heartbeat_seconds``, the job
-records progress and a heartbeat and checks ``cancel_requested``.
+object key and the same row. The worker's heartbeat (worker/heartbeats.py) records the job's
+progress every ``job_heartbeat_seconds``; between chunks the job stops if that heartbeat found it
+cancelled or superseded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from uuid import UUID
 import asyncpg
 from arq.worker import func
 
+from service.core import job_attempts
 from service.core import jobs as job_store
 from service.core.extract_options import ExtractOptions
 from service.core.extracts import COUNT_SQL, extract_select
@@ -32,6 +34,7 @@ from service.core.files import CSV_CONTENT_TYPE, content_disposition
 from service.core.storage import Storage, StorageError
 from service.settings import Settings
 from service.worker import maintenance
+from service.worker.heartbeats import Heartbeats
 
 log = logging.getLogger("participants.worker.extract")
 
@@ -138,92 +141,88 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
     job_uuid = UUID(job_uuid_str)
     started = time.monotonic()
 
-    async with pool.acquire() as conn, pool.acquire() as beat_conn:
-        job = await maintenance.claim_or_give_up(conn, job_uuid, settings.job_max_attempts)
+    async with pool.acquire() as conn:
+        job = await job_attempts.claim_or_give_up(conn, job_uuid, settings)
         if job is None:
             return "skipped"
         attempt: int = job["attempts"]
         if job["cancel_requested"]:
             await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
             return job_store.CANCELLED
-        if not await job_store.owner_may_run(conn, job_uuid):
+        if not await job_store.owner_holds_right(conn, job):
             # The owner's right to extract here was revoked after the submit: no file is made.
             await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=ACCESS_REVOKED)
             log.info("extract refused: the owner's right is gone", extra={"job_uuid": job_uuid_str})
             return job_store.FAILED
 
         options = ExtractOptions.from_params(job["params"])
+        heartbeats: Heartbeats = ctx["heartbeats"]
+        counting: asyncio.Task[None] | None = None
 
-        async def count_expected() -> int:
-            return options.rows_in_slice(await beat_conn.fetchval(COUNT_SQL, job["site_id"]))
+        with heartbeats.track(job_uuid, attempt) as beat:
 
-        # The count runs on the heartbeat connection while COPY streams on the other. It is only
-        # read here: it is written with the first heartbeat (long jobs) or with the final status,
-        # so a short job commits twice (claim, finish), not three times; each commit waits for a
-        # WAL flush, the largest cost of a small extract.
-        expected: list[int] = []
-        counting = asyncio.create_task(count_expected())
+            async def count_expected() -> None:
+                # Progress only: counted, on a connection of its own while COPY streams, for a job
+                # still running at its first progress tick. A short job never pays the round trip:
+                # its rows_expected is its row count, written with the final status.
+                async with pool.acquire() as count_conn:
+                    beat.rows_expected = options.rows_in_slice(await count_conn.fetchval(COUNT_SQL, job["site_id"]))
 
-        async def on_progress(rows_done: int) -> None:
-            if not expected:
-                expected.append(await counting)  # the heartbeat shares its connection
-                await beat_conn.execute(
-                    "UPDATE jobs SET rows_expected = $2 WHERE uuid = $1 AND attempts = $3", job_uuid, expected[0], attempt
+            async def on_progress(rows_done: int) -> None:
+                nonlocal counting
+                beat.rows_done = rows_done  # the worker's heartbeat records it
+                if counting is None:
+                    counting = asyncio.create_task(count_expected())
+                if beat.stop:
+                    raise StopRequested
+
+            try:
+                rows, size, sha = await stream_extract(
+                    conn,
+                    storage,
+                    job["object_key"],
+                    extract_select(job["site_id"], options),
+                    content_disposition_value=content_disposition(job["file_name"]),
+                    on_progress=on_progress,
+                    progress_every=settings.job_heartbeat_seconds,
                 )
-            if await job_store.heartbeat(beat_conn, job_uuid, attempt, rows_done):
-                raise StopRequested
-
-        try:
-            rows, size, sha = await stream_extract(
-                conn,
-                storage,
-                job["object_key"],
-                extract_select(job["site_id"], options),
-                content_disposition_value=content_disposition(job["file_name"]),
-                on_progress=on_progress,
-                progress_every=settings.job_heartbeat_seconds,
-            )
-        except StopRequested:
-            await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
-            log.info("extract cancelled", extra={"job_uuid": job_uuid_str})
-            return job_store.CANCELLED
-        except asyncio.CancelledError:
-            # arq cancels a job on timeout, and on worker shutdown (then it runs the job again).
-            # Only a timeout is final; the write is shielded from the cancellation.
-            if time.monotonic() - started >= settings.extract_job_timeout_seconds * 0.95:
-                await asyncio.shield(
-                    job_store.finish_job(
-                        conn,
-                        job_uuid,
-                        job_store.FAILED,
-                        attempt=attempt,
-                        error=f"timed out after {settings.extract_job_timeout_seconds} s",
+            except StopRequested:
+                await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
+                log.info("extract cancelled", extra={"job_uuid": job_uuid_str})
+                return job_store.CANCELLED
+            except asyncio.CancelledError:
+                # arq cancels a job on timeout, and on worker shutdown (then it runs the job again).
+                # Only a timeout is final; the write is shielded from the cancellation.
+                if time.monotonic() - started >= settings.extract_job_timeout_seconds * 0.95:
+                    await asyncio.shield(
+                        job_store.finish_job(
+                            conn,
+                            job_uuid,
+                            job_store.FAILED,
+                            attempt=attempt,
+                            error=f"timed out after {settings.extract_job_timeout_seconds} s",
+                        )
                     )
-                )
-            raise
-        except Exception as exc:
-            reason = failure_reason(exc)
-            detail = str(exc)[:500] if isinstance(exc, StorageError) else reason
-            log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail})
-            # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
-            # sweeper runs the job again once Postgres is back.
-            await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=reason)
-            return job_store.FAILED
-        finally:
-            # Never go on (or hand the heartbeat connection back) with the count still running.
-            with contextlib.suppress(Exception):
-                await counting
-            # Leftovers of attempts killed mid-upload (this one's own upload is complete or aborted).
-            with contextlib.suppress(OSError):
-                await storage.discard_partials(job["object_key"])
+                raise
+            except Exception as exc:
+                reason = failure_reason(exc)
+                detail = str(exc)[:500] if isinstance(exc, StorageError) else reason
+                log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail})
+                # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
+                # sweeper runs the job again once Postgres is back.
+                await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=reason)
+                return job_store.FAILED
+            finally:
+                # Never go on (or hand its connection back) with the count still running.
+                if counting is not None:
+                    with contextlib.suppress(Exception):
+                        await counting
+                # Leftovers of attempts killed mid-upload (this one's own upload is complete or
+                # aborted); a first attempt follows none, and skips the scan of the folder.
+                if attempt > 1:
+                    with contextlib.suppress(OSError):
+                        await storage.discard_partials(job["object_key"])
 
-        if not expected and counting.done() and not counting.cancelled() and counting.exception() is None:
-            expected.append(counting.result())
-        # A cancel that arrived after the last chunk still wins.
-        if await beat_conn.fetchval("SELECT cancel_requested FROM jobs WHERE uuid = $1", job_uuid):
-            if await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled"):
-                await storage.delete(job["object_key"])
-            return job_store.CANCELLED
         done = await job_store.finish_job(
             conn,
             job_uuid,
@@ -233,8 +232,16 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
             row_count=rows,
             byte_size=size,
             sha256=sha,
-            rows_expected=expected[0] if expected else None,
+            rows_expected=rows,  # the slice holds exactly what COPY wrote
+            unless_cancelled=True,
         )
+        # Not recorded: superseded, or a cancel that arrived after the last chunk, which still wins
+        # (this attempt can still end CANCELLED only in that case).
+        if not done and await job_store.finish_job(
+            conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled"
+        ):
+            await storage.delete(job["object_key"])
+            return job_store.CANCELLED
     log.info("extract finished", extra={"job_uuid": job_uuid_str, "rows": rows, "bytes": size, "recorded": done})
     return job_store.COMPLETED if done else "superseded"
 

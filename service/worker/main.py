@@ -1,10 +1,11 @@
 """The arq workers: one per queue, each a plain ``arq.Worker`` built from ``Settings``.
 
 Queues:
-- ``extract_queue``: extract jobs only, with a short job timeout so that a job whose worker was
-  killed is picked up again quickly (arq re-runs it when its in-progress key expires);
+- ``extract_queue``: extract jobs only, with a short job timeout (the longest extract);
 - ``default_queue``: everything else (bulk uploads, webhook deliveries, cron maintenance).
-Jobs are safe to run more than once: each checks the job row in Postgres first.
+Jobs are safe to run more than once: each claims its attempt in the job row in Postgres first. A
+killed worker's jobs run again once the sweeper sees their heartbeat stop (worker/maintenance.py),
+not when arq's in-progress key expires.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
         queue_name=queue,
         on_startup=context.startup,
         on_shutdown=context.shutdown,
-        # The default queue's workers deliver webhooks, so they also listen for new outbox rows.
-        # A bulk upload holds two connections (insert + heartbeat), so the pool has room for every
-        # job at once plus the outbox listener and the crons: a smaller pool deadlocks, each job
-        # holding one connection and waiting for its second.
-        ctx={"settings": settings, "listen_outbox": True, "db_pool_max": 2 * settings.default_max_jobs + 2},
+        # The default queue's workers deliver webhooks, so they also listen for new outbox rows
+        # (on a connection of their own, as the heartbeat). Every job, cron jobs included, holds
+        # one pooled connection at a time: one more for a job's short second query.
+        ctx={"settings": settings, "listen_outbox": True, "db_pool_max": settings.default_max_jobs + 1},
         max_jobs=settings.default_max_jobs,
         poll_delay=settings.worker_poll_delay,
         job_timeout=settings.extract_job_timeout_seconds if is_extract else settings.default_job_timeout_seconds,
@@ -43,12 +43,12 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
     if is_extract:
         # Postgres counts the attempts (job_max_attempts); arq's own count must never stop a re-run
         # first. No results kept in Redis, so the sweeper can enqueue the same UUID again. Each
-        # extract holds two connections (COPY + heartbeat): the pool has room for all of them.
+        # extract holds one connection, and a long one briefly a second for its row count.
         kwargs.update(
             max_jobs=settings.extract_max_jobs,
             max_tries=1000,
             keep_result=0,
-            ctx={"settings": settings, "db_pool_max": 2 * settings.extract_max_jobs + 1},
+            ctx={"settings": settings, "db_pool_max": settings.extract_max_jobs + 1},
         )
     kwargs.update(overrides)
     return PromptWorker(**kwargs)

@@ -2,16 +2,16 @@
 
 - ``sweep_jobs`` (every 2 s): a job Postgres calls ``IN_QUEUE`` for ``job_requeue_after_seconds``,
   or ``IN_PROGRESS`` with no heartbeat for ``extract_stale_seconds`` (extracts) or
-  ``job_stale_seconds`` (others), is enqueued again under its own UUID. If arq still holds it, arq
-  ignores the duplicate; if Redis lost it (flushed, restarted without persistence), it runs again.
-  For a silent ``IN_PROGRESS`` job, arq's in-progress key is dropped first: it belongs to a dead
-  worker and would otherwise keep the job from any other worker until arq's job timeout. A job past
+  ``job_stale_seconds`` (others), is delivered again: arq's in-progress key and kept result for
+  its UUID are dropped, and it is enqueued under its own UUID (a no-op while arq still holds the
+  message, which any worker then takes; a new message if Redis lost it). A job past
   ``job_max_attempts`` is ``FAILED`` instead.
 
-  Running twice at once: a live worker heartbeats every ``job_heartbeat_seconds`` from the stream
-  it is writing, so it is never silent for ``extract_stale_seconds`` unless it is dead or its event
-  loop is stuck. If a stuck one wakes up, its attempt number is stale: ``finish_job`` and the
-  heartbeat only touch the row of the current attempt, so its results are never recorded.
+  Never twice at once: every worker beats for all its jobs every ``job_heartbeat_seconds``
+  (worker/heartbeats.py), so a job is silent that long only if its worker is dead or its event
+  loop stuck; a delivery of a job whose attempt is alive claims nothing (core/job_attempts.py).
+  If a stuck worker wakes up, its attempt number is stale: ``finish_job`` and the heartbeat only
+  touch the row of the current attempt, so its results are never recorded.
 - ``expire_jobs`` (every 30 s): completed files past retention are deleted; the job becomes ``EXPIRED``.
 - ``forget_idempotency_keys`` (every 5 minutes): Idempotency-Key answers past retention.
 """
@@ -21,14 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 from arq import cron
-from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 
 from service.core import idempotency
+from service.core import job_attempts
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.storage import StorageError
 from service.settings import Settings
@@ -39,57 +39,39 @@ SWEEP_BATCH = 500
 EXPIRE_BATCH = 200
 
 
-async def fail_if_exhausted(conn: asyncpg.Connection, job_uuid: UUID, max_attempts: int) -> bool:
-    """An unfinished job whose attempts are used up becomes FAILED (with its webhook event)."""
-    attempts = await conn.fetchval(
-        "SELECT attempts FROM jobs WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", job_uuid
-    )
-    if attempts is None or attempts < max_attempts:
-        return False
-    return await job_store.finish_job(
-        conn, job_uuid, job_store.FAILED, error=f"gave up after {attempts} attempts"
-    )
-
-
-async def claim_or_give_up(conn: asyncpg.Connection, job_uuid: UUID, max_attempts: int) -> asyncpg.Record | None:
-    """The job, claimed for a new attempt; None when it is not to run now (finished, running
-    elsewhere, or out of attempts, in which case it ends FAILED)."""
-    job = await job_store.claim_job(conn, job_uuid, max_attempts)
-    if job is None:
-        await fail_if_exhausted(conn, job_uuid, max_attempts)
-    return job
-
-
 async def sweep_jobs(ctx: dict[str, Any]) -> int:
-    """Re-enqueue unfinished jobs Redis may have lost; return how many arq took as new."""
+    """Make arq deliver again every unfinished job Postgres says nobody is running; return how many
+    arq took as new messages."""
     settings: Settings = ctx["settings"]
     pool: asyncpg.Pool = ctx["db"]
     redis = ctx["redis"]
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            """
+            f"""
             SELECT uuid, type, attempts, status FROM jobs
             WHERE (status = 'IN_QUEUE' AND created_at < now() - $1::float8 * interval '1 second')
-               OR (status = 'IN_PROGRESS' AND coalesce(heartbeat_at, created_at) < now()
-                   - (CASE WHEN type = 'EXTRACT_PARTICIPANTS' THEN $4::float8 ELSE $2::float8 END) * interval '1 second')
+               OR (status = 'IN_PROGRESS' AND {job_attempts.stale_after('$3', '$4')})
             ORDER BY created_at
-            LIMIT $3
+            LIMIT $2
             """,
             settings.job_requeue_after_seconds,
-            settings.job_stale_seconds,
             SWEEP_BATCH,
-            settings.extract_stale_seconds,
+            *job_attempts.stale_args(settings),
         )
         taken = 0
         for row in rows:
             if row["type"] not in job_store.JOB_FUNCTIONS:
                 continue
             if row["attempts"] >= settings.job_max_attempts:
-                await fail_if_exhausted(conn, row["uuid"], settings.job_max_attempts)
+                await job_attempts.fail_if_exhausted(conn, row["uuid"], settings)
                 continue
-            if row["status"] == job_store.IN_PROGRESS:
-                await redis.delete(in_progress_key_prefix + str(row["uuid"]))  # its worker is gone
-            if await job_store.enqueue(redis, settings, row["type"], row["uuid"]):
+            # ``release`` drops what may keep arq from delivering it: the in-progress key of a
+            # worker that took the message and died (before or after its claim), which arq keeps
+            # for its job timeout + 10 s, an hour for a bulk upload; a kept result of a delivery
+            # that ended without finishing the job (e.g. it failed to reach Postgres before its
+            # claim), which makes arq refuse the same id. If a live worker holds it after all, the
+            # claim in Postgres lets only one attempt run (core/job_attempts.py).
+            if await job_queue.enqueue(redis, settings, row["type"], row["uuid"], release=True):
                 taken += 1
     if taken:
         log.info("re-enqueued unfinished jobs", extra={"count": taken})

@@ -1,20 +1,15 @@
-"""The webhook outbox: events written in the same transaction as a job's final status.
+"""The webhook outbox: events written in the same statement as a job's final status.
 
-``record_job_finished`` inserts one ``webhook_messages`` row per enabled endpoint subscribed to
-the event (and to the job's study, if scoped). The rows commit or roll back with the job's
-status, so an event is never lost and never sent for a status that did not happen. Delivery is
-the worker's: a ``NOTIFY`` sent with the rows (so heard only after commit) lets a listening worker
-enqueue them at once, and a sweeper (``worker/webhooks.py``, every 5 s) enqueues whatever is due
-in any case; the row, not the arq job, is the source of truth.
+``JOB_EVENT_CTES`` (in the statement of ``jobs.finish_job``) inserts one ``webhook_messages`` row
+per enabled endpoint subscribed to the event (and to the job's study, if scoped). The rows commit
+or roll back with the job's status, so an event is never lost and never sent for a status that
+did not happen. Delivery is the worker's: a ``NOTIFY`` sent with the rows (so heard only after
+commit) lets a listening worker enqueue them at once, and a sweeper (``worker/webhooks.py``, every
+5 s) enqueues whatever is due in any case; the row, not the arq job, is the source of truth.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-from uuid import UUID
-
-import asyncpg
 from arq.connections import ArqRedis
 
 from service.settings import Settings
@@ -22,63 +17,50 @@ from service.settings import Settings
 NOTIFY_CHANNEL = "webhook_outbox"
 EVENT_BY_STATUS = {"COMPLETED": "job.completed", "FAILED": "job.failed"}
 
-JOB_FOR_EVENT = """
-SELECT j.uuid, j.type, j.status, j.study_id, j.row_count, j.byte_size, j.sha256, j.file_name, j.expires_at,
-       j.completed_at, st.oid AS study_oid, si.oid AS site_oid
-FROM jobs j JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id
-WHERE j.uuid = $1
-"""
+
+def _iso_utc(ts: str) -> str:
+    """SQL: ``ts`` as Python's ``isoformat()`` writes it in UTC, with ``Z`` (microseconds only when
+    there are any), the form every event timestamp has always had."""
+    return (
+        f"(to_char({ts} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN date_trunc('second', {ts}) = {ts} THEN '' ELSE to_char({ts} AT TIME ZONE 'UTC', '.US') END"
+        " || 'Z')"
+    )
 
 
-def event_payload(job: asyncpg.Record | dict[str, Any], event_type: str, at: datetime) -> dict[str, Any]:
-    """The event without its URLs (added at delivery from the configured public URL). No personal data:
-    only the job's metadata, never a participant's name or contact."""
-    return {
-        "type": event_type,
-        "timestamp": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "data": {
-            "jobUuid": str(job["uuid"]),
-            "jobType": job["type"],
-            "status": job["status"],
-            "studyOid": job["study_oid"],
-            "siteOid": job["site_oid"],
-            "rowCount": job["row_count"],
-            "byteSize": job["byte_size"],
-            "sha256": job["sha256"],
-            "fileName": job["file_name"],
-            "expiresAt": job["expires_at"].astimezone(UTC).isoformat().replace("+00:00", "Z")
-            if job["expires_at"]
-            else None,
-        },
-    }
-
-
-async def record_job_finished(conn: asyncpg.Connection, job_uuid: UUID) -> list[int]:
-    """Call inside the transaction that sets a job's final status (COMPLETED or FAILED).
-
-    Returns the ids of the messages written (none for other statuses or when nobody subscribed).
-    """
-    job = await conn.fetchrow(JOB_FOR_EVENT, job_uuid)
-    if job is None or job["status"] not in EVENT_BY_STATUS:
-        return []
-    event_type = EVENT_BY_STATUS[job["status"]]
-    at = job["completed_at"] or await conn.fetchval("SELECT now()")
-    payload = event_payload(job, event_type, at)
-    rows = await conn.fetch(
-        """INSERT INTO webhook_messages (msg_id, endpoint_id, event_type, job_uuid, payload)
-           SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, $1, $2, $3
-           FROM webhook_endpoints e
-           WHERE e.enabled AND $1 = ANY (e.event_types) AND (e.study_id IS NULL OR e.study_id = $4)
-           RETURNING id""",
-        event_type, job_uuid, payload, job["study_id"],
-    )  # fmt: skip
-    ids = [r["id"] for r in rows]
-    if ids:
-        # Delivered to listeners only if and when this transaction commits: the "right after commit"
-        # nudge (worker/webhooks.py OutboxListener). Too many ids for one payload: an empty one says "sweep".
-        text = ",".join(map(str, ids))
-        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, text if len(text) < 7000 else "")
-    return ids
+# The outbox rows of a job whose final status the same statement just wrote: these CTEs follow a
+# CTE ``done`` that returns the changed ``jobs`` row (core/jobs.py ``finish_job``), and the statement
+# must read ``notified``. One statement for status and events: one round trip. The payload is the
+# event without its URLs (added at delivery from the configured public URL) and without personal
+# data: the job's metadata only, never a participant's name or contact.
+JOB_EVENT_CTES = f"""
+event AS (
+    SELECT d.uuid, d.study_id, e.event_type, jsonb_build_object(
+        'type', e.event_type,
+        'timestamp', {_iso_utc("d.completed_at")},
+        'data', jsonb_build_object(
+            'jobUuid', d.uuid::text, 'jobType', d.type, 'status', d.status,
+            'studyOid', st.oid, 'siteOid', si.oid,
+            'rowCount', d.row_count, 'byteSize', d.byte_size, 'sha256', d.sha256, 'fileName', d.file_name,
+            'expiresAt', CASE WHEN d.expires_at IS NOT NULL THEN {_iso_utc("d.expires_at")} END)) AS payload
+    FROM done d
+    JOIN (VALUES {", ".join(f"('{status}', '{event}')" for status, event in EVENT_BY_STATUS.items())})
+        AS e (status, event_type) ON e.status = d.status
+    JOIN studies st ON st.id = d.study_id LEFT JOIN sites si ON si.id = d.site_id
+), messages AS (
+    INSERT INTO webhook_messages (msg_id, endpoint_id, event_type, job_uuid, payload)
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, ev.event_type, ev.uuid, ev.payload
+    FROM event ev JOIN webhook_endpoints w
+        ON w.enabled AND ev.event_type = ANY (w.event_types) AND (w.study_id IS NULL OR w.study_id = ev.study_id)
+    RETURNING id
+), notified AS (
+    -- Heard by listeners only if and when the statement's transaction commits: the "right after
+    -- commit" nudge (worker/webhooks.py OutboxListener). Too many ids for one payload: an empty
+    -- one says "sweep".
+    SELECT pg_notify('{NOTIFY_CHANNEL}', CASE WHEN length(ids) < 7000 THEN ids ELSE '' END)
+    FROM (SELECT string_agg(id::text, ',') AS ids FROM messages) m
+    WHERE ids IS NOT NULL
+)"""
 
 
 # The arq function that makes one delivery attempt; the worker registers it under this name.

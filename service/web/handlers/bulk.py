@@ -26,6 +26,7 @@ from aiohttp.multipart import BodyPartReader
 from aiohttp.web_protocol import RequestPayloadError
 
 from service.core import audit
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.bulk import staging as bulk_store
 from service.core.bulk.parser import BulkCsvParser
@@ -292,6 +293,7 @@ async def submit_bulk_job(
         raise ApiError("serviceUnavailable", scope.params, headers={"Retry-After": "5"}) from None
     try:
         async with conn.transaction():
+            await audit.record(conn, scope, "bulk.submit", job_uuid=job_uuid, details={"bytes": size})
             await job_store.create_job(
                 conn,
                 job_type=job_store.BULK_ADD_PARTICIPANTS,
@@ -301,15 +303,15 @@ async def submit_bulk_job(
                 file_name=result_file_name(scope.study_oid, scope.site_oid, datetime.now(UTC)),
                 params={"uploadKey": key, "uploadBytes": size, "createdAt": created_at},
                 job_uuid=job_uuid,
+                # Last in the transaction: the quota locks the owner's row until the commit.
                 max_active=settings.max_active_jobs_per_user,
             )
-            await audit.record(conn, scope, "bulk.submit", job_uuid=job_uuid, details={"bytes": size})
     except Exception:
         # No job was committed, so nobody will ever read the upload: drop it (best effort).
         with contextlib.suppress(Exception):
             await storage.delete(key)
         raise
-    await job_store.enqueue_or_withdraw(
+    await job_queue.enqueue_or_withdraw(
         conn, request.app[REDIS], settings, job_store.BULK_ADD_PARTICIPANTS, job_uuid, storage, key
     )
     return job_submitted(request, job_uuid, job_store.IN_QUEUE)

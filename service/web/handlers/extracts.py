@@ -15,6 +15,7 @@ import uuid
 from aiohttp import web
 
 from service.core import audit
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.extract_options import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, ExtractOptions
 from service.core.extracts import extract_file_name, extract_object_key
@@ -61,6 +62,7 @@ async def submit_extract(request: web.Request) -> web.Response:
             now = dt.datetime.now(dt.UTC)
             job_uuid = uuid.uuid4()
             async with conn.transaction():
+                await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
                 job = await job_store.create_job(
                     conn,
                     job_type=job_store.EXTRACT_PARTICIPANTS,
@@ -71,10 +73,10 @@ async def submit_extract(request: web.Request) -> web.Response:
                     object_key=extract_object_key(job_uuid),
                     params={"studyOid": study_oid, "siteOid": site_oid, **options.to_params()},
                     job_uuid=job_uuid,
+                    # Last in the transaction: the quota locks the owner's row until the commit.
                     max_active=settings.max_active_jobs_per_user,
                 )
-                await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
-            await job_store.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
+            await job_queue.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
             return job_submitted(request, job_uuid, job["status"])
 
         return await once(request, conn, username, NO_BODY, submit)

@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from service.core import audit
+from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.errors import ApiError
 from service.core.jobs import JOB_STATUSES, JOB_TYPES
@@ -277,7 +278,7 @@ async def retry_job(request: web.Request) -> web.Response:
                 conn, actor, "admin.job.retry", job,
                 {"previousAttempts": job["attempts"], "previousError": (job["error"] or "")[:200]},
             )  # fmt: skip
-        await job_store.enqueue(request.app[REDIS], settings, job["type"], job_uuid, rerun=True)
+        await job_queue.enqueue(request.app[REDIS], settings, job["type"], job_uuid, rerun=True)
         detail = await _job_detail(conn, job_uuid, base_url(request))
     return model_response(detail, 202)
 

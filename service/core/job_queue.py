@@ -1,0 +1,80 @@
+"""Handing a job to arq: by its type's function name (``jobs.JOB_FUNCTIONS``) on its type's queue,
+with the job UUID as arq's job id, so that a job is never queued twice. Redis only carries work;
+Postgres holds the truth about every job (core/jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from uuid import UUID
+
+import asyncpg
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+
+from service.core.jobs import JOB_FUNCTIONS
+from service.core.storage import Storage
+from service.settings import Settings
+
+log = logging.getLogger("participants.jobs")
+
+
+# arq's enqueue_job in one round trip instead of three (WATCH, EXISTS, MULTI ... EXEC): the same
+# keys, the same message (arq's serializer), the same refusal of an id arq still holds. KEYS: the
+# job, its result, the queue, then any keys to drop first.
+ENQUEUE_SCRIPT = """
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+async def enqueue(
+    redis: ArqRedis, settings: Settings, job_type: str, job_uuid: UUID, *, rerun: bool = False, release: bool = False
+) -> bool:
+    """Hand the job to arq, by its type's function name on its type's queue, with the job UUID as
+    arq's job id.
+
+    arq refuses a job id it already holds (queued, running, or a kept result): that is the point,
+    a job is never queued twice. ``rerun`` drops a kept result first (an admin retry of a finished
+    job); ``release`` also drops arq's in-progress key (the sweeper, for a job nobody runs). Returns
+    whether arq took a new message.
+    """
+    function_name, queue_field = JOB_FUNCTIONS[job_type]
+    job_id = str(job_uuid)
+    drop = [result_key_prefix + job_id] if rerun or release else []
+    if release:
+        drop.append(in_progress_key_prefix + job_id)
+    now_ms = int(time.time() * 1000)
+    message = serialize_job(function_name, (job_id,), {}, None, now_ms, serializer=redis.job_serializer)
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id, getattr(settings, queue_field), *drop]
+    taken = await redis.eval(ENQUEUE_SCRIPT, len(keys), *keys, redis.expires_extra_ms, message, now_ms, job_id)
+    return bool(taken)
+
+
+async def enqueue_or_withdraw(
+    conn: asyncpg.Connection,
+    redis: ArqRedis,
+    settings: Settings,
+    job_type: str,
+    job_uuid: UUID,
+    storage: Storage | None = None,
+    upload_key: str | None = None,
+) -> None:
+    """Enqueue a job just committed by a submit; if that fails (Redis down), withdraw it, with its
+    upload, and re-raise: the caller answers 503 and never learns the UUID. Withdrawing is best
+    effort: if Postgres is gone too, the sweeper runs the job later, which is harmless."""
+    try:
+        await enqueue(redis, settings, job_type, job_uuid)
+    except Exception:
+        try:
+            await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
+            if storage is not None and upload_key is not None:
+                await storage.delete(upload_key)
+        except Exception:  # noqa: BLE001 - best effort, see above
+            log.warning("could not withdraw an unqueued job", extra={"job_uuid": str(job_uuid)})
+        raise
