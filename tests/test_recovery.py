@@ -20,14 +20,10 @@ pytestmark = pytest.mark.slow
 RECOVERY_TARGET_SECONDS = 10.0
 
 
-async def test_a_killed_workers_extract_runs_again_within_seconds(client, world, pool, settings, tmp_path):
-    await world.standard()
-    n = 600_000
-    await seed_site(pool, SITE_A, n)
-    job_uuid = await submit(client, world)
-    # The extract timeout stays at its default (30 s): recovery must not wait for it.
-    env = {"PARTICIPANTS_EXTRACT_STALE_SECONDS": "4"}
-    doomed = _start_worker(settings, tmp_path / "doomed.log", queue="extract", **env)
+async def _kill_mid_run_and_time_the_rerun(pool, settings, tmp_path, job_uuid, queue, completed_within, **env):
+    """Start a worker on ``queue``, SIGKILL it once the job has written rows, start another, and
+    return (seconds from the kill to the second attempt, the completed job row)."""
+    doomed = _start_worker(settings, tmp_path / "doomed.log", queue=queue, **env)
     survivor = None
     try:
         deadline = time.monotonic() + 60
@@ -46,12 +42,25 @@ async def test_a_killed_workers_extract_runs_again_within_seconds(client, world,
         rerun_after = time.monotonic() - killed_at
         while (job := await _job(pool, job_uuid))["status"] != "COMPLETED":
             assert job["status"] in ("IN_QUEUE", "IN_PROGRESS"), (job["status"], job["error"])
-            assert time.monotonic() - killed_at < 90, (tmp_path / "survivor.log").read_text()[-3000:]
+            assert time.monotonic() - killed_at < completed_within, (tmp_path / "survivor.log").read_text()[-3000:]
             await asyncio.sleep(0.1)
     finally:
         for proc in (doomed, survivor):
             if proc is not None:
                 _stop(proc)
+    return rerun_after, job
+
+
+async def test_a_killed_workers_extract_runs_again_within_seconds(client, world, pool, settings, tmp_path):
+    await world.standard()
+    n = 600_000
+    await seed_site(pool, SITE_A, n)
+    job_uuid = await submit(client, world)
+    # The extract timeout stays at its default (30 s): recovery must not wait for it.
+    env = {"PARTICIPANTS_EXTRACT_STALE_SECONDS": "4"}
+    rerun_after, job = await _kill_mid_run_and_time_the_rerun(
+        pool, settings, tmp_path, job_uuid, "extract", 90, **env
+    )
     print(f"\nrecovery: the killed worker's extract ran again {rerun_after:.1f} s after the kill")
     assert rerun_after < RECOVERY_TARGET_SECONDS
     assert job["attempts"] == 2 and job["row_count"] == n
@@ -62,30 +71,7 @@ async def test_a_killed_workers_bulk_upload_runs_again_within_seconds(client, wo
     n = 200_000
     job_uuid = await submit_bulk(client, world, csv_bytes("ParticipantID", *(f"K-{i:06d}" for i in range(n))))
     # Every timeout at its default: the bulk job's is an hour, and recovery must not wait for it.
-    doomed = _start_worker(settings, tmp_path / "doomed.log", queue="default")
-    survivor = None
-    try:
-        deadline = time.monotonic() + 60
-        while not ((job := await _job(pool, job_uuid))["status"] == "IN_PROGRESS" and job["rows_done"] > 0):
-            assert job["status"] in ("IN_QUEUE", "IN_PROGRESS") and time.monotonic() < deadline, job["status"]
-            await asyncio.sleep(0.005)
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=10)
-        killed_at = time.monotonic()
-        assert (await _job(pool, job_uuid))["status"] == "IN_PROGRESS", "the job finished before the kill"
-        survivor = _start_worker(settings, tmp_path / "survivor.log", queue="all")
-        while (job := await _job(pool, job_uuid))["attempts"] < 2:
-            assert time.monotonic() - killed_at < 30, (tmp_path / "survivor.log").read_text()[-3000:]
-            await asyncio.sleep(0.05)
-        rerun_after = time.monotonic() - killed_at
-        while (job := await _job(pool, job_uuid))["status"] != "COMPLETED":
-            assert job["status"] in ("IN_QUEUE", "IN_PROGRESS"), (job["status"], job["error"])
-            assert time.monotonic() - killed_at < 120, (tmp_path / "survivor.log").read_text()[-3000:]
-            await asyncio.sleep(0.1)
-    finally:
-        for proc in (doomed, survivor):
-            if proc is not None:
-                _stop(proc)
+    rerun_after, job = await _kill_mid_run_and_time_the_rerun(pool, settings, tmp_path, job_uuid, "default", 120)
     print(f"\nrecovery: the killed worker's bulk upload ran again {rerun_after:.1f} s after the kill")
     assert rerun_after < RECOVERY_TARGET_SECONDS
     assert job["attempts"] == 2 and job["result"]["uploadCount"] == n

@@ -91,13 +91,7 @@ async def verify_password(conn: asyncpg.Connection | asyncpg.Pool, username: str
     if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
         await asyncio.to_thread(_matches, _DUMMY_HASH, "x")
         return False
-    # The disabled flag belongs to user administration, which may not be migrated in yet: reading
-    # it through to_jsonb works whether or not the column exists.
-    row = await conn.fetchrow(
-        """SELECT password_hash, coalesce((to_jsonb(u) ->> 'disabled')::boolean, false) AS disabled
-           FROM users u WHERE username = $1""",
-        username,
-    )
+    row = await conn.fetchrow("SELECT password_hash, disabled FROM users WHERE username = $1", username)
     stored = row["password_hash"] if row is not None else None
     ok = await asyncio.to_thread(_matches, stored or _DUMMY_HASH, password)
     if not ok or stored is None or row["disabled"]:
