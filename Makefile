@@ -55,4 +55,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache tests/oidc/node_modules
+	rm -rf $(VENV) .data .pytest_cache build tests/oidc/node_modules

@@ -4,6 +4,7 @@ fresh virtualenv (as the Dockerfile does) migrates an empty database with the SQ
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -28,6 +29,9 @@ async def test_installed_wheel_migrates_an_empty_database(tmp_path: Path, server
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    # setuptools reuses build/ and never removes a file deleted or renamed since the last build,
+    # so a stale copy (an old migration name) would ship: build from a clean slate.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     _run([*pip, "install", str(ROOT)], tmp_path)  # not -e: a wheel is built and installed
     python = str(venv / "bin" / "python")
     # Run from an empty folder, so nothing of the source tree can be imported by accident.
