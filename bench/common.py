@@ -27,6 +27,12 @@ from service.dev.embedded import EmbeddedServers, free_port, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SECRET = secrets.token_urlsafe(32)  # per run: `participants serve` refuses any secret printed in the source
+# Queues of this run's own: two benchmarks (or a benchmark and the tests) sharing one Redis never take
+# each other's messages, and no benchmark flushes a database something else may be using.
+RUN_QUEUES = {
+    "PARTICIPANTS_EXTRACT_QUEUE": f"participants:bench-{os.getpid()}:extract",
+    "PARTICIPANTS_DEFAULT_QUEUE": f"participants:bench-{os.getpid()}:default",
+}
 _embedded: EmbeddedServers | None = None
 
 
@@ -90,6 +96,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         PARTICIPANTS_LOG_LEVEL="WARNING",
         PARTICIPANTS_PROCESSES="1",  # one API process unless a benchmark asks for more
         PYTHONPATH=str(ROOT),
+        **RUN_QUEUES,
     )
     env.update(extra)
     return env

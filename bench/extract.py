@@ -2,7 +2,7 @@
 
     python -m bench.extract [--rows 500000] [--big-study 10000000] [--quick]
 
-Measures, on a throw-away database (``participants_bench_<pid>``) and Redis database 15:
+Measures, on a throw-away database (``participants_bench_extract_<pid>``) and queues of its own:
 
 1. speed: a site with ``--rows`` participants (seeded with one SQL statement) extracted to the
    local-folder backend, job time (``started_at`` to ``completed_at``) against the floor: the very
@@ -16,8 +16,8 @@ Measures, on a throw-away database (``participants_bench_<pid>``) and Redis data
 4. scale: a 1,000-row site in a study of ``--big-study`` participants over 1,000 sites against a
    1,000-row site in a 10,000-participant study (median job time of 9 runs each); target ratio <= 1.
 
-Needs Postgres (``PARTICIPANTS_BENCH_DATABASE_URL``, default the local server, user postgres) and
-Redis (``PARTICIPANTS_BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/15``).
+Servers as every benchmark finds them (bench/common.py): ``PARTICIPANTS_BENCH_DATABASE_URL`` and
+``PARTICIPANTS_BENCH_REDIS_URL``, else the local ones, else embedded.
 Prints numbers and ratios; it never fails on timing.
 """
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -38,25 +36,17 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from aiohttp import web
-from arq.connections import create_pool as create_arq_pool
 
-from bench.common import BENCH_SECRET
+from bench.common import BENCH_SECRET, RUN_QUEUES, fresh_database, redis_url, service_env
 from service.core import directory
-from service.core.db import migrate
 from service.core.extracts import extract_select
 from service.settings import Settings
 from service.web.app import create_app
 from service.web.auth import mint_token
-from service.core.redis import redis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY, BIG_STUDY = "S_BENCH", "S_BIG"
 USER = "bench_crc"
-
-
-def _with_database(dsn: str, database: str) -> str:
-    base, _, query = dsn.partition("?")
-    return f"{base.rpartition('/')[0]}/{database}" + (f"?{query}" if query else "")
 
 
 async def _seed_site(conn: asyncpg.Connection, study_id: int, site_oid: str, n: int) -> int:
@@ -121,15 +111,11 @@ class Bench:
         self.token = mint_token(settings, USER, 3600)
 
     def start_worker(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
-        env.update(
-            PARTICIPANTS_DATABASE_URL=str(self.settings.database_url),
-            PARTICIPANTS_REDIS_URL=str(self.settings.redis_url),
+        env = service_env(
+            str(self.settings.database_url),
             PARTICIPANTS_STORAGE_PATH=str(self.settings.storage_dir),
             PARTICIPANTS_WORKER_POLL_DELAY=str(self.settings.worker_poll_delay),
             PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS="600",
-            PARTICIPANTS_LOG_LEVEL="WARNING",
-            PARTICIPANTS_JWT_SECRET=BENCH_SECRET,
         )
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--queue", "extract"], cwd=ROOT, env=env
@@ -170,27 +156,17 @@ class Bench:
 
 
 async def run(args: argparse.Namespace) -> None:
-    server_dsn = os.environ.get("PARTICIPANTS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    redis_url = os.environ.get("PARTICIPANTS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-    name = f"participants_bench_{os.getpid()}"
-    admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_database(server_dsn, name)
+    dsn = await fresh_database("participants_bench_extract")  # dropped when the script exits
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     settings = Settings(
-        database_url=dsn, redis_url=redis_url, data_dir=tmp, storage_path=tmp / "storage",
-        worker_poll_delay=args.poll_delay, log_json=False, log_level="WARNING",
-        jwt_secret=secrets.token_urlsafe(32),
+        database_url=dsn, redis_url=redis_url(), data_dir=tmp, storage_path=tmp / "storage",
+        worker_poll_delay=args.poll_delay, log_json=False, log_level="WARNING", jwt_secret=BENCH_SECRET,
+        extract_queue=RUN_QUEUES["PARTICIPANTS_EXTRACT_QUEUE"], default_queue=RUN_QUEUES["PARTICIPANTS_DEFAULT_QUEUE"],
     )
     conn = await asyncpg.connect(dsn)
     bench = Bench(settings, conn)
     runner: web.AppRunner | None = None
     try:
-        await migrate(conn)
-        redis = await create_arq_pool(redis_settings(settings))
-        await redis.flushdb()
-        await redis.aclose()
         await directory.create_user(conn, directory.UserIn(username=USER, fullName="Bench CRC"))
         study_id = await _create_study(conn, STUDY)
         big_id = await _create_study(conn, BIG_STUDY)
@@ -273,8 +249,6 @@ async def run(args: argparse.Namespace) -> None:
         if runner is not None:
             await runner.cleanup()
         await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

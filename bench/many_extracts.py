@@ -24,14 +24,12 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from arq.connections import create_pool as create_arq_pool
 
-from bench.common import BENCH_SECRET, fresh_database, redis_url, running, running_service, service_env
+from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env
 from service.core import directory
 from service.settings import Settings
 from service.web.auth import mint_token
 from service.core.extracts import extract_select
-from service.core.redis import redis_settings
 
 STUDY, USER = "S_MANY", "bench_many"
 DATABASE = "participants_bench_many"
@@ -126,18 +124,9 @@ async def submit_all(base: str, dsn: str, sites: list[tuple[str, int]], token: s
         await conn.close()
 
 
-async def flush_redis() -> None:
-    redis = await create_arq_pool(redis_settings(Settings(redis_url=redis_url())))
-    try:
-        await redis.flushdb()
-    finally:
-        await redis.aclose()
-
-
 def one_run(
     dsn: str, sites: list[tuple[str, int]], workers: int, token: str, folder: Path, settings_env: dict[str, str]
 ) -> tuple[float, float, dict[str, float]]:
-    asyncio.run(flush_redis())
     storage = folder / f"storage-{workers}"
     env = service_env(dsn, PARTICIPANTS_STORAGE_PATH=str(storage), **settings_env)
     # One user submits every site's extract at once: the per-user quota of unfinished jobs (default
