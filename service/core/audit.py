@@ -1,8 +1,10 @@
 """The audit log: one row per change or extract/download, naming fields, never their values.
 
 One writer (``_insert``) behind three ways to say where the act happened: inside an authorized
-``Scope`` (participants, submits), on a job (its study, site and UUID), or nowhere in particular
-(admin acts on the service itself). The audit log has no foreign keys, so writing a row takes no
+``Scope`` (participants), on a job (its study, site and UUID), or nowhere in particular
+(admin acts on the service itself). Two rows are written by the statement of the change they
+record, to save it a round trip: a new participant's (core/participants.py) and a job submit's
+(core/jobs.py). The audit log has no foreign keys, so writing a row takes no
 lock on the rows it names.
 """
 

@@ -1,7 +1,7 @@
 """Background jobs: the row in Postgres (the source of truth) and the arq message that carries
 the work. Shared by every job type (extracts, async bulk uploads).
 
-Life of a job: ``create_job`` writes the row (``IN_QUEUE``) in the caller's transaction; after
+Life of a job: ``create_job`` writes the row (``IN_QUEUE``) and its audit row in one statement; after
 commit, ``job_queue.enqueue`` hands arq the job's UUID as arq's own job id (so enqueueing twice is
 harmless). The worker claims an attempt (core/job_attempts.py: ``IN_PROGRESS``, one more attempt),
 beats a heartbeat, and ``finish_job``es it (``COMPLETED``/``FAILED``/``CANCELLED``) only if its
@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -70,6 +71,32 @@ def parse_job_uuid(raw: str) -> UUID:
         raise ApiError("invalidUuid", {"jobUuid": raw[:64]}) from None
 
 
+# The SQLSTATE enforce_job_quota (migration 0015) raises beyond the owner's quota.
+QUOTA_SQLSTATE = "P0429"
+
+CREATE_JOB_SQL = """
+WITH job AS (
+    INSERT INTO jobs (uuid, type, study_id, site_id, owner_id, file_name, object_key, params)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING *
+), audited AS (
+    -- The submit's audit row, in the job's own statement (as a participant's is in its insert).
+    INSERT INTO audit_log (user_id, username, action, study_id, site_id, job_uuid, details)
+    SELECT owner_id, $10, $11, study_id, site_id, uuid, $12 FROM job WHERE $11::text IS NOT NULL
+)
+SELECT * FROM job WHERE enforce_job_quota(owner_id, uuid, $9)
+"""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The audit row of a submit: who (by name; the owner is the user id), which act, what."""
+
+    username: str
+    action: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 async def create_job(
     conn: asyncpg.Connection,
     *,
@@ -82,43 +109,39 @@ async def create_job(
     params: dict[str, Any] | None = None,
     job_uuid: UUID | None = None,
     max_active: int | None = None,
+    audit: Submitted | None = None,
 ) -> asyncpg.Record:
-    """Insert the job row (``IN_QUEUE``); enqueue it with ``enqueue`` after the transaction commits.
+    """Insert the job row (``IN_QUEUE``) and its submit's ``audit`` row in one statement; enqueue it
+    with ``enqueue`` after it commits.
 
     ``max_active``: the owner's quota of unfinished jobs (every submit passes the configured one);
-    beyond it 429 ``tooManyJobs``. The owner's row is locked for the count, so concurrent submits of
-    one user cannot overshoot it together; other users are not held up. The lock is held until the
-    commit, so call this last in the transaction (after the audit row): one user's submits queue
-    on it, and each then holds it only for the count and the commit.
+    beyond it 429 ``tooManyJobs``. The owner's row is locked for the count (enforce_job_quota), so
+    concurrent submits of one user cannot overshoot it together; other users are not held up. The
+    lock lasts until the commit: run outside a transaction (a submit does), the statement is its
+    own transaction and the lock is held for the count and the commit, no round trip more.
     """
     job_uuid = job_uuid or uuid.uuid4()
-    row = await conn.fetchrow(
-        """
-        INSERT INTO jobs (uuid, type, study_id, site_id, owner_id, file_name, object_key, params)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        RETURNING *
-        """,
-        job_uuid,
-        job_type,
-        study_id,
-        site_id,
-        owner_id,
-        file_name,
-        object_key,
-        params or {},
-    )
-    assert row is not None
-    if max_active is not None:
-        # NO KEY UPDATE: the job row's foreign key already holds a KEY SHARE lock on the owner's row,
-        # which FOR UPDATE would wait on, deadlocking two submits that both inserted first.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", owner_id)
-        # A statement after the lock: its snapshot holds every job committed by the submits that
-        # held the lock before, and this one's own.
-        active = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')", owner_id
+    try:
+        row = await conn.fetchrow(
+            CREATE_JOB_SQL,
+            job_uuid,
+            job_type,
+            study_id,
+            site_id,
+            owner_id,
+            file_name,
+            object_key,
+            params or {},
+            max_active,
+            audit.username if audit else None,
+            audit.action if audit else None,
+            audit.details if audit else {},
         )
-        if active > max_active:
-            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == QUOTA_SQLSTATE:
+            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER}) from None
+        raise
+    assert row is not None
     return row
 
 

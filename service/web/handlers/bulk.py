@@ -25,7 +25,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 from aiohttp.web_protocol import RequestPayloadError
 
-from service.core import audit
 from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.bulk import staging as bulk_store
@@ -292,20 +291,19 @@ async def submit_bulk_job(
     except StorageError:
         raise ApiError("serviceUnavailable", scope.params, headers={"Retry-After": "5"}) from None
     try:
-        async with conn.transaction():
-            await audit.record(conn, scope, "bulk.submit", job_uuid=job_uuid, details={"bytes": size})
-            await job_store.create_job(
-                conn,
-                job_type=job_store.BULK_ADD_PARTICIPANTS,
-                study_id=scope.study["id"],
-                site_id=scope.site["id"] if scope.site else None,
-                owner_id=scope.user_id,
-                file_name=result_file_name(scope.study_oid, scope.site_oid, datetime.now(UTC)),
-                params={"uploadKey": key, "uploadBytes": size, "createdAt": created_at},
-                job_uuid=job_uuid,
-                # Last in the transaction: the quota locks the owner's row until the commit.
-                max_active=settings.max_active_jobs_per_user,
-            )
+        # One statement, its own transaction: the job, its audit row and the quota check.
+        await job_store.create_job(
+            conn,
+            job_type=job_store.BULK_ADD_PARTICIPANTS,
+            study_id=scope.study["id"],
+            site_id=scope.site["id"] if scope.site else None,
+            owner_id=scope.user_id,
+            file_name=result_file_name(scope.study_oid, scope.site_oid, datetime.now(UTC)),
+            params={"uploadKey": key, "uploadBytes": size, "createdAt": created_at},
+            job_uuid=job_uuid,
+            max_active=settings.max_active_jobs_per_user,
+            audit=job_store.Submitted(scope.username, "bulk.submit", {"bytes": size}),
+        )
     except Exception:
         # No job was committed, so nobody will ever read the upload: drop it (best effort).
         with contextlib.suppress(Exception):

@@ -14,7 +14,6 @@ import uuid
 
 from aiohttp import web
 
-from service.core import audit
 from service.core import job_queue
 from service.core import jobs as job_store
 from service.core.extract_options import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, ExtractOptions
@@ -61,21 +60,20 @@ async def submit_extract(request: web.Request) -> web.Response:
             assert scope.study is not None and scope.site is not None and scope.user_id is not None
             now = dt.datetime.now(dt.UTC)
             job_uuid = uuid.uuid4()
-            async with conn.transaction():
-                await audit.record(conn, scope, "extract.submit", job_uuid=job_uuid)
-                job = await job_store.create_job(
-                    conn,
-                    job_type=job_store.EXTRACT_PARTICIPANTS,
-                    study_id=scope.study["id"],
-                    site_id=scope.site["id"],
-                    owner_id=scope.user_id,
-                    file_name=extract_file_name(study_oid, site_oid, now),
-                    object_key=extract_object_key(job_uuid),
-                    params={"studyOid": study_oid, "siteOid": site_oid, **options.to_params()},
-                    job_uuid=job_uuid,
-                    # Last in the transaction: the quota locks the owner's row until the commit.
-                    max_active=settings.max_active_jobs_per_user,
-                )
+            # One statement, its own transaction: the job, its audit row and the quota check.
+            job = await job_store.create_job(
+                conn,
+                job_type=job_store.EXTRACT_PARTICIPANTS,
+                study_id=scope.study["id"],
+                site_id=scope.site["id"],
+                owner_id=scope.user_id,
+                file_name=extract_file_name(study_oid, site_oid, now),
+                object_key=extract_object_key(job_uuid),
+                params={"studyOid": study_oid, "siteOid": site_oid, **options.to_params()},
+                job_uuid=job_uuid,
+                max_active=settings.max_active_jobs_per_user,
+                audit=job_store.Submitted(scope.username, "extract.submit"),
+            )
             await job_queue.enqueue_or_withdraw(conn, request.app[REDIS], settings, job_store.EXTRACT_PARTICIPANTS, job_uuid)
             return job_submitted(request, job_uuid, job["status"])
 
