@@ -29,7 +29,8 @@ import aiohttp
 import asyncpg
 import orjson
 
-from bench.common import BENCH_SECRET, fresh_database, running_service
+from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env
+from service.dev.embedded import free_port
 from service.core import directory
 from service.core.db import create_pool
 from service.core.participants import CONTACT_COLUMNS, INSERT_PARTICIPANT_WITH_AUDIT
@@ -242,13 +243,23 @@ def main(argv: list[str] | None = None) -> None:
         floor_rps, floor_p50, floor_p99 = asyncio.run(sql_floor(dsn, args.seconds, "F"))
     print(f"  endpoint's SQL (floor) : {floor_rps:8.0f} /s     p50 {floor_p50:6.2f} ms  p99 {floor_p99:6.2f} ms"
           f"   ({floor_name}, {CONNECTIONS} clients: scope query + insert with audit row)", flush=True)
+    with running(["-m", "bench.bare_endpoint", "--port", str(port := free_port()), "--dsn", dsn],
+                 service_env(dsn), port):
+        base = f"http://127.0.0.1:{port}"
+        load(base + PATH, token, warm, "warmbare-")
+        rps, p50, p99 = load(base + PATH, token, args.seconds, "B-")
+    print(f"  bare aiohttp + the SQL : {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+          f"   ratio {rps / floor_rps:.2f}x   (bench/bare_endpoint.py, 1 process: the ceiling of any Python endpoint here)",
+          flush=True)
+    bare_rps = rps
     for processes in (int(p) for p in args.processes.split(",")):
         extra = {"PARTICIPANTS_PROCESSES": str(processes)}
         with running_service(dsn, **extra) as (base, _):
             load(base + PATH, token, warm, f"warm{processes}-")
             rps, p50, p99 = load(base + PATH, token, args.seconds, f"R{processes}-")
         print(f"  add participant, {processes} API process(es): {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-              f"   ratio {rps / floor_rps:.2f}x (target >= 0.80)   p99 < 50 ms: {'met' if p99 < 50 else 'NOT met'}",
+              f"   ratio {rps / floor_rps:.2f}x (target >= 0.80), {rps / bare_rps:.2f}x of bare"
+              f"   p99 < 50 ms: {'met' if p99 < 50 else 'NOT met'}",
               flush=True)
 
 

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each benchmark's ratio line (a number followed by "x" or after "ratio").
 RATIO_LINES = {
     "add_participant": r"add participant, 1 API process\(es\):.*ratio \d+\.\d+x",
+    "add_participant (bare reference)": r"bare aiohttp \+ the SQL .* ratio \d+\.\d+x",
     "bulk_upload": r"HTTP upload, end to end .* ratio \d+\.\d+",
     "bulk_memory": r"bulk memory: worst peak RSS growth .* ratio \d+\.\d+x .* ratio \d+\.\d+x",
     "extract": r"ratio job/floor\s+\d+\.\d+x",
