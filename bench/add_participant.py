@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.add_participant", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--processes", default="1", help="API process counts to measure, comma-separated")
+    parser.add_argument("--processes", default="1,2", help="API process counts to measure, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="one-second runs: checks that the script runs")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -37,7 +37,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from bench.common import BENCH_SECRET, RUN_QUEUES, fresh_database, redis_url, service_env
+from bench.common import BENCH_SECRET, RUN_QUEUES, fresh_database, redis_url, service_env, settle
 from service.core import directory
 from service.core.extracts import extract_select
 from service.settings import Settings
@@ -180,7 +180,7 @@ async def run(args: argparse.Namespace) -> None:
         await _seed_site(conn, tenk_id, "S_TENK_REST", 9000)
         await _seed_big_study(conn, big_id, args.big_study, 1000)
         await _seed_site(conn, big_id, "S_BIG_TARGET", 1000)
-        await conn.execute("ANALYZE")
+        await settle(conn)
         print(f"seeded in {time.perf_counter() - t:.1f} s "
               f"(sites {', '.join(f'{k}={v:,}' for k, v in sizes.items())}; big study {args.big_study:,} over 1,000 sites)")
 

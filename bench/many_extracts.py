@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env
+from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env, settle
 from service.core import directory
 from service.settings import Settings
 from service.web.auth import mint_token
@@ -60,7 +60,7 @@ async def seed(dsn: str, sites: int, rows: int) -> list[tuple[str, int]]:
             " SELECT u.id, $1, s.id, 'ra' FROM users u, sites s WHERE u.username = $2 AND s.study_id = $1",
             study_id, USER,
         )
-        await conn.execute("ANALYZE")
+        await settle(conn)
         return [(r["oid"], r["id"]) for r in await conn.fetch("SELECT oid, id FROM sites WHERE study_id = $1 ORDER BY id", study_id)]
     finally:
         await conn.close()
