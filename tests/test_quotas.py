@@ -27,6 +27,8 @@ async def test_active_job_quota_per_user(make_client, world, pool, settings):
         body = await expect(resp, 429)
         assert body["message"] == "errorCode.tooManyJobs" and resp.headers["Retry-After"]
     assert await pool.fetchval("SELECT count(*) FROM jobs") == 2  # nothing was created
+    bulk_folder = settings.storage_dir / "bulk"  # core/bulk/summary.py: upload_object_key
+    assert not bulk_folder.exists() or not any(bulk_folder.rglob("*"))  # the refused file was never stored
     await submit(client, world, user="inv_a")  # another user has a quota of their own
     await run_jobs(settings)  # finished jobs no longer count
     await submit(client, world)

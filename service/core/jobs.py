@@ -139,10 +139,25 @@ async def create_job(
         )
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == QUOTA_SQLSTATE:
-            raise ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER}) from None
+            raise quota_error(max_active) from None
         raise
     assert row is not None
     return row
+
+
+def quota_error(max_active: int | None) -> ApiError:
+    return ApiError("tooManyJobs", {"maxActiveJobs": max_active}, headers={"Retry-After": QUOTA_RETRY_AFTER})
+
+
+async def quota_reached(conn: asyncpg.Connection, owner_id: int, max_active: int) -> bool:
+    """Whether the owner already has ``max_active`` unfinished jobs: a submit with work to do
+    before ``create_job`` (storing an upload) refuses early. Unlocked, so only a first look: the
+    count under the owner's lock in ``create_job`` decides."""
+    return await conn.fetchval(
+        "SELECT count(*) >= $2 FROM jobs WHERE owner_id = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')",
+        owner_id,
+        max_active,
+    )
 
 
 async def finish_job(

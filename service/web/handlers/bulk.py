@@ -284,6 +284,8 @@ async def submit_bulk_job(
     if file.size <= SNIFF_BYTES:
         sniffer.close()  # the whole file went through: a blank one is refused now
     size = file.size
+    if await job_store.quota_reached(conn, scope.user_id, settings.max_active_jobs_per_user):
+        raise job_store.quota_error(settings.max_active_jobs_per_user)  # before storing a file for nothing
     try:
         async with storage.open_upload(key, content_type="text/csv") as upload:
             async for chunk in file.chunks():
