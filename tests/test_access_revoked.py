@@ -57,3 +57,49 @@ async def test_a_kept_role_keeps_access(client, world, pool, settings):
     await run_jobs(settings)
     await _revoke(client, world, "crc_a")  # someone else's role
     assert (await download(client, world, job, user="inv_a")).status == 200
+
+
+async def test_the_job_list_leaves_out_jobs_whose_right_has_ended(client, world, pool, settings):
+    await world.standard()
+    await seed_site(pool, SITE_A, 2)
+    job = await submit(client, world)
+
+    async def listed() -> list[str]:
+        body = await expect(await client.get(JOBS, headers=world.auth("crc_a")), 200)
+        return [j["jobUuid"] for j in body["jobs"]]
+
+    assert job in await listed()
+    await _revoke(client, world, "crc_a")
+    assert job not in await listed()
+
+
+async def test_the_listed_right_is_the_checked_right(world, pool):
+    """The job list's SQL condition and the status check (roles.authorize) agree, for every role
+    held at the study, at the job's site or at another site, on both job types and both levels."""
+    from service.core import jobs as job_store
+    from service.core.roles import ALL_ROLES
+
+    await world.standard()
+    ids = dict(await pool.fetch("SELECT oid, id FROM sites"))
+    study_id = await pool.fetchval("SELECT id FROM studies")
+    cases = 0
+    for role in sorted(ALL_ROLES):
+        for held_at in (None, SITE_A, "S_TEXAS"):
+            username = f"u_{role}_{held_at or 'study'}".lower().replace("(", "").replace(")", "")
+            await world.user(username, [(held_at, role)])
+            user_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", username)
+            for job_type in (job_store.EXTRACT_PARTICIPANTS, job_store.BULK_ADD_PARTICIPANTS):
+                for site in (ids[SITE_A], None):
+                    if job_type == job_store.EXTRACT_PARTICIPANTS and site is None:
+                        continue  # an extract is always of one site
+                    async with pool.acquire() as conn:
+                        row = await job_store.create_job(
+                            conn, job_type=job_type, study_id=study_id, site_id=site, owner_id=user_id
+                        )
+                        job = await conn.fetchrow(job_store.JOB_SELECT + " WHERE j.uuid = $1", row["uuid"])
+                        by_sql = await conn.fetchval(
+                            "SELECT " + job_store.OWNER_HOLDS_RIGHT_SQL + " FROM jobs j WHERE j.uuid = $1", row["uuid"]
+                        )
+                        assert by_sql == await job_store.owner_holds_right(conn, job), (role, held_at, job_type, site)
+                    cases += 1
+    assert cases == len(ALL_ROLES) * 3 * 3

@@ -22,7 +22,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from service.core.errors import ApiError
-from service.core.roles import Action, authorize, load_scope
+from service.core.roles import ALLOWED, Action, authorize, load_scope
 from service.core.storage import Storage, StorageError
 from service.core.urls import job_urls
 from service.core.webhooks import outbox
@@ -243,6 +243,28 @@ async def get_owned_job(conn: asyncpg.Connection, raw_uuid: str, user_id: int | 
 RIGHT_FOR_TYPE = {EXTRACT_PARTICIPANTS: Action.EXTRACT, BULK_ADD_PARTICIPANTS: Action.LIST}
 
 
+def _owner_holds_right_sql() -> str:
+    """``owner_holds_right`` as an SQL condition on ``jobs j`` (for lists: one query, and paging
+    counts only what is shown), written from the same allow table (roles.ALLOWED) and the same
+    rule for a study-level LIST (any role in the study). The owner must also not be disabled."""
+
+    def roles(names: frozenset[str]) -> str:
+        return "ARRAY[" + ", ".join(f"'{n}'" for n in sorted(names)) + "]::text[]" if names else "ARRAY[]::text[]"
+
+    cases = []
+    for job_type, action in sorted(RIGHT_FOR_TYPE.items()):
+        at_study, at_site = ALLOWED[action]
+        held = f"(r.site_id IS NULL AND r.role = ANY({roles(at_study)})) OR (r.site_id = j.site_id AND r.role = ANY({roles(at_site)}))"
+        if action is Action.LIST:
+            held += " OR j.site_id IS NULL"  # at study level any role in the study may list
+        cases.append(f"WHEN '{job_type}' THEN EXISTS (SELECT 1 FROM role_assignments r"
+                     f" WHERE r.user_id = j.owner_id AND r.study_id = j.study_id AND ({held}))")
+    return (
+        "(NOT (SELECT disabled FROM users WHERE id = j.owner_id)"
+        f" AND CASE j.type {' '.join(cases)} ELSE true END)"
+    )
+
+
 async def owner_holds_right(conn: asyncpg.Connection, job: asyncpg.Record) -> bool:
     """``job`` is a row of ``JOB_SELECT`` (it carries the owner's name and the job's OIDs)."""
     action = RIGHT_FOR_TYPE.get(job["type"])
@@ -254,6 +276,9 @@ async def owner_holds_right(conn: asyncpg.Connection, job: asyncpg.Record) -> bo
     except ApiError:
         return False
     return True
+
+
+OWNER_HOLDS_RIGHT_SQL = _owner_holds_right_sql()
 
 
 JOB_SELECT = """

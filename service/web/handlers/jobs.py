@@ -60,7 +60,8 @@ async def get_job(request: web.Request) -> web.Response:
 
 @operation("The caller's own jobs", "jobs", ok={200: job_store.JobList}, query=PAGE)
 async def list_jobs(request: web.Request) -> web.Response:
-    """The caller's own jobs, newest first; under a study (and site) path, only those there."""
+    """The caller's own jobs, newest first; under a study (and site) path, only those there. Jobs
+    made by a right the caller no longer holds are left out, as status and download refuse them."""
     study_oid = request.match_info.get("studyOID")
     site_oid = request.match_info.get("siteOID")
     async with request.app[DB].acquire() as conn:
@@ -84,6 +85,10 @@ async def list_jobs(request: web.Request) -> web.Response:
             + """
             WHERE j.owner_id = $1 AND ($2::bigint IS NULL OR j.study_id = $2)
               AND ($3::bigint IS NULL OR j.site_id = $3)
+              -- Status and download refuse a job whose right has ended: the list leaves it out too.
+              AND """
+            + job_store.OWNER_HOLDS_RIGHT_SQL
+            + """
             ORDER BY j.created_at DESC, j.uuid
             LIMIT $4 OFFSET $5
             """,
