@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -43,6 +44,8 @@ def _embedded_servers() -> EmbeddedServers:
     return _embedded
 
 
+# Cached: an embedded server is started once per run, and asked again it must give the same address.
+@functools.cache
 def server_dsn() -> str:
     if url := os.environ.get("PARTICIPANTS_BENCH_DATABASE_URL"):
         return url
@@ -51,6 +54,7 @@ def server_dsn() -> str:
     return _embedded_servers().postgres_url()
 
 
+@functools.cache
 def redis_url() -> str:
     if url := os.environ.get("PARTICIPANTS_BENCH_REDIS_URL"):
         return url

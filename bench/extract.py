@@ -116,6 +116,7 @@ class Bench:
             PARTICIPANTS_STORAGE_PATH=str(self.settings.storage_dir),
             PARTICIPANTS_WORKER_POLL_DELAY=str(self.settings.worker_poll_delay),
             PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS="600",
+            PARTICIPANTS_REDIS_URL=str(self.settings.redis_url),
         )
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--queue", "extract"], cwd=ROOT, env=env
@@ -143,6 +144,8 @@ class Bench:
                 break
             if row["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
                 raise RuntimeError(f"job ended {row['status']}: {row['error']}")
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.worker.returncode}")
             await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - t0
         return elapsed, (row["completed_at"] - row["started_at"]).total_seconds(), row

@@ -11,8 +11,9 @@ BEGIN
     IF max_active IS NULL THEN
         RETURN true;
     END IF;
-    -- NO KEY UPDATE: the job row's foreign key check takes a KEY SHARE lock on the owner's row,
-    -- which FOR UPDATE would conflict with, deadlocking two submits.
+    -- NO KEY UPDATE: the job row's foreign key check (at the end of the statement, or earlier in
+    -- a caller's transaction) takes a KEY SHARE lock on the owner's row, which FOR UPDATE would
+    -- conflict with: two submits each holding KEY SHARE would wait on each other.
     PERFORM 1 FROM users WHERE id = owner FOR NO KEY UPDATE;
     -- A statement after the lock: in a volatile function each statement takes a fresh snapshot, so
     -- it holds every job committed by the submits that held the lock before. The job being
