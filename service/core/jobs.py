@@ -254,7 +254,10 @@ def _owner_holds_right_sql() -> str:
     cases = []
     for job_type, action in sorted(RIGHT_FOR_TYPE.items()):
         at_study, at_site = ALLOWED[action]
-        held = f"(r.site_id IS NULL AND r.role = ANY({roles(at_study)})) OR (r.site_id = j.site_id AND r.role = ANY({roles(at_site)}))"
+        held = (
+            f"(r.site_id IS NULL AND r.role = ANY({roles(at_study)}))"
+            f" OR (r.site_id = j.site_id AND r.role = ANY({roles(at_site)}))"
+        )
         if action is Action.LIST:
             held += " OR j.site_id IS NULL"  # at study level any role in the study may list
         cases.append(f"WHEN '{job_type}' THEN EXISTS (SELECT 1 FROM role_assignments r"
