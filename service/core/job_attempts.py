@@ -46,14 +46,15 @@ async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings
     heartbeat: a message delivered twice, or after a cancel, does nothing."""
     return await conn.fetchrow(
         f"""
-        UPDATE jobs SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
-                        heartbeat_at = now(), rows_done = 0, error = NULL
+        UPDATE jobs j SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
+                          heartbeat_at = now(), rows_done = 0, error = NULL
         WHERE uuid = $1 AND {CLAIMABLE} AND attempts < $4
         RETURNING *,
-            -- What jobs.JOB_SELECT adds, for the owner's right checked before the job starts.
+            -- What jobs.JOB_SELECT adds, with the owner's right checked before the job starts.
             (SELECT username FROM users WHERE id = owner_id) AS owner_username,
             (SELECT oid FROM studies WHERE id = study_id) AS study_oid,
-            (SELECT oid FROM sites WHERE id = site_id) AS site_oid
+            (SELECT oid FROM sites WHERE id = site_id) AS site_oid,
+            {job_store.OWNER_HOLDS_RIGHT_SQL} AS owner_holds_right
         """,
         job_uuid,
         *stale_args(settings),

@@ -22,7 +22,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from service.core.errors import ApiError
-from service.core.roles import ALLOWED, Action, authorize, load_scope
+from service.core.roles import ALLOWED, Action
 from service.core.storage import Storage, StorageError
 from service.core.urls import job_urls
 from service.core.webhooks import outbox
@@ -232,7 +232,7 @@ async def get_owned_job(conn: asyncpg.Connection, raw_uuid: str, user_id: int | 
     ``invalidUuid``, exactly as for an unknown job."""
     job_uuid = parse_job_uuid(raw_uuid)
     row = await conn.fetchrow(JOB_SELECT + " WHERE j.uuid = $1", job_uuid)
-    if row is None or user_id is None or row["owner_id"] != user_id or not await owner_holds_right(conn, row):
+    if row is None or user_id is None or row["owner_id"] != user_id or not row["owner_holds_right"]:
         raise ApiError("invalidUuid", {"jobUuid": raw_uuid[:64]})
     return row
 
@@ -244,9 +244,12 @@ RIGHT_FOR_TYPE = {EXTRACT_PARTICIPANTS: Action.EXTRACT, BULK_ADD_PARTICIPANTS: A
 
 
 def _owner_holds_right_sql() -> str:
-    """``owner_holds_right`` as an SQL condition on ``jobs j`` (for lists: one query, and paging
-    counts only what is shown), written from the same allow table (roles.ALLOWED) and the same
-    rule for a study-level LIST (any role in the study). The owner must also not be disabled."""
+    """Whether a job's owner still holds the right that made it, as an SQL condition on ``jobs j``:
+    the owner is not disabled and has a role at the job's study and site that ``roles.authorize``
+    allows ``RIGHT_FOR_TYPE`` there. Written from the same allow table (roles.ALLOWED) and the
+    same rule for a study-level LIST (any role in the study); tests/test_access_revoked.py checks
+    that it agrees with ``authorize`` for every role and level. As SQL, a list filters by it in its
+    one query (paging counts only what is shown) and a claim or a lookup reads it with the row."""
 
     def roles(names: frozenset[str]) -> str:
         return "ARRAY[" + ", ".join(f"'{n}'" for n in sorted(names)) + "]::text[]" if names else "ARRAY[]::text[]"
@@ -268,24 +271,12 @@ def _owner_holds_right_sql() -> str:
     )
 
 
-async def owner_holds_right(conn: asyncpg.Connection, job: asyncpg.Record) -> bool:
-    """``job`` is a row of ``JOB_SELECT`` (it carries the owner's name and the job's OIDs)."""
-    action = RIGHT_FOR_TYPE.get(job["type"])
-    if action is None:
-        return True
-    scope = await load_scope(conn, job["owner_username"], job["study_oid"], job["site_oid"])
-    try:
-        authorize(scope, action)
-    except ApiError:
-        return False
-    return True
-
-
 OWNER_HOLDS_RIGHT_SQL = _owner_holds_right_sql()
 
 
-JOB_SELECT = """
-SELECT j.*, st.oid AS study_oid, si.oid AS site_oid, u.username AS owner_username
+JOB_SELECT = f"""
+SELECT j.*, st.oid AS study_oid, si.oid AS site_oid, u.username AS owner_username,
+       {OWNER_HOLDS_RIGHT_SQL} AS owner_holds_right
 FROM jobs j JOIN studies st ON st.id = j.study_id LEFT JOIN sites si ON si.id = j.site_id
 JOIN users u ON u.id = j.owner_id
 """

@@ -149,7 +149,7 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
         if job["cancel_requested"]:
             await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
             return job_store.CANCELLED
-        if not await job_store.owner_holds_right(conn, job):
+        if not job["owner_holds_right"]:  # read with the claim
             # The owner's right to extract here was revoked after the submit: no file is made.
             await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=ACCESS_REVOKED)
             log.info("extract refused: the owner's right is gone", extra={"job_uuid": job_uuid_str})
