@@ -73,7 +73,7 @@ async def test_the_job_list_leaves_out_jobs_whose_right_has_ended(client, world,
     assert job not in await listed()
 
 
-async def test_the_listed_right_is_the_checked_right(world, pool):
+async def test_the_sql_right_agrees_with_authorize(world, pool):
     """The SQL condition that decides who sees a job (list, status, download, the extract's start)
     agrees with the API's rule (roles.authorize) for every role held at the study, at the job's site
     or at another site, on both job types and both levels."""

@@ -44,3 +44,11 @@ async def test_concurrent_submits_of_one_user_never_overshoot_the_quota(make_cli
     assert sorted(r.status for r in answers) == [200] * 5 + [429] * 25
     assert await pool.fetchval("SELECT count(*) FROM jobs") == 5
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'extract.submit'") == 5
+
+
+async def test_a_quota_past_32_bits_is_a_quota_not_a_500(make_client, world):
+    """The setting has no upper bound: the quota check takes it whole (bigint), as it took it in Python."""
+    client = await make_client(max_active_jobs_per_user=3_000_000_000)
+    await world.standard()
+    resp = await client.get(SUBMIT, headers=world.auth("crc_a"))
+    assert resp.status == 200, await resp.text()

@@ -3,7 +3,7 @@
 -- by a separate statement in an explicit transaction, each submit held that lock for three round
 -- trips (lock, count, COMMIT), so a CTMS submitting 200 extracts at once waited on 600 of them in a
 -- row. As one statement in its own transaction, the lock is held for the count and the commit.
-CREATE FUNCTION enforce_job_quota(owner bigint, job uuid, max_active integer) RETURNS boolean
+CREATE FUNCTION enforce_job_quota(owner bigint, job uuid, max_active bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     others bigint;
