@@ -36,7 +36,7 @@ from service.core.db import create_pool
 from service.core.participants import CONTACT_COLUMNS, INSERT_PARTICIPANT_WITH_AUDIT
 from service.core.roles import SCOPE_SQL
 from service.settings import Settings
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 STUDY, SITE = "S_BENCH", "S_BENCH_1"
 PATH = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE}/participants"

@@ -41,7 +41,7 @@ from typing import Any
 from bench.bulk_upload import SITE_PATH, USER, seed, write_csv
 from bench.common import BENCH_SECRET, fresh_database, rss_mb, running_service
 from service.settings import Settings
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 STUDY = "S_BULKMEM"
 RSS_TARGET_MB = 100.0

@@ -33,7 +33,7 @@ import orjson
 from bench.common import BENCH_SECRET, fresh_database, rss_mb, running, running_service, service_env
 from service.core.bulk import staging as bulk_store
 from service.settings import Settings
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 USER = "bench_bulk"
 STUDY, FLOOR_STUDY = "S_BULKB", "S_FLOOR"

@@ -42,7 +42,7 @@ from service.core import directory
 from service.core.extracts import extract_select
 from service.settings import Settings
 from service.web.app import create_app
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY, BIG_STUDY = "S_BENCH", "S_BIG"

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from service.core.logs import setup_logging
 from service.settings import Settings
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 log = logging.getLogger("participants.cli")
 

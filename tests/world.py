@@ -9,7 +9,7 @@ from aiohttp import ClientResponse
 
 from service.core import directory
 from service.settings import Settings
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 STUDY = "S_JUNO(PROD)"
 SITE_A = "S_OHIO(TEST)"

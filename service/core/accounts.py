@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 
 import argon2
 import asyncpg
 
+from service.core.audit import Actor
 from service.core.errors import ApiError
 
 MIN_PASSWORD_LENGTH = 12
@@ -108,3 +110,28 @@ async def verify_password(conn: asyncpg.Connection | asyncpg.Pool, username: str
 async def has_password(conn: asyncpg.Connection, username: str) -> bool:
     sql = "SELECT password_hash IS NOT NULL FROM users WHERE username = $1"
     return bool(await conn.fetchval(sql, username))
+
+
+@dataclass(frozen=True)
+class User:
+    """A user who exists here and is not disabled: whom a token or a console session names."""
+
+    id: int
+    username: str
+    full_name: str
+    admin: bool
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.id, self.username)
+
+
+ACTIVE_USER_SQL = "SELECT id, username, full_name, admin FROM users WHERE username = $1 AND NOT disabled"
+
+
+async def active_user(conn: asyncpg.Connection | asyncpg.Pool, username: str) -> User | None:
+    """The one lookup of who is acting: None when the name is unknown here or the user is disabled."""
+    row = await conn.fetchrow(ACTIVE_USER_SQL, username)
+    if row is None:
+        return None
+    return User(row["id"], row["username"], row["full_name"] or "", row["admin"])

@@ -1,15 +1,23 @@
-"""Extracting one site's participant contact information: the query the worker streams by COPY, the
-file's name and object key. No rows pass through Python: COPY quotes them (RFC 4180) and the SQL
+"""Extracting one site's participant contact information: the submit (the use-case the API and the
+console both call), the query the worker streams by COPY, the file's name and object key. No rows pass through Python: COPY quotes them (RFC 4180) and the SQL
 function ``csv_guard`` (service/sql/0003_extract.sql) defuses spreadsheet formulas.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from uuid import UUID
 
+import asyncpg
+
+from service.core.connections import Connections
 from service.core.extract_options import ExtractOptions
 from service.core.files import file_stamp
+from service.core.jobs import lifecycle, queue
+from service.core.jobs.model import EXTRACT_PARTICIPANTS, NewJob, SubmitAudit
+from service.core.jobs.views import JobSubmitted, job_submitted
+from service.core.roles import Action, Scope, authorize, load_scope
 
 CSV_HEADER = "ParticipantId,First Name,Last Name,Email,Mobile,Identifier,Access Code,Participate Status"
 
@@ -50,3 +58,38 @@ def extract_file_name(study_oid: str, site_oid: str, at: dt.datetime) -> str:
 
 def extract_object_key(job_uuid: UUID) -> str:
     return f"extracts/{job_uuid}.csv"
+
+
+async def extract_scope(conn: asyncpg.Connection, username: str, study_oid: str, site_oid: str) -> Scope:
+    """Who may extract: only a site-level CRC (``ra``) or investigator at that site; one site a call."""
+    scope = await load_scope(conn, username, study_oid, site_oid)
+    authorize(scope, Action.EXTRACT)
+    return scope
+
+
+async def submit_extract(
+    conns: Connections, conn: asyncpg.Connection, scope: Scope, options: ExtractOptions, base_url: str
+) -> JobSubmitted:
+    """Create the extract job for ``scope`` (from ``extract_scope``) and hand it to the extract queue.
+    One statement, its own transaction: the job, its audit row and the owner's quota check; then the
+    enqueue, which withdraws the job if Redis cannot take it (the caller answers 503)."""
+    assert scope.study is not None and scope.site is not None and scope.user_id is not None
+    assert scope.site_oid is not None
+    job_uuid = uuid.uuid4()
+    job = await lifecycle.create_job(
+        conn,
+        NewJob(
+            job_type=EXTRACT_PARTICIPANTS,
+            study_id=scope.study["id"],
+            site_id=scope.site["id"],
+            owner_id=scope.user_id,
+            file_name=extract_file_name(scope.study_oid, scope.site_oid, dt.datetime.now(dt.UTC)),
+            object_key=extract_object_key(job_uuid),
+            params={"studyOid": scope.study_oid, "siteOid": scope.site_oid, **options.to_params()},
+            job_uuid=job_uuid,
+            max_active=conns.settings.max_active_jobs_per_user,
+            audit=SubmitAudit(scope.username, "extract.submit"),
+        ),
+    )
+    await queue.enqueue_or_withdraw(conn, conns.redis, conns.settings, EXTRACT_PARTICIPANTS, job_uuid)
+    return job_submitted(job_uuid, job["status"], base_url)

@@ -152,3 +152,11 @@ def authorize(scope: Scope, action: Action) -> None:
         raise ApiError("noRoleSetUp", scope.params)
     if not scope.may(action, site_id):
         raise ApiError("noSufficientPrivileges", scope.params)
+
+
+def check_bulk_allowed(scope: Scope) -> None:
+    """Bulk has the rights of the single add at that level, and needs manual participant IDs."""
+    authorize(scope, Action.WRITE_AT_SITE if scope.site_oid is not None else Action.WRITE_AT_STUDY)
+    assert scope.study is not None
+    if scope.study["participant_id_method"] == "system_generated":
+        raise ApiError("bulkUploadNotSupportSystemGeneratedSetting", scope.params)

@@ -1,134 +1,19 @@
-"""Bearer tokens: who is calling.
-
-Two ways to verify a token, chosen by its ``alg`` header:
-- HS256 with ``PARTICIPANTS_JWT_SECRET`` (local accounts through the token endpoint, ``participants
-  token``), checked against ``JWT_ISSUER``/``JWT_AUDIENCE`` when set;
-- RS256/ES256/... against an OIDC provider found by discovery from ``PARTICIPANTS_OIDC_ISSUER``
-  (issuer and audience checked; see ``oidc.py`` for key caching and rotation), or against a bare
-  ``PARTICIPANTS_JWKS_URL``. An HS256 token is never checked against a provider's key, and with no
-  secret configured no HS256 token is accepted at all (algorithm confusion).
-Anything else (``alg: none``, wrong key, expired, wrong audience) is 401 ``unauthenticated``; a
-provider that cannot be reached before its keys were ever fetched is 503.
-What the caller may do is decided elsewhere (``roles.py``); this module only names the caller.
+"""Who is calling: the name a request's bearer token carries (web/tokens.py verifies it), and the
+user behind it, looked up once through ``core.accounts.active_user`` whichever face asks: the job
+endpoints' ``current_actor``, every admin endpoint's ``require_admin``. The participant endpoints
+read the user with their scope instead (core/roles.py ``load_scope``: one query for both).
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import jwt
 from aiohttp import web
 
+from service.core.accounts import User, active_user
+from service.core.audit import Actor
 from service.core.errors import ApiError
-from service.settings import Settings
-from service.web.oidc import KeySet, OidcProvider, ProviderUnavailable
-
-ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
-
-
-def mint_token(settings: Settings, username: str, ttl_seconds: int = 3600) -> str:
-    """An HS256 token for ``username`` signed with the configured secret (dev, bootstrap, tests)."""
-    if not settings.jwt_secret:
-        raise RuntimeError("PARTICIPANTS_JWT_SECRET is not set: this deployment cannot mint tokens")
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        settings.jwt_username_claim: username,
-        "sub": username,
-        "iat": now,
-        "exp": now + ttl_seconds,
-    }
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
-    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
-
-
-VERIFIED_CACHE_SIZE = 10_000
-VERIFIED_CACHE_SECONDS = 60.0
-
-
-class TokenVerifier:
-    """Verifies tokens and remembers the verified ones briefly (clients send the same token many
-    times): a remembered token is still refused the moment its own ``exp`` passes."""
-
-    def __init__(self, settings: Settings, jwks: KeySet | None, oidc: OidcProvider | None = None) -> None:
-        self.settings = settings
-        self.jwks = jwks
-        self.oidc = oidc
-        self._verified: dict[str, tuple[str, float, float]] = {}  # token -> (username, exp, remember until)
-
-    async def username(self, token: str) -> str:
-        now = time.time()
-        hit = self._verified.get(token)
-        if hit is not None:
-            name, exp, until = hit
-            if now < exp + self.settings.jwt_leeway_seconds and time.monotonic() < until:
-                return name
-            del self._verified[token]
-        name, exp = await self._verify(token)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (name, exp, time.monotonic() + VERIFIED_CACHE_SECONDS)
-        return name
-
-    async def _verify(self, token: str) -> tuple[str, float]:
-        s = self.settings
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise ApiError("unauthenticated") from None
-        alg = header.get("alg")
-        kid = header.get("kid")
-        issuer, audience = s.jwt_issuer, s.jwt_audience
-        if alg == "HS256" and s.jwt_secret:
-            key: Any = s.jwt_secret
-        elif alg in ASYMMETRIC_ALGORITHMS and (self.oidc is not None or self.jwks is not None):
-            if self.oidc is not None:
-                keys, issuer, audience = self.oidc.keys, s.oidc_issuer, s.oidc_expected_audience
-            else:
-                keys = self.jwks  # type: ignore[assignment]
-            try:
-                jwk = await keys.key(kid if isinstance(kid, str) else None)
-            except ProviderUnavailable:
-                raise ApiError("serviceUnavailable", headers={"Retry-After": "5"}) from None
-            # The key decides the algorithm, not the token: an RSA key never checks an ES256 token.
-            if jwk is None or jwk.algorithm_name != alg:
-                raise ApiError("unauthenticated")
-            key = jwk.key
-        else:
-            raise ApiError("unauthenticated")
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=audience,
-                issuer=issuer,
-                leeway=s.jwt_leeway_seconds,
-                options={"require": ["exp"], "verify_aud": audience is not None},
-            )
-        except jwt.PyJWTError:
-            raise ApiError("unauthenticated") from None
-        name = claims.get(s.jwt_username_claim) or claims.get("sub")
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise ApiError("unauthenticated")
-        exp = float(claims["exp"])
-        if exp - _issued_at(claims) > s.jwt_max_lifetime_seconds:
-            raise ApiError("unauthenticated")  # a token for years: a leaked one would never end
-        return name, exp
-
-
-def _issued_at(claims: dict[str, Any]) -> float:
-    """``iat`` when the token has a usable one, else now (then the lifetime is what is left of it).
-    Never later than now: a forged future ``iat`` must not make a long-lived token look short."""
-    now = time.time()
-    iat = claims.get("iat")
-    return min(float(iat), now) if isinstance(iat, int | float) and not isinstance(iat, bool) else now
-
-
-TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+from service.web.input import accept_query
+from service.web.resources import DB
+from service.web.tokens import TOKEN_VERIFIER
 
 
 def bearer_token(request: web.Request) -> str:
@@ -141,13 +26,26 @@ def bearer_token(request: web.Request) -> str:
     return token
 
 
-# Set only by the console, after it has checked the browser session (and, for a form, its CSRF
-# token): the console then calls the API's own handlers as that user, so both obey the same rules.
-CONSOLE_USER = web.RequestKey("console_user", str)
-
-
 async def authenticated_username(request: web.Request) -> str:
-    console_user = request.get(CONSOLE_USER)
-    if console_user is not None:
-        return str(console_user)
+    """The name the request's bearer token carries (401 without a valid one)."""
     return await request.app[TOKEN_VERIFIER].username(bearer_token(request))
+
+
+async def current_actor(request: web.Request) -> Actor:
+    """The caller as an actor on their own jobs: the id is None for a name unknown here or a
+    disabled user, who then owns nothing (their job lookups answer as for unknown jobs)."""
+    username = await authenticated_username(request)
+    user = await active_user(request.app[DB], username)
+    return Actor(user.id if user else None, username)
+
+
+async def require_admin(request: web.Request) -> User:
+    """The caller, if the caller is an admin; 401/403 otherwise. The admin API's query strings
+    are checked here too, once the caller may act (OC4's order: who before what)."""
+    user = await active_user(request.app[DB], await authenticated_username(request))
+    if user is None:
+        raise ApiError("noRoleSetUp")
+    if not user.admin:
+        raise ApiError("noSufficientPrivileges")
+    accept_query(request)
+    return user

@@ -139,3 +139,14 @@ def query_instant(request: web.Request, name: str) -> dt.datetime | None:
     except (ValueError, OverflowError):  # also a zone pushing year 1 or 9999 out of range
         raise ApiError("invalidParameter", {"parameter": name}) from None
     return when
+
+
+MAX_ID = 2**63 - 1
+
+
+def path_id(request: web.Request, name: str, code: str = "webhookNotFound") -> int:
+    """A positive bigint id from the path; anything else is ``code`` (404), as if unknown."""
+    raw = request.match_info[name]
+    if len(raw) > 19 or not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+        raise ApiError(code, {name: raw[:40]})
+    return int(raw)

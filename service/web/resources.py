@@ -14,12 +14,13 @@ from aiohttp import web
 from arq import create_pool
 from arq.connections import ArqRedis
 
+from service.core.connections import Connections
 from service.core.db import create_pool as create_db_pool
 from service.core.redis import redis_settings
 from service.core.storage import Storage
 from service.core.throttle import LoginThrottle
 from service.settings import Settings
-from service.web.auth import TOKEN_VERIFIER, TokenVerifier
+from service.web.tokens import TOKEN_VERIFIER, TokenVerifier
 from service.web.oidc import KeySet, OidcProvider
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,6 +29,8 @@ REDIS = web.AppKey("redis", ArqRedis)
 STORAGE = web.AppKey("storage", Storage)
 OIDC = web.AppKey("oidc", OidcProvider)  # present only when PARTICIPANTS_OIDC_ISSUER is set
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+# The four above as the one value core's use-cases take (made last, from the others).
+CONNECTIONS = web.AppKey("connections", Connections)
 
 
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,4 +66,5 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     """Object storage for job files (obstore keeps no connections that need closing)."""
     app[STORAGE] = Storage.from_settings(app[SETTINGS])
+    app[CONNECTIONS] = Connections(app[DB], app[REDIS], app[STORAGE], app[SETTINGS])
     yield

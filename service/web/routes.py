@@ -14,9 +14,17 @@ from typing import Any
 from aiohttp import web
 
 from service.core.urls import ADMIN_API, JOBS_PATH, OC4_API, SITE_PATH, STUDY_PATH, TOKEN_PATH
-from service.web.handlers import accounts, bulk, extracts, jobs, ops, participants, webhooks
-from service.web.handlers import directory as admin
-from service.web.handlers import operations as admin_ops
+from service.web.handlers import (
+    accounts,
+    admin_directory,
+    admin_jobs,
+    bulk,
+    extracts,
+    jobs,
+    participants,
+    probes,
+    webhooks,
+)
 
 Route = tuple[str, str, Callable[..., Any], str]  # method, path, handler, name
 
@@ -61,20 +69,20 @@ def root_routes() -> list[Route]:
     return [
         # OC4 serves the token call at the host root, beside /OpenClinica.
         ("POST", TOKEN_PATH, accounts.token, "token"),
-        ("POST", a + "/studies", admin.create_study, "create_study"),
-        ("GET", a + "/studies", admin.list_studies, "list_studies"),
-        ("GET", a + "/studies/{studyOID}", admin.get_study, "get_study"),
-        ("PATCH", a + "/studies/{studyOID}", admin.patch_study, "patch_study"),
-        ("POST", a + "/studies/{studyOID}/sites", admin.create_site, "create_site"),
-        ("GET", a + "/studies/{studyOID}/sites", admin.list_sites, "list_sites"),
-        ("PATCH", a + "/studies/{studyOID}/sites/{siteOID}", admin.patch_site, "patch_site"),
-        ("POST", a + "/users", admin.create_user, "create_user"),
-        ("GET", a + "/users", admin.list_users, "list_users"),
-        ("PATCH", a + "/users/{username}", admin.patch_user, "patch_user"),
+        ("POST", a + "/studies", admin_directory.create_study, "create_study"),
+        ("GET", a + "/studies", admin_directory.list_studies, "list_studies"),
+        ("GET", a + "/studies/{studyOID}", admin_directory.get_study, "get_study"),
+        ("PATCH", a + "/studies/{studyOID}", admin_directory.patch_study, "patch_study"),
+        ("POST", a + "/studies/{studyOID}/sites", admin_directory.create_site, "create_site"),
+        ("GET", a + "/studies/{studyOID}/sites", admin_directory.list_sites, "list_sites"),
+        ("PATCH", a + "/studies/{studyOID}/sites/{siteOID}", admin_directory.patch_site, "patch_site"),
+        ("POST", a + "/users", admin_directory.create_user, "create_user"),
+        ("GET", a + "/users", admin_directory.list_users, "list_users"),
+        ("PATCH", a + "/users/{username}", admin_directory.patch_user, "patch_user"),
         ("PUT", a + "/users/{username}/password", accounts.set_password, "set_password"),
-        ("POST", a + "/users/{username}/roles", admin.grant_role, "grant_role"),
-        ("GET", a + "/users/{username}/roles", admin.list_roles, "list_roles"),
-        ("DELETE", a + "/users/{username}/roles", admin.revoke_role, "revoke_role"),
+        ("POST", a + "/users/{username}/roles", admin_directory.grant_role, "grant_role"),
+        ("GET", a + "/users/{username}/roles", admin_directory.list_roles, "list_roles"),
+        ("DELETE", a + "/users/{username}/roles", admin_directory.revoke_role, "revoke_role"),
         ("POST", a + "/webhooks", webhooks.create_webhook, "create_webhook"),
         ("GET", a + "/webhooks", webhooks.list_webhooks, "list_webhooks"),
         ("POST", a + "/webhooks/deliveries/{deliveryId}/redeliver", webhooks.redeliver, "redeliver"),
@@ -83,21 +91,21 @@ def root_routes() -> list[Route]:
         ("DELETE", a + "/webhooks/{id}", webhooks.delete_webhook, "delete_webhook"),
         ("POST", a + "/webhooks/{id}/rotate-secret", webhooks.rotate_secret, "rotate_secret"),
         ("GET", a + "/webhooks/{id}/deliveries", webhooks.list_deliveries, "list_deliveries"),
-        ("GET", a + "/jobs", admin_ops.list_jobs, "admin_list_jobs"),
-        ("POST", a + "/jobs/purge-expired", admin_ops.purge_expired, "admin_purge_expired"),
-        ("GET", a + "/jobs/" + job, admin_ops.get_job, "admin_get_job"),
-        ("POST", a + "/jobs/" + job + "/retry", admin_ops.retry_job, "admin_retry_job"),
-        ("POST", a + "/jobs/" + job + "/cancel", admin_ops.cancel_job, "admin_cancel_job"),
-        ("GET", a + "/audit", admin_ops.list_audit, "admin_list_audit"),
-        ("GET", a + "/queue", admin_ops.get_queue, "admin_queue"),
+        ("GET", a + "/jobs", admin_jobs.list_jobs, "admin_list_jobs"),
+        ("POST", a + "/jobs/purge-expired", admin_jobs.purge_expired, "admin_purge_expired"),
+        ("GET", a + "/jobs/" + job, admin_jobs.get_job, "admin_get_job"),
+        ("POST", a + "/jobs/" + job + "/retry", admin_jobs.retry_job, "admin_retry_job"),
+        ("POST", a + "/jobs/" + job + "/cancel", admin_jobs.cancel_job, "admin_cancel_job"),
+        ("GET", a + "/audit", admin_jobs.list_audit, "admin_list_audit"),
+        ("GET", a + "/queue", admin_jobs.get_queue, "admin_queue"),
         # The service's own face: probes and scrapers look at the root.
-        ("GET", "/healthz", ops.healthz, "healthz"),
-        ("GET", "/readyz", ops.readyz, "readyz"),
-        ("GET", "/metrics", ops.metrics, "metrics"),
-        ("GET", "/openapi.json", ops.openapi_json, "openapi"),
-        ("GET", "/docs", ops.docs, "docs"),
-        ("GET", "/docs/", ops.docs, "docs_slash"),
-        ("GET", "/docs/redoc.standalone.js", ops.docs_asset, "docs_asset"),
+        ("GET", "/healthz", probes.healthz, "healthz"),
+        ("GET", "/readyz", probes.readyz, "readyz"),
+        ("GET", "/metrics", probes.metrics, "metrics"),
+        ("GET", "/openapi.json", probes.openapi_json, "openapi"),
+        ("GET", "/docs", probes.docs, "docs"),
+        ("GET", "/docs/", probes.docs, "docs_slash"),
+        ("GET", "/docs/redoc.standalone.js", probes.docs_asset, "docs_asset"),
     ]
 
 

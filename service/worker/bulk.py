@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 from uuid import UUID
 
@@ -23,12 +25,9 @@ import asyncpg
 from arq.cron import CronJob
 from arq.worker import func
 
-from service.core import job_attempts
-from service.core import jobs as job_store
-from service.core.bulk import staging as bulk_store
+from service.core.bulk import staging
 from service.core.bulk.summary import (
     added_entries,
-    check_bulk_allowed,
     failed_entries,
     failure_body,
     result_object_key,
@@ -36,11 +35,14 @@ from service.core.bulk.summary import (
 )
 from service.core.errors import ApiError
 from service.core.files import content_disposition
-from service.core.roles import load_scope
+from service.core.jobs import attempts, lifecycle
+from service.core.jobs.model import BULK_FUNCTION, CANCELLED, COMPLETED, FAILED
+from service.core.roles import check_bulk_allowed, load_scope
 from service.core.storage import Storage, StorageError, StorageNotFound
 from service.settings import Settings
+from service.worker.copy_to_storage import copy_query_to_storage
+from service.worker.failures import StopRequested, failure_reason
 from service.worker.heartbeats import Heartbeats
-from service.worker.extract import StopRequested, failure_reason, stream_extract
 
 log = logging.getLogger("participants.worker.bulk")
 
@@ -55,7 +57,7 @@ RESULT_SELECT = f"""
 SELECT row_no AS "Row", csv_guard(subject_key) AS "ParticipantID",
        CASE WHEN added THEN 'Added' ELSE 'Failed' END AS "Status",
        array_to_string(ARRAY(SELECT 'errorCode.' || e FROM unnest(errors) AS e), '; ') AS "Message"
-FROM {bulk_store.STAGING}
+FROM {staging.STAGING}
 ORDER BY row_no
 """
 
@@ -65,11 +67,11 @@ class Superseded(Exception):
 
 
 async def job_summary(
-    conn: asyncpg.Connection, outcome: bulk_store.Outcome, created_by: str, created_at: str
+    conn: asyncpg.Connection, outcome: staging.Outcome, created_by: str, created_at: str
 ) -> dict[str, Any]:
     """The synchronous endpoint's JSON summary, its lists cut at ``RESULT_LIST_MAX``."""
-    failed = await conn.fetch(bulk_store.FAILED_ROWS + " LIMIT $1", RESULT_LIST_MAX)
-    added = await conn.fetch(bulk_store.ADDED_ROWS + " LIMIT $1", RESULT_LIST_MAX)
+    failed = await conn.fetch(staging.FAILED_ROWS + " LIMIT $1", RESULT_LIST_MAX)
+    added = await conn.fetch(staging.ADDED_ROWS + " LIMIT $1", RESULT_LIST_MAX)
     body = {
         **summary_head(outcome.added, outcome.failed, "SUCCESS", created_by, created_at),
         "failedParticipants": failed_entries(list(failed)),
@@ -88,7 +90,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
     started = time.monotonic()
 
     async with pool.acquire() as conn, contextlib.AsyncExitStack() as stack:
-        job = await job_attempts.claim_or_give_up(conn, job_uuid, settings)
+        job = await attempts.claim_or_give_up(conn, job_uuid, settings)
         if job is None:
             return "skipped"
         attempt: int = job["attempts"]
@@ -97,14 +99,20 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         upload_key: str = job["params"]["uploadKey"]
         created_at: str = job["params"].get("createdAt", "")
 
-        async def end(status: str, error: str, **fields: Any) -> str:
+        async def end(ended: Awaitable[bool], status: str) -> str:
             """This attempt's final status; the upload goes once the job is final (it holds personal data)."""
-            if await job_store.finish_job(conn, job_uuid, status, attempt=attempt, error=error, **fields):
+            if await ended:
                 await _delete_upload(storage, upload_key)
             return status
 
+        async def fail(reason: str) -> str:
+            return await end(lifecycle.fail_job(conn, job_uuid, reason, attempt), FAILED)
+
+        async def cancelled() -> str:
+            return await end(lifecycle.cancel_attempt(conn, job_uuid, attempt), CANCELLED)
+
         if job["cancel_requested"]:
-            return await end(job_store.CANCELLED, "cancelled")
+            return await cancelled()
         # The owner's rights and the study's state are checked again: they may have changed since.
         scope = await load_scope(conn, job["owner_username"], job["study_oid"], job["site_oid"])
 
@@ -115,34 +123,20 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
 
         result_key = result_object_key(job_uuid, attempt)
 
-        async def on_decided(tx: asyncpg.Connection, outcome: bulk_store.Outcome) -> None:
-            rows, size, sha = await stream_extract(
-                tx,
-                storage,
-                result_key,
-                RESULT_SELECT,
-                content_disposition_value=content_disposition(job["file_name"]),
+        async def on_decided(tx: asyncpg.Connection, outcome: staging.Outcome) -> None:
+            made = await copy_query_to_storage(
+                tx, storage, result_key, RESULT_SELECT, content_disposition_value=content_disposition(job["file_name"])
             )
             summary = await job_summary(tx, outcome, scope.full_name, created_at)
-            done = await job_store.finish_job(
-                tx,
-                job_uuid,
-                job_store.COMPLETED,
-                attempt=attempt,
-                retention=dt.timedelta(hours=settings.job_retention_hours),
-                row_count=rows,
-                byte_size=size,
-                sha256=sha,
-                object_key=result_key,
-                result=summary,
-                rows_expected=beat.rows_expected,
-            )
-            if not done:
+            made = dataclasses.replace(made, result=summary, rows_expected=beat.rows_expected)
+            # In the insert's transaction: the participants and the job's COMPLETED commit together.
+            retention = dt.timedelta(hours=settings.job_retention_hours)
+            if not await lifecycle.complete_job(tx, job_uuid, attempt, made, retention):
                 raise Superseded
 
         try:
             check_bulk_allowed(scope)
-            parser = await bulk_store.stage_csv(
+            parser = await staging.stage_csv(
                 conn,
                 storage.read_stream(upload_key),
                 scope.site is not None,
@@ -150,7 +144,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 on_progress=on_progress,
             )
             beat.rows_done = beat.rows_expected = parser.data_rows
-            outcome = await bulk_store.apply(
+            outcome = await staging.apply(
                 conn,
                 scope,
                 parser.valid_rows,
@@ -159,35 +153,34 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
             )
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.
-            return await end(
-                job_store.FAILED, f"errorCode.{err.code}", result=failure_body(err.code, scope.full_name, created_at)
-            )
+            body = failure_body(err.code, scope.full_name, created_at)
+            return await end(lifecycle.fail_job(conn, job_uuid, f"errorCode.{err.code}", attempt, result=body), FAILED)
         except StopRequested:
-            return await end(job_store.CANCELLED, "cancelled")
+            return await cancelled()
         except Superseded:
             await _delete_upload(storage, result_key)  # this attempt's file; the upload is the winner's
             return "superseded"
         except StorageNotFound:
-            return await end(job_store.FAILED, "storage: upload missing")
+            return await fail("storage: upload missing")
         except asyncio.CancelledError:
             # arq cancels on timeout (final) and on worker shutdown (it runs the job again).
             if time.monotonic() - started >= BULK_JOB_TIMEOUT_SECONDS * 0.95:
-                await asyncio.shield(end(job_store.FAILED, "timed out"))
+                await asyncio.shield(fail("timed out"))
             raise
         except (StorageError, asyncpg.PostgresError) as exc:
             await _delete_upload(storage, result_key)  # written before a rollback, perhaps
             reason = failure_reason(exc)
             log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
-            return await end(job_store.FAILED, reason)
+            return await fail(reason)
         finally:
             if not conn.is_closed():
-                await asyncio.shield(bulk_store.drop_staging(conn))
+                await asyncio.shield(staging.drop_staging(conn))
     await _delete_upload(storage, upload_key)
     log.info(
         "bulk upload job finished",
         extra={"job_uuid": job_uuid_str, "added": outcome.added, "failed": outcome.failed},
     )
-    return job_store.COMPLETED
+    return COMPLETED
 
 
 async def _delete_upload(storage: Storage, key: str) -> None:
@@ -204,7 +197,7 @@ async def _delete_upload(storage: Storage, key: str) -> None:
 FUNCTIONS: list[Any] = [
     func(
         bulk_add_participants_job,
-        name=job_store.BULK_FUNCTION,
+        name=BULK_FUNCTION,
         timeout=BULK_JOB_TIMEOUT_SECONDS,
         keep_result=0,
         max_tries=1000,

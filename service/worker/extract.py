@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import time
 from typing import Any
@@ -26,14 +26,15 @@ from uuid import UUID
 import asyncpg
 from arq.worker import func
 
-from service.core import job_attempts
-from service.core import jobs as job_store
 from service.core.extract_options import ExtractOptions
 from service.core.extracts import COUNT_SQL, extract_select
-from service.core.files import CSV_CONTENT_TYPE, content_disposition
+from service.core.files import content_disposition
+from service.core.jobs import attempts, lifecycle
+from service.core.jobs.model import CANCELLED, COMPLETED, EXTRACT_FUNCTION, FAILED
 from service.core.storage import Storage, StorageError
 from service.settings import Settings
-from service.worker import maintenance
+from service.worker.copy_to_storage import copy_query_to_storage
+from service.worker.failures import StopRequested, failure_reason
 from service.worker.heartbeats import Heartbeats
 
 log = logging.getLogger("participants.worker.extract")
@@ -41,97 +42,6 @@ log = logging.getLogger("participants.worker.extract")
 
 # The failure reason of an extract whose owner lost the right to extract before it started.
 ACCESS_REVOKED = "errorCode.noSufficientPrivileges"
-
-
-class StopRequested(Exception):
-    """Cancel requested (or this attempt superseded): abort the COPY and the upload."""
-
-
-def failure_reason(exc: BaseException) -> str:
-    """Why a job failed, for the job row: the kind of failure, never data (a Postgres message can
-    quote values, so only its SQLSTATE and class are kept)."""
-    if isinstance(exc, StorageError):
-        # The kind only: the detail (endpoint, bucket) goes to the worker log, not to the job's owner.
-        return f"storage: {type(exc).__name__} ({str(exc).split(':', 1)[0]})"
-    if isinstance(exc, asyncpg.PostgresError):
-        return f"database: {type(exc).__name__} (SQLSTATE {exc.sqlstate})"
-    return f"{type(exc).__name__}"
-
-
-BLOCK_SIZE = 1024 * 1024  # what the upload is handed at a time: far fewer calls into obstore than COPY chunks
-BLOCKS_IN_FLIGHT = 3
-
-
-async def stream_extract(
-    conn: asyncpg.Connection,
-    storage: Storage,
-    key: str,
-    select_sql: str,
-    *,
-    content_disposition_value: str | None = None,
-    on_progress: Any = None,
-    progress_every: float = 1.0,
-) -> tuple[int, int, str]:
-    """Stream ``select_sql`` as CSV into ``key``; return (rows, bytes, sha256 hex).
-
-    COPY chunks (~10 KB each) are gathered into 1 MiB blocks, which a writer task hashes and
-    uploads while the next block arrives; the bounded queue keeps memory at a few blocks and,
-    when storage is slow, stops reading from Postgres instead of buffering.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    newlines = 0
-    next_beat = time.monotonic() + progress_every
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=BLOCKS_IN_FLIGHT)
-    failure: list[BaseException] = []
-
-    async with storage.open_upload(
-        key, content_type=CSV_CONTENT_TYPE, content_disposition=content_disposition_value
-    ) as upload:
-
-        async def write_blocks() -> None:
-            while (block := await queue.get()) is not None:
-                if failure:
-                    continue  # keep draining so the reader never blocks; it raises the failure
-                try:
-                    digest.update(block)
-                    await upload.write(block)
-                except Exception as exc:
-                    failure.append(exc)
-
-        writer = asyncio.create_task(write_blocks())
-        buffer = bytearray()
-
-        async def sink(chunk: bytes) -> None:
-            nonlocal size, newlines, next_beat
-            if failure:
-                raise failure[0]
-            size += len(chunk)
-            newlines += chunk.count(b"\n")  # progress only: a quoted newline counts too
-            buffer.extend(chunk)
-            if len(buffer) >= BLOCK_SIZE:
-                await queue.put(bytes(buffer))
-                buffer.clear()
-            if on_progress is not None and time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + progress_every
-                await on_progress(max(0, newlines - 1))
-
-        try:
-            status = await conn.copy_from_query(select_sql, output=sink, format="csv", header=True)
-            if buffer:
-                await queue.put(bytes(buffer))
-            await queue.put(None)
-            await writer
-            if failure:
-                raise failure[0]
-        finally:
-            if not writer.done():
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-    # "COPY n": the exact number of rows, whatever newlines the cells hold.
-    rows = int(status.split()[-1])
-    return rows, size, digest.hexdigest()
 
 
 async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> str:
@@ -142,18 +52,18 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
     started = time.monotonic()
 
     async with pool.acquire() as conn:
-        job = await job_attempts.claim_or_give_up(conn, job_uuid, settings)
+        job = await attempts.claim_or_give_up(conn, job_uuid, settings)
         if job is None:
             return "skipped"
         attempt: int = job["attempts"]
         if job["cancel_requested"]:
-            await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
-            return job_store.CANCELLED
+            await lifecycle.cancel_attempt(conn, job_uuid, attempt)
+            return CANCELLED
         if not job["owner_holds_right"]:  # read with the claim
             # The owner's right to extract here was revoked after the submit: no file is made.
-            await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=ACCESS_REVOKED)
+            await lifecycle.fail_job(conn, job_uuid, ACCESS_REVOKED, attempt)
             log.info("extract refused: the owner's right is gone", extra={"job_uuid": job_uuid_str})
-            return job_store.FAILED
+            return FAILED
 
         options = ExtractOptions.from_params(job["params"])
         heartbeats: Heartbeats = ctx["heartbeats"]
@@ -177,7 +87,7 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                     raise StopRequested
 
             try:
-                rows, size, sha = await stream_extract(
+                made = await copy_query_to_storage(
                     conn,
                     storage,
                     job["object_key"],
@@ -187,22 +97,15 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                     progress_every=settings.job_heartbeat_seconds,
                 )
             except StopRequested:
-                await job_store.finish_job(conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled")
+                await lifecycle.cancel_attempt(conn, job_uuid, attempt)
                 log.info("extract cancelled", extra={"job_uuid": job_uuid_str})
-                return job_store.CANCELLED
+                return CANCELLED
             except asyncio.CancelledError:
                 # arq cancels a job on timeout, and on worker shutdown (then it runs the job again).
                 # Only a timeout is final; the write is shielded from the cancellation.
                 if time.monotonic() - started >= settings.extract_job_timeout_seconds * 0.95:
-                    await asyncio.shield(
-                        job_store.finish_job(
-                            conn,
-                            job_uuid,
-                            job_store.FAILED,
-                            attempt=attempt,
-                            error=f"timed out after {settings.extract_job_timeout_seconds} s",
-                        )
-                    )
+                    reason = f"timed out after {settings.extract_job_timeout_seconds} s"
+                    await asyncio.shield(lifecycle.fail_job(conn, job_uuid, reason, attempt))
                 raise
             except Exception as exc:
                 reason = failure_reason(exc)
@@ -210,8 +113,8 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                 log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail})
                 # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
                 # sweeper runs the job again once Postgres is back.
-                await job_store.finish_job(conn, job_uuid, job_store.FAILED, attempt=attempt, error=reason)
-                return job_store.FAILED
+                await lifecycle.fail_job(conn, job_uuid, reason, attempt)
+                return FAILED
             finally:
                 # Never go on (or hand its connection back) with the count still running.
                 if counting is not None:
@@ -223,28 +126,19 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                     with contextlib.suppress(OSError):
                         await storage.discard_partials(job["object_key"])
 
-        done = await job_store.finish_job(
-            conn,
-            job_uuid,
-            job_store.COMPLETED,
-            attempt=attempt,
-            retention=dt.timedelta(hours=settings.job_retention_hours),
-            row_count=rows,
-            byte_size=size,
-            sha256=sha,
-            rows_expected=rows,  # the slice holds exactly what COPY wrote
-            unless_cancelled=True,
+        # rows_expected: the slice holds exactly what COPY wrote.
+        made = dataclasses.replace(made, rows_expected=made.row_count)
+        done = await lifecycle.complete_job(
+            conn, job_uuid, attempt, made, dt.timedelta(hours=settings.job_retention_hours)
         )
         # Not recorded: superseded, or a cancel that arrived after the last chunk, which still wins
         # (this attempt can still end CANCELLED only in that case).
-        if not done and await job_store.finish_job(
-            conn, job_uuid, job_store.CANCELLED, attempt=attempt, error="cancelled"
-        ):
+        if not done and await lifecycle.cancel_attempt(conn, job_uuid, attempt):
             await storage.delete(job["object_key"])
-            return job_store.CANCELLED
-    log.info("extract finished", extra={"job_uuid": job_uuid_str, "rows": rows, "bytes": size, "recorded": done})
-    return job_store.COMPLETED if done else "superseded"
+            return CANCELLED
+    extra = {"job_uuid": job_uuid_str, "rows": made.row_count, "bytes": made.byte_size, "recorded": done}
+    log.info("extract finished", extra=extra)
+    return COMPLETED if done else "superseded"
 
 
-FUNCTIONS: list[Any] = [func(extract_participants_job, name=job_store.EXTRACT_FUNCTION)]
-CRON_JOBS = maintenance.CRON_JOBS
+FUNCTIONS: list[Any] = [func(extract_participants_job, name=EXTRACT_FUNCTION)]

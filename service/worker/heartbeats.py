@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from service.core.db import create_pool
-from service.core.job_attempts import Beat, beat_jobs
+from service.core.jobs.attempts import Beat, beat_jobs
 from service.settings import Settings
 
 log = logging.getLogger("participants.worker.heartbeats")

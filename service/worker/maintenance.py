@@ -9,8 +9,8 @@
 
   Never twice at once: every worker beats for all its jobs every ``job_heartbeat_seconds``
   (worker/heartbeats.py), so a job is silent that long only if its worker is dead or its event
-  loop stuck; a delivery of a job whose attempt is alive claims nothing (core/job_attempts.py).
-  If a stuck worker wakes up, its attempt number is stale: ``finish_job`` and the heartbeat only
+  loop stuck; a delivery of a job whose attempt is alive claims nothing (core/jobs/attempts.py).
+  If a stuck worker wakes up, its attempt number is stale: the final status and the heartbeat only
   touch the row of the current attempt, so its results are never recorded.
 - ``expire_jobs`` (every 30 s): completed files past retention are deleted; the job becomes ``EXPIRED``.
 - ``forget_idempotency_keys`` (every 5 minutes): Idempotency-Key answers past retention.
@@ -27,9 +27,8 @@ from arq import cron
 from arq.cron import CronJob
 
 from service.core import idempotency
-from service.core import job_attempts
-from service.core import job_queue
-from service.core import jobs as job_store
+from service.core.jobs import attempts, lifecycle, queue
+from service.core.jobs.model import JOB_FUNCTIONS
 from service.core.storage import StorageError
 from service.settings import Settings
 
@@ -50,28 +49,28 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
             f"""
             SELECT uuid, type, attempts, status FROM jobs
             WHERE (status = 'IN_QUEUE' AND created_at < now() - $1::float8 * interval '1 second')
-               OR (status = 'IN_PROGRESS' AND {job_attempts.stale_after('$3', '$4')})
+               OR (status = 'IN_PROGRESS' AND {attempts.stale_after('$3', '$4')})
             ORDER BY created_at
             LIMIT $2
             """,
             settings.job_requeue_after_seconds,
             SWEEP_BATCH,
-            *job_attempts.stale_args(settings),
+            *attempts.stale_args(settings),
         )
         taken = 0
         for row in rows:
-            if row["type"] not in job_store.JOB_FUNCTIONS:
+            if row["type"] not in JOB_FUNCTIONS:
                 continue
             if row["attempts"] >= settings.job_max_attempts:
-                await job_attempts.fail_if_exhausted(conn, row["uuid"], settings)
+                await attempts.fail_if_exhausted(conn, row["uuid"], settings)
                 continue
             # ``release`` drops what may keep arq from delivering it: the in-progress key of a
             # worker that took the message and died (before or after its claim), which arq keeps
             # for its job timeout + 10 s, an hour for a bulk upload; a kept result of a delivery
             # that ended without finishing the job (e.g. it failed to reach Postgres before its
             # claim), which makes arq refuse the same id. If a live worker holds it after all, the
-            # claim in Postgres lets only one attempt run (core/job_attempts.py).
-            if await job_queue.enqueue(redis, settings, row["type"], row["uuid"], release=True):
+            # claim in Postgres lets only one attempt run (core/jobs/attempts.py).
+            if await queue.enqueue(redis, settings, row["type"], row["uuid"], release=True):
                 taken += 1
     if taken:
         log.info("re-enqueued unfinished jobs", extra={"count": taken})
@@ -81,7 +80,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
 async def expire_jobs(ctx: dict[str, Any]) -> int:
     """Delete files past retention and mark their jobs EXPIRED; return how many expired."""
     async with ctx["db"].acquire() as conn:
-        expired = await job_store.expire_due_jobs(conn, ctx["storage"], EXPIRE_BATCH)
+        expired = await lifecycle.expire_due_jobs(conn, ctx["storage"], EXPIRE_BATCH)
     if expired:
         log.info("expired job files", extra={"count": len(expired)})
     return len(expired)

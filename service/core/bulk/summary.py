@@ -1,6 +1,5 @@
 """What a bulk upload answers and leaves behind: the seed's summary shape (also for file-level
-failures), the rule that decides whether a bulk upload is allowed at all, and the names and object
-keys of an asynchronous upload's files. Shared by the synchronous handler and the bulk job.
+failures) and the names and object keys of an asynchronous upload's files. Shared by the synchronous handler and the bulk job.
 """
 
 from __future__ import annotations
@@ -11,9 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from service.core.errors import ApiError
 from service.core.files import file_stamp
-from service.core.roles import Action, Scope, authorize
 
 
 class BulkFailed(BaseModel):
@@ -83,14 +80,6 @@ def failed_entries(rows: list[Any]) -> list[dict[str, Any]]:
 
 def added_entries(rows: list[Any]) -> list[dict[str, Any]]:
     return [{"subjectKey": r["subject_key"], "status": "Available"} for r in rows]
-
-
-def check_bulk_allowed(scope: Scope) -> None:
-    """Bulk has the rights of the single add at that level, and needs manual participant IDs."""
-    authorize(scope, Action.WRITE_AT_SITE if scope.site_oid is not None else Action.WRITE_AT_STUDY)
-    assert scope.study is not None
-    if scope.study["participant_id_method"] == "system_generated":
-        raise ApiError("bulkUploadNotSupportSystemGeneratedSetting", scope.params)
 
 
 def upload_object_key(job_uuid: UUID) -> str:

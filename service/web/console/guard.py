@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from service.core.accounts import active_user
 from service.core.errors import UNAVAILABLE, ApiError
-from service.web.auth import CONSOLE_USER
 from service.web.console.render import console_path, error_page, redirect
 from service.web.console.sessions import ACCOUNT, COOKIE_NAME, SESSION, Session, SessionStore
 from service.web.logs import route_template
@@ -21,8 +21,6 @@ log = logging.getLogger("participants.console")
 
 SESSIONS = web.AppKey("console_sessions", SessionStore)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-ACCOUNT_SQL = "SELECT id, username, full_name, admin, disabled FROM users u WHERE username = $1"
 
 
 def is_https(request: web.Request) -> bool:
@@ -66,9 +64,8 @@ def page(*, admin: bool = False, csrf: bool = True) -> Callable[[Handler], Handl
                 session = await current_session(request)
                 account = None
                 if session is not None and session.username:
-                    async with request.app[DB].acquire() as conn:
-                        account = await conn.fetchrow(ACCOUNT_SQL, session.username)
-                    if account is None or account["disabled"]:
+                    account = await active_user(request.app[DB], session.username)
+                    if account is None:
                         await request.app[SESSIONS].end(session)
                         account = None
                 if account is None or session is None:
@@ -76,12 +73,11 @@ def page(*, admin: bool = False, csrf: bool = True) -> Callable[[Handler], Handl
                         raise redirect(request, "/login")
                     raise ApiError("unauthenticated")
                 request[SESSION] = session
-                request[ACCOUNT] = dict(account)
+                request[ACCOUNT] = account
                 if request.method == "POST" and csrf:
                     await check_csrf(request, session)
-                if admin and not account["admin"]:
+                if admin and not account.admin:
                     raise ApiError("noSufficientPrivileges")
-                request[CONSOLE_USER] = session.username
                 return await handler(request)
             except ApiError as err:
                 return error_page(request, err)

@@ -19,14 +19,15 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from service.core.accounts import active_user
 from service.core.errors import ApiError
-from service.web.auth import TOKEN_VERIFIER
-from service.web.console.guard import ACCOUNT_SQL, SESSIONS, current_session, set_cookie
+from service.web.console.guard import SESSIONS, current_session, set_cookie
 from service.web.console.login import oidc_enabled, start_session
 from service.web.console.render import console_path, error_page
 from service.web.console.sessions import SESSION
 from service.web.oidc import FETCH_TIMEOUT, ProviderUnavailable
 from service.web.resources import DB, OIDC, SETTINGS
+from service.web.tokens import TOKEN_VERIFIER
 
 log = logging.getLogger("participants.signin")
 
@@ -116,9 +117,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         await request.app[SESSIONS].save(session)  # a code is good for one try
         token = await _exchange(request, code, str(flow["verifier"]))
         username = await request.app[TOKEN_VERIFIER].username(token)
-        async with request.app[DB].acquire() as conn:
-            account = await conn.fetchrow(ACCOUNT_SQL, username)
-        if account is None or account["disabled"]:
+        if await active_user(request.app[DB], username) is None:
             log.info("console sign-in refused: unknown or disabled user", extra={"backend": "oidc"})
             raise ApiError("noRoleSetUp")
     except ProviderUnavailable as exc:

@@ -2,19 +2,30 @@
 filters, one job with its attempts and deliveries (retry, cancel), webhook endpoints and their
 deliveries (redeliver), the audit log with filters.
 
-Each page calls the admin API's own handler as the signed-in user and renders its answer: the
-filters, the checks (``require_admin``) and the audit rows are the API's.
+Each page parses its filters as the admin API does (the same functions) and calls the same core
+use-cases, then renders their models as the API would answer them.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
-from service.core.jobs import JOB_STATUSES, JOB_TYPES
+from aiohttp import web
+from pydantic import BaseModel
+
+from service.core import audit, stats
+from service.core.jobs import admin
+from service.core.jobs.model import JOB_STATUSES, JOB_TYPES, parse_job_uuid
+from service.core.webhooks import admin as webhook_admin
+from service.core.webhooks import store as webhook_store
+from service.core.webhooks.models import WebhookList
 from service.web.console.guard import page
 from service.web.console.render import redirect, render
-from service.web.console.site import api_json, as_api
-from service.web.handlers import operations, webhooks
+from service.web.console.sessions import ACCOUNT
+from service.web.filters import audit_filters, job_filters
+from service.web.input import page_params, path_id
+from service.web.replies import base_url
+from service.web.resources import CONNECTIONS, DB, REDIS, SETTINGS
 
 JOB_FILTERS = ("status", "type", "studyOid", "siteOid", "owner", "createdFrom", "createdTo", "page")
 AUDIT_FILTERS = ("user", "action", "studyOid", "siteOid", "from", "to", "page")
@@ -24,58 +35,79 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
     return {n: request.query[n] for n in names if request.query.get(n)}
 
 
+def _data(model: BaseModel) -> dict[str, Any]:
+    """What the admin API would answer: the templates read the JSON's fields."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
 @page(admin=True)
 async def queue(request: web.Request) -> web.StreamResponse:
-    report = await api_json(await operations.get_queue(as_api(request)))
-    return render(request, "ops_queue.html", {"report": report})
+    report = await stats.queue_report(request.app[DB], request.app[REDIS], request.app[SETTINGS])
+    return render(request, "ops_queue.html", {"report": _data(report)})
 
 
 @page(admin=True)
 async def job_list(request: web.Request) -> web.StreamResponse:
-    filters = _filters(request, JOB_FILTERS)
-    data = await api_json(await operations.list_jobs(as_api(request, filters)))
-    context = {"data": data, "filters": filters, "statuses": JOB_STATUSES, "types": JOB_TYPES}
+    page_no, size = page_params(request)
+    filters = job_filters(request)
+    async with request.app[DB].acquire() as conn:
+        data = await admin.list_jobs(conn, filters, page_no, size, base_url(request))
+    context = {
+        "data": _data(data), "filters": _filters(request, JOB_FILTERS), "statuses": JOB_STATUSES, "types": JOB_TYPES,
+    }  # fmt: skip
     return render(request, "ops_jobs.html", context)
 
 
 @page(admin=True)
 async def job_detail(request: web.Request) -> web.StreamResponse:
-    job = await api_json(await operations.get_job(as_api(request)))
-    return render(request, "ops_job.html", {"job": job})
+    job_uuid = parse_job_uuid(request.match_info["jobUuid"])
+    async with request.app[DB].acquire() as conn:
+        job = await admin.job_detail(conn, job_uuid, base_url(request))
+    return render(request, "ops_job.html", {"job": _data(job)})
 
 
 @page(admin=True)
 async def job_retry(request: web.Request) -> web.StreamResponse:
-    await operations.retry_job(request)
-    raise redirect(request, f"/ops/jobs/{request.match_info['jobUuid']}")
+    job_uuid = parse_job_uuid(request.match_info["jobUuid"])
+    async with request.app[DB].acquire() as conn:
+        await admin.retry_job(request.app[CONNECTIONS], conn, request[ACCOUNT].actor, job_uuid, base_url(request))
+    raise redirect(request, f"/ops/jobs/{job_uuid}")
 
 
 @page(admin=True)
 async def job_cancel(request: web.Request) -> web.StreamResponse:
-    await operations.cancel_job(request)
-    raise redirect(request, f"/ops/jobs/{request.match_info['jobUuid']}")
+    job_uuid = parse_job_uuid(request.match_info["jobUuid"])
+    async with request.app[DB].acquire() as conn:
+        await admin.cancel_job(conn, request[ACCOUNT].actor, job_uuid, base_url(request))
+    raise redirect(request, f"/ops/jobs/{job_uuid}")
 
 
 @page(admin=True)
 async def webhook_list(request: web.Request) -> web.StreamResponse:
-    data = await api_json(await webhooks.list_webhooks(as_api(request)))
-    return render(request, "ops_webhooks.html", {"data": data})
+    async with request.app[DB].acquire() as conn:
+        data = WebhookList(webhooks=await webhook_store.list_endpoints(conn))
+    return render(request, "ops_webhooks.html", {"data": _data(data)})
 
 
 @page(admin=True)
 async def delivery_list(request: web.Request) -> web.StreamResponse:
-    data = await api_json(await webhooks.list_deliveries(as_api(request, _filters(request, ("page",)))))
-    return render(request, "ops_deliveries.html", {"data": data, "endpoint": request.match_info["id"]})
+    endpoint = path_id(request, "id")
+    page_no, size = page_params(request, default_size=50, max_size=500)
+    async with request.app[DB].acquire() as conn:
+        data = await webhook_store.list_deliveries(conn, endpoint, page_no, size)
+    return render(request, "ops_deliveries.html", {"data": _data(data), "endpoint": str(endpoint)})
 
 
 @page(admin=True)
 async def redeliver(request: web.Request) -> web.StreamResponse:
-    delivery = await api_json(await webhooks.redeliver(request))
-    raise redirect(request, f"/ops/webhooks/{delivery['endpointId']}/deliveries")
+    message_id = path_id(request, "deliveryId")
+    delivery = await webhook_admin.redeliver(request.app[CONNECTIONS], request[ACCOUNT].actor, message_id)
+    raise redirect(request, f"/ops/webhooks/{delivery.endpointId}/deliveries")
 
 
 @page(admin=True)
 async def audit_log(request: web.Request) -> web.StreamResponse:
-    filters = _filters(request, AUDIT_FILTERS)
-    data = await api_json(await operations.list_audit(as_api(request, filters)))
-    return render(request, "ops_audit.html", {"data": data, "filters": filters})
+    page_no, size = page_params(request)
+    async with request.app[DB].acquire() as conn:
+        data = await audit.list_entries(conn, audit_filters(request), page_no, size)
+    return render(request, "ops_audit.html", {"data": _data(data), "filters": _filters(request, AUDIT_FILTERS)})

@@ -21,6 +21,8 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
+from service.core.accounts import User
+
 KEY_PREFIX = "participants:console-session:"
 COOKIE_NAME = "participants_console"
 ANONYMOUS_TTL_SECONDS = 15 * 60  # a login form (or a trip to the identity provider) left open this long
@@ -44,7 +46,7 @@ class Session:
 
 # Where the console keeps, for one request, the session and the signed-in user's row.
 SESSION = web.RequestKey("console_session", Session)
-ACCOUNT = web.RequestKey("console_account", dict)
+ACCOUNT = web.RequestKey("console_account", User)
 
 
 class SessionStore:

@@ -1,10 +1,10 @@
 """Pages for site staff: their studies and sites, a site's participants, adding or updating one,
 bulk upload, extracts and their jobs.
 
-Reads go through ``load_scope``/``authorize`` and the core functions the API uses; actions call
-the API's own handlers (extract submit, job list, download, delete) as the signed-in user, so the
-rules, scope checks and audit rows are the API's. A button is shown only where its action would be
-allowed, and the action checks again when it is used.
+Each page calls the same core use-cases as the API (scope and role checks, the extract and bulk
+submits, the owner's job list, status, download and delete), as the signed-in user, so the rules
+and audit rows are the API's, and renders their models. A button is shown only where its action
+would be allowed, and the action checks again when it is used.
 """
 
 from __future__ import annotations
@@ -12,21 +12,28 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import orjson
+import asyncpg
 from aiohttp import web
 from aiohttp.multipart import BodyPartReader
 
-from service.core import directory
+from service.core import directory, extracts
 from service.core.bulk.spool import spool
-from service.core.bulk.summary import check_bulk_allowed, oc4_timestamp
+from service.core.bulk.submit import submit_bulk_job
+from service.core.bulk.summary import oc4_timestamp
 from service.core.errors import ApiError
+from service.core.extract_options import ExtractOptions
+from service.core.jobs import owned
+from service.core.jobs.owned import JobPlace
+from service.core.jobs.views import JobView
 from service.core.participants import ParticipantIn, list_participants, save_participant
-from service.core.roles import Action, Scope, authorize, load_scope
+from service.core.roles import Action, Scope, authorize, check_bulk_allowed, load_scope
 from service.web.console.guard import check_csrf, page
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT, SESSION
-from service.web.handlers import bulk, extracts, jobs
-from service.web.resources import DB, SETTINGS
+from service.web.downloads import send_job_file
+from service.web.replies import base_url
+from service.web.resources import CONNECTIONS, DB, SETTINGS, STORAGE
+from service.web.uploads import MALFORMED_MULTIPART, part_chunks
 
 PAGE_SIZE = 50
 FORM_FIELDS = ("subjectKey", "firstName", "lastName", "emailAddress", "phoneNumber", "identifier")
@@ -50,24 +57,24 @@ def field_of(code: str) -> str | None:
     return None
 
 
-async def api_json(response: web.StreamResponse) -> Any:
-    assert isinstance(response, web.Response) and response.body is not None
-    return orjson.loads(response.body)  # type: ignore[arg-type]
+def _view(model: JobView) -> dict[str, Any]:
+    """A job as the API shows it: the templates read the same fields the JSON has."""
+    return model.model_dump(mode="json", exclude_unset=True)
 
 
-def as_api(request: web.Request, query: dict[str, str] | None = None) -> web.Request:
-    """This request (same user, same path parameters) with only ``query`` for the API handler.
-    A form's request, whose body is read already, cannot be copied: it goes as it is."""
-    if request.method != "GET":
-        return request
-    return request.clone(rel_url=request.rel_url.with_query(query or {}))
+async def _site_jobs(request: web.Request, conn: asyncpg.Connection, scope: Scope) -> list[dict[str, Any]]:
+    """The signed-in user's jobs at this site, newest first (the API's job list, first page)."""
+    assert scope.study is not None and scope.site is not None
+    place = JobPlace(scope.study["id"], scope.site["id"])
+    jobs = await owned.list_jobs(conn, request[ACCOUNT].actor, place, 1, PAGE_SIZE, base_url(request))
+    return [_view(j) for j in jobs.jobs]
 
 
 @page()
 async def home(request: web.Request) -> web.StreamResponse:
     account = request[ACCOUNT]
     async with request.app[DB].acquire() as conn:
-        roles = await directory.list_roles(conn, account["username"])
+        roles = await directory.list_roles(conn, account.username)
         places: dict[str, dict[str, Any]] = {}
         for role in roles:
             study = places.setdefault(role["studyOid"], {"roles": set(), "sites": {}})
@@ -84,7 +91,7 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 async def _site_scope(request: web.Request, conn: Any) -> Scope:
     scope = await load_scope(
-        conn, request[ACCOUNT]["username"], request.match_info["studyOID"], request.match_info["siteOID"]
+        conn, request[ACCOUNT].username, request.match_info["studyOID"], request.match_info["siteOID"]
     )
     authorize(scope, Action.LIST)
     return scope
@@ -109,7 +116,7 @@ async def _site_page(
     async with request.app[DB].acquire() as conn:
         scope = scope or await _site_scope(request, conn)
         participants = await list_participants(conn, scope, page_no, PAGE_SIZE)
-    jobs_list = await api_json(await jobs.list_jobs(as_api(request)))
+        site_jobs = await _site_jobs(request, conn, scope)
     context = {
         "study": scope.study_oid,
         "site": scope.site_oid,
@@ -118,7 +125,7 @@ async def _site_page(
         "more": len(participants) == PAGE_SIZE,
         "may_write": _may(scope, Action.WRITE_AT_SITE),
         "may_extract": _may(scope, Action.EXTRACT),
-        "jobs": jobs_list["jobs"],
+        "jobs": site_jobs,
         "form": form or {},
         "errors": errors or {},
         "notice": notice,
@@ -138,9 +145,8 @@ async def site_page(request: web.Request) -> web.StreamResponse:
 async def jobs_fragment(request: web.Request) -> web.StreamResponse:
     """The jobs table alone, which the page's script fetches every few seconds while a job runs."""
     async with request.app[DB].acquire() as conn:
-        await _site_scope(request, conn)
-    jobs_list = await api_json(await jobs.list_jobs(as_api(request)))
-    return render(request, "jobs_table.html", {"jobs": jobs_list["jobs"]})
+        site_jobs = await _site_jobs(request, conn, await _site_scope(request, conn))
+    return render(request, "jobs_table.html", {"jobs": site_jobs})
 
 
 @page()
@@ -166,7 +172,12 @@ async def save_participant_form(request: web.Request) -> web.StreamResponse:
 
 @page()
 async def extract(request: web.Request) -> web.StreamResponse:
-    await extracts.submit_extract(request)  # the API's submit: role check, job row, audit, queue
+    # The API's submit: role check, job row, audit, quota, queue (every option at its default).
+    async with request.app[DB].acquire() as conn:
+        scope = await extracts.extract_scope(
+            conn, request[ACCOUNT].username, request.match_info["studyOID"], request.match_info["siteOID"]
+        )
+        await extracts.submit_extract(request.app[CONNECTIONS], conn, scope, ExtractOptions(), base_url(request))
     raise redirect(
         request,
         f"/studies/{request.match_info['studyOID']}/sites/{request.match_info['siteOID']}?done=extract",
@@ -185,12 +196,12 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         sent = None
         if isinstance(first, BodyPartReader) and first.name == "csrf":
             sent = (await first.read_chunk(200)).decode("ascii", "replace")
-    except bulk.MALFORMED_MULTIPART:
+    except MALFORMED_MULTIPART:
         raise ApiError("csrfTokenInvalid") from None  # nothing readable: no token either
     await check_csrf(request, request[SESSION], sent or "")
     try:
         part = await reader.next()
-    except bulk.MALFORMED_MULTIPART:
+    except MALFORMED_MULTIPART:
         raise ApiError("notSupportedFileFormat") from None
     if (
         not isinstance(part, BodyPartReader)
@@ -200,18 +211,18 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         raise ApiError("notSupportedFileFormat")
     created_at = oc4_timestamp(dt.datetime.now(dt.UTC))
     max_bytes = request.app[SETTINGS].bulk_max_bytes
-    with await spool(bulk.part_chunks(part), max_bytes) as file:  # no connection held while the file arrives
+    with await spool(part_chunks(part), max_bytes) as file:  # no connection held while the file arrives
         async with request.app[DB].acquire() as conn:
             scope = await _site_scope(request, conn)
             check_bulk_allowed(scope)
-            response = await bulk.submit_bulk_job(request, conn, scope, file, created_at, None)
-    job_uuid = response.headers["Location"].rsplit("/", 1)[-1]
-    raise redirect(request, f"/jobs/{job_uuid}")
+            submitted = await submit_bulk_job(request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request))
+    raise redirect(request, f"/jobs/{submitted.jobUuid}")
 
 
 @page()
 async def job_page(request: web.Request) -> web.StreamResponse:
-    job = await api_json(await jobs.get_job(as_api(request)))  # the owner only, as in the API
+    async with request.app[DB].acquire() as conn:  # the owner only, as in the API
+        job = _view(await owned.get_job(conn, request[ACCOUNT].actor, request.match_info["jobUuid"], base_url(request)))
     result = job.get("result") or {}
     # Failed rows first, each code beside its explanation; then the rows that were added.
     rows = [
@@ -231,10 +242,13 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 
 @page()
 async def download(request: web.Request) -> web.StreamResponse:
-    return await jobs.download_file(request)
+    return await send_job_file(request, request[ACCOUNT].actor)
 
 
 @page()
 async def delete(request: web.Request) -> web.StreamResponse:
-    await jobs.delete_job(request)
+    actor = request[ACCOUNT].actor
+    async with request.app[DB].acquire() as conn:
+        job = await owned.owned_job(conn, actor, request.match_info["jobUuid"])
+        await owned.delete_job(conn, request.app[STORAGE], actor, job, base_url(request))
     raise redirect(request, f"/jobs/{request.match_info['jobUuid']}")

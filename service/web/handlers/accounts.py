@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.core import accounts, audit
 from service.core.errors import ApiError
 from service.web.apidoc import NO_CONTENT, operation
-from service.web.auth import mint_token
-from service.web.handlers.directory import require_admin
+from service.web.auth import require_admin
 from service.web.input import read_json_model
 from service.web.oidc import ProviderUnavailable
 from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS
+from service.web.tokens import mint_token
 
 log = logging.getLogger("participants.signin")
 
@@ -114,7 +114,7 @@ async def token(request: web.Request) -> web.Response:
 @operation("Set a user's password (local accounts)", "admin", body=PasswordIn, ok={204: NO_CONTENT})
 async def set_password(request: web.Request) -> web.Response:
     """``PUT /admin/api/users/{username}/password`` with ``{"password"}``: 204."""
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     username = request.match_info["username"]
     body = await read_json_model(request, PasswordIn, {"username": username})
     async with request.app[DB].acquire() as conn:

@@ -20,7 +20,8 @@ from uuid import UUID
 
 import asyncpg
 
-from service.core import jobs as job_store
+from service.core.jobs.lifecycle import fail_job
+from service.core.jobs.rights import OWNER_HOLDS_RIGHT_SQL
 from service.settings import Settings
 
 
@@ -41,7 +42,7 @@ def stale_args(settings: Settings) -> tuple[float, float]:
 
 
 async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings) -> asyncpg.Record | None:
-    """Start an attempt: ``IN_PROGRESS``, attempts + 1; the row as ``jobs.JOB_SELECT`` reads it.
+    """Start an attempt: ``IN_PROGRESS``, attempts + 1; the row as ``store.JOB_SELECT`` reads it.
     None if the job is finished (or unknown), out of attempts, or running elsewhere with a fresh
     heartbeat: a message delivered twice, or after a cancel, does nothing."""
     return await conn.fetchrow(
@@ -50,11 +51,11 @@ async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings
                           heartbeat_at = now(), rows_done = 0, error = NULL
         WHERE uuid = $1 AND {CLAIMABLE} AND attempts < $4
         RETURNING *,
-            -- What jobs.JOB_SELECT adds, with the owner's right checked before the job starts.
+            -- What store.JOB_SELECT adds, with the owner's right checked before the job starts.
             (SELECT username FROM users WHERE id = owner_id) AS owner_username,
             (SELECT oid FROM studies WHERE id = study_id) AS study_oid,
             (SELECT oid FROM sites WHERE id = site_id) AS site_oid,
-            {job_store.OWNER_HOLDS_RIGHT_SQL} AS owner_holds_right
+            {OWNER_HOLDS_RIGHT_SQL} AS owner_holds_right
         """,
         job_uuid,
         *stale_args(settings),
@@ -70,7 +71,7 @@ async def fail_if_exhausted(conn: asyncpg.Connection, job_uuid: UUID, settings: 
     )
     if attempts is None or attempts < settings.job_max_attempts:
         return False
-    return await job_store.finish_job(conn, job_uuid, job_store.FAILED, error=f"gave up after {attempts} attempts")
+    return await fail_job(conn, job_uuid, f"gave up after {attempts} attempts")
 
 
 async def claim_or_give_up(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings) -> asyncpg.Record | None:

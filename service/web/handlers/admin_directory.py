@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.core import audit, directory
-from service.core.audit import Actor
 from service.core.directory import (
     RoleList,
     RoleOut,
@@ -16,45 +15,30 @@ from service.core.directory import (
     UserList,
     UserOut,
 )
-from service.core.errors import ApiError
 from service.web.apidoc import NO_CONTENT, operation
-from service.web.auth import authenticated_username
-from service.web.input import accept_query, read_json_model
+from service.web.auth import require_admin
+from service.web.input import read_json_model
 from service.web.replies import reply
 from service.web.resources import DB
 
 
-async def require_admin(request: web.Request) -> Actor:
-    """The caller, if the caller is an admin; 401/403 otherwise."""
-    username = await authenticated_username(request)
-    row = await request.app[DB].fetchrow(
-        "SELECT id, admin FROM users WHERE username = $1 AND NOT disabled", username
-    )
-    if row is None:
-        raise ApiError("noRoleSetUp")
-    if not row["admin"]:
-        raise ApiError("noSufficientPrivileges")
-    accept_query(request)
-    return Actor(row["id"], username)
-
-
 @operation("Create a study", "admin", body=directory.StudyIn, ok={201: StudyOut}, errors=(409,))
 async def create_study(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.StudyIn)
     async with request.app[DB].acquire() as conn, conn.transaction():
         study = await directory.create_study(conn, body)
         await audit.record_by(
             conn, actor, "admin.study.create", {"studyOid": body.oid, "fields": audit.field_names(body)}
         )
-    return reply(StudyOut, study, status=201)
+    return reply(StudyOut.model_validate(study), status=201)
 
 
 @operation("List studies", "admin", ok={200: StudyList})
 async def list_studies(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(StudyList, {"studies": await directory.list_studies(conn)})
+        return reply(StudyList.model_validate({"studies": await directory.list_studies(conn)}))
 
 
 @operation("One study", "admin", ok={200: StudyOut})
@@ -62,12 +46,12 @@ async def get_study(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
         row = await directory.get_study(conn, request.match_info["studyOID"])
-        return reply(StudyOut, directory.study_view(row))
+        return reply(StudyOut.model_validate(directory.study_view(row)))
 
 
 @operation("Change a study", "admin", body=directory.StudyPatch, ok={200: StudyOut})
 async def patch_study(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.StudyPatch)
     study_oid = request.match_info["studyOID"]
     async with request.app[DB].acquire() as conn, conn.transaction():
@@ -75,91 +59,91 @@ async def patch_study(request: web.Request) -> web.Response:
         await audit.record_by(
             conn, actor, "admin.study.update", {"studyOid": study_oid, "fields": audit.field_names(body)}
         )
-    return reply(StudyOut, study)
+    return reply(StudyOut.model_validate(study))
 
 
 @operation("Create a site", "admin", body=directory.SiteIn, ok={201: SiteOut}, errors=(409,))
 async def create_site(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.SiteIn)
     study_oid = request.match_info["studyOID"]
     async with request.app[DB].acquire() as conn, conn.transaction():
         site = await directory.create_site(conn, study_oid, body)
         details = {"studyOid": study_oid, "siteOid": body.oid, "fields": audit.field_names(body)}
         await audit.record_by(conn, actor, "admin.site.create", details)
-    return reply(SiteOut, site, status=201)
+    return reply(SiteOut.model_validate(site), status=201)
 
 
 @operation("List a study's sites", "admin", ok={200: SiteList})
 async def list_sites(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(SiteList, {"sites": await directory.list_sites(conn, request.match_info["studyOID"])})
+        return reply(SiteList.model_validate({"sites": await directory.list_sites(conn, request.match_info["studyOID"])}))
 
 
 @operation("Change a site", "admin", body=directory.SitePatch, ok={200: SiteOut})
 async def patch_site(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.SitePatch)
     study_oid, site_oid = request.match_info["studyOID"], request.match_info["siteOID"]
     async with request.app[DB].acquire() as conn, conn.transaction():
         site = await directory.patch_site(conn, study_oid, site_oid, body)
         details = {"studyOid": study_oid, "siteOid": site_oid, "fields": audit.field_names(body)}
         await audit.record_by(conn, actor, "admin.site.update", details)
-    return reply(SiteOut, site)
+    return reply(SiteOut.model_validate(site))
 
 
 @operation("Create a user", "admin", body=directory.UserIn, ok={201: UserOut}, errors=(409,))
 async def create_user(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.UserIn)
     async with request.app[DB].acquire() as conn, conn.transaction():
         user = await directory.create_user(conn, body)
         # The username is the account's identifier; the full name is personal data and stays out.
         await audit.record_by(conn, actor, "admin.user.create", {"user": body.username, "admin": body.admin})
-    return reply(UserOut, user, status=201)
+    return reply(UserOut.model_validate(user), status=201)
 
 
 @operation(
     "Disable or enable a user, or change the admin flag", "admin", body=directory.UserPatch, ok={200: UserOut}
 )
 async def patch_user(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.UserPatch)
     username = request.match_info["username"]
     async with request.app[DB].acquire() as conn:
         user = await directory.update_user(conn, actor, username, body)
-    return reply(UserOut, user)
+    return reply(UserOut.model_validate(user))
 
 
 @operation("List users", "admin", ok={200: UserList})
 async def list_users(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(UserList, {"users": await directory.list_users(conn)})
+        return reply(UserList.model_validate({"users": await directory.list_users(conn)}))
 
 
 @operation("Grant a role", "admin", body=directory.RoleIn, ok={201: RoleOut}, errors=(409,))
 async def grant_role(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.RoleIn)
     username = request.match_info["username"]
     async with request.app[DB].acquire() as conn, conn.transaction():
         role = await directory.grant_role(conn, username, body)
         await audit.record_by(conn, actor, "admin.role.grant", {"user": username, **body.model_dump()})
-    return reply(RoleOut, role, status=201)
+    return reply(RoleOut.model_validate(role), status=201)
 
 
 @operation("A user's roles", "admin", ok={200: RoleList})
 async def list_roles(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(RoleList, {"roles": await directory.list_roles(conn, request.match_info["username"])})
+        return reply(RoleList.model_validate({"roles": await directory.list_roles(conn, request.match_info["username"])}))
 
 
 @operation("Revoke a role", "admin", body=directory.RoleIn, ok={204: NO_CONTENT})
 async def revoke_role(request: web.Request) -> web.Response:
-    actor = await require_admin(request)
+    actor = (await require_admin(request)).actor
     body = await read_json_model(request, directory.RoleIn)
     username = request.match_info["username"]
     async with request.app[DB].acquire() as conn, conn.transaction():

@@ -1,6 +1,6 @@
-"""Handing a job to arq: by its type's function name (``jobs.JOB_FUNCTIONS``) on its type's queue,
+"""Handing a job to arq: by its type's function name (``model.JOB_FUNCTIONS``) on its type's queue,
 with the job UUID as arq's job id, so that a job is never queued twice. Redis only carries work;
-Postgres holds the truth about every job (core/jobs.py).
+Postgres holds the truth about every job (lifecycle.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
-from service.core.jobs import JOB_FUNCTIONS
+from service.core.jobs.lifecycle import withdraw
+from service.core.jobs.model import JOB_FUNCTIONS
 from service.core.storage import Storage
 from service.settings import Settings
 
@@ -72,7 +73,7 @@ async def enqueue_or_withdraw(
         await enqueue(redis, settings, job_type, job_uuid)
     except Exception:
         try:
-            await conn.execute("DELETE FROM jobs WHERE uuid = $1 AND status = 'IN_QUEUE'", job_uuid)
+            await withdraw(conn, job_uuid)
             if storage is not None and upload_key is not None:
                 await storage.delete(upload_key)
         except Exception:  # noqa: BLE001 - best effort, see above

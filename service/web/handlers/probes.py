@@ -11,6 +11,7 @@ import hmac
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -22,7 +23,7 @@ from service.core.storage import StorageNotFound
 from service.web.apidoc import operation
 from service.web.metrics import METRICS
 from service.web.openapi import OPENAPI_DOCUMENT, TITLE, build_openapi
-from service.web.replies import json_response, model_response
+from service.web.replies import reply
 from service.web.resources import DB, REDIS, SETTINGS, STORAGE
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -61,7 +62,7 @@ def _service(summary: str, media: dict[str, Any] | type[BaseModel], *errors: int
 @_service("The process is alive", Health)
 async def healthz(request: web.Request) -> web.Response:
     """The process answers: nothing else is checked (a liveness probe must not restart us for Postgres)."""
-    return model_response(Health(status="ok"))
+    return reply(Health(status="ok"))
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str]:
@@ -102,7 +103,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = dict(results)
     if any(v != "ok" for v in checks.values()):
         raise ApiError("serviceUnavailable", {"checks": checks}, headers={"Retry-After": "5"})
-    return model_response(Readiness(status="ready", checks=checks))
+    return reply(Readiness(status="ready", checks=checks))
 
 
 def _scrape_allowed(request: web.Request) -> bool:
@@ -130,7 +131,7 @@ async def openapi_json(request: web.Request) -> web.Response:
     # (tens of milliseconds of CPU) and served from memory after, so callers cannot stall the loop.
     cache = request.app[OPENAPI_DOCUMENT]
     if "json" not in cache:
-        cache["json"] = json_response(build_openapi(request.app)).body  # type: ignore[assignment]
+        cache["json"] = orjson.dumps(build_openapi(request.app))
     return web.Response(body=cache["json"], content_type="application/json")
 
 

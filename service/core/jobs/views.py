@@ -1,0 +1,172 @@
+"""Jobs on the wire: what an owner sees (``JobView``), what an operator sees (``AdminJob``), and the
+answer to a submit (``JobSubmitted``). Built from ``store`` rows; no personal data is ever stored on
+a job row, so all of it may be shown."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+from service.core.audit import AuditEntry
+from service.core.urls import job_urls
+from service.core.webhooks.models import DeliveryOut
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+class JobProgress(BaseModel):
+    rowsDone: int
+    rowsExpected: int | None
+
+
+class JobView(BaseModel):
+    """A job as its owner sees it (``job_view`` fills it)."""
+
+    jobUuid: UUID
+    type: str
+    status: str
+    studyOid: str
+    siteOid: str | None
+    createdAt: str | None
+    startedAt: str | None
+    completedAt: str | None
+    attempts: int
+    progress: JobProgress
+    rowCount: int | None
+    byteSize: int | None
+    sha256: str | None
+    fileName: str | None
+    expiresAt: str | None
+    error: str | None
+    statusUrl: str
+    downloadUrl: str
+    result: dict[str, Any] | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    page: int
+    pageSize: int
+
+
+class JobSubmitted(BaseModel):
+    """The JSON answer to a submitted job (a client that asks for JSON rather than OC4's text)."""
+
+    jobUuid: UUID
+    status: str
+    statusUrl: str
+    downloadUrl: str
+
+
+def job_view(row: asyncpg.Record, base_url: str) -> JobView:
+    status_url, download_url = job_urls(base_url, row["uuid"])
+    # ``result`` only when the job keeps one: the wire leaves it out (not null) otherwise.
+    kept = {"result": row["result"]} if row["result"] is not None else {}
+    return JobView(
+        jobUuid=row["uuid"],
+        type=row["type"],
+        status=row["status"],
+        studyOid=row["study_oid"],
+        siteOid=row["site_oid"],
+        createdAt=_iso(row["created_at"]),
+        startedAt=_iso(row["started_at"]),
+        completedAt=_iso(row["completed_at"]),
+        attempts=row["attempts"],
+        progress=JobProgress(rowsDone=row["rows_done"], rowsExpected=row["rows_expected"]),
+        rowCount=row["row_count"],
+        byteSize=row["byte_size"],
+        sha256=row["sha256"],
+        fileName=row["file_name"],
+        expiresAt=_iso(row["expires_at"]),
+        error=row["error"],
+        statusUrl=status_url,
+        downloadUrl=download_url,
+        **kept,
+    )
+
+
+def job_submitted(job_uuid: UUID, status: str, base_url: str) -> JobSubmitted:
+    status_url, download_url = job_urls(base_url, job_uuid)
+    return JobSubmitted(jobUuid=job_uuid, status=status, statusUrl=status_url, downloadUrl=download_url)
+
+
+class AdminJob(BaseModel):
+    jobUuid: UUID
+    type: str
+    status: str
+    studyOid: str
+    siteOid: str | None
+    owner: str
+    createdAt: dt.datetime
+    startedAt: dt.datetime | None
+    completedAt: dt.datetime | None
+    heartbeatAt: dt.datetime | None
+    attempts: int
+    rowsDone: int
+    rowsExpected: int | None
+    rowCount: int | None
+    byteSize: int | None
+    sha256: str | None
+    fileName: str | None
+    expiresAt: dt.datetime | None
+    error: str | None
+    cancelRequested: bool
+    statusUrl: str
+
+
+class AdminJobList(BaseModel):
+    jobs: list[AdminJob]
+    page: int
+    pageSize: int
+    total: int
+
+
+class AdminJobDetail(AdminJob):
+    params: dict[str, Any]
+    resultSummary: dict[str, Any] | None = Field(description="counts only; never participants' data")
+    webhookDeliveries: list[DeliveryOut]
+    audit: list[AuditEntry]
+
+
+class PurgeResult(BaseModel):
+    expired: int
+    jobUuids: list[UUID]
+
+
+def admin_job(row: asyncpg.Record, base_url: str) -> AdminJob:
+    return AdminJob(
+        jobUuid=row["uuid"],
+        type=row["type"],
+        status=row["status"],
+        studyOid=row["study_oid"],
+        siteOid=row["site_oid"],
+        owner=row["owner_username"],
+        createdAt=row["created_at"],
+        startedAt=row["started_at"],
+        completedAt=row["completed_at"],
+        heartbeatAt=row["heartbeat_at"],
+        attempts=row["attempts"],
+        rowsDone=row["rows_done"],
+        rowsExpected=row["rows_expected"],
+        rowCount=row["row_count"],
+        byteSize=row["byte_size"],
+        sha256=row["sha256"],
+        fileName=row["file_name"],
+        expiresAt=row["expires_at"],
+        error=row["error"],
+        cancelRequested=row["cancel_requested"],
+        statusUrl=job_urls(base_url, row["uuid"])[0],
+    )
+
+
+def result_summary(result: Any) -> dict[str, Any] | None:
+    """Only the numbers of a job's result (a bulk summary names participant IDs)."""
+    if not isinstance(result, dict):
+        return None
+    return {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
