@@ -324,7 +324,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "serve":
         _require_verification(settings)
         _require_urls(settings)
-        from service.web.processes import process_count, supervise
+        from service.launch.processes import process_count, supervise
 
         n = 1 if args.child else process_count(settings, args.processes)
         if n == 1:
