@@ -165,14 +165,14 @@ def test_docker_compose_carries_no_usable_secret():
 
 
 async def test_make_run_gives_every_demo_user_a_fresh_password(pool):
-    from service.cli import _demo_passwords
+    from service.launch.dev import demo_passwords
     from service.core import accounts
     from service.dev.demo import DEMO_USERS, seed_demo
 
     async with pool.acquire() as conn:
         await seed_demo(conn)
-        first = await _demo_passwords(conn)
-        second = await _demo_passwords(conn)
+        first = await demo_passwords(conn)
+        second = await demo_passwords(conn)
         assert set(first) == {u[0] for u in DEMO_USERS}
         assert all(len(p) >= accounts.MIN_PASSWORD_LENGTH for p in second.values())
         assert not set(first.values()) & set(second.values())

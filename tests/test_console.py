@@ -166,13 +166,13 @@ async def test_make_run_prints_the_console_url_with_a_working_demo_password(
 ):
     import re
 
-    from service.cli import _demo_passwords, _print_demo
+    from service.launch.dev import demo_passwords, print_demo
     from service.dev.demo import seed_demo
 
     async with pool.acquire() as conn:
         users = await seed_demo(conn)
-        passwords = await _demo_passwords(conn)
-    _print_demo(settings, users, passwords)
+        passwords = await demo_passwords(conn)
+    print_demo(settings, users, passwords)
     out = capsys.readouterr().out
     m = re.search(r"Web console: http://\S+/console/\n  sign in as crc_a\s+with password (\S+)", out)
     assert m, out

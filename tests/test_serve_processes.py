@@ -15,7 +15,7 @@ import pytest
 
 from service.dev.embedded import free_port, reachable
 from service.settings import Settings
-from service.web.processes import pool_max_per_process, process_count
+from service.launch.processes import pool_max_per_process, process_count
 from tests.test_cli import ROOT, cli_env
 
 
