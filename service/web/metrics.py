@@ -2,8 +2,9 @@
 one process (the tests) keep separate counts.
 
 Two kinds:
-- counted in this process by ``metrics_middleware``: HTTP requests and their latency, labelled by
-  method, route *template* (never the raw path, which can carry participant IDs) and status;
+- counted in this process (``Metrics.count_request``, called by web/timing.py's middleware): HTTP
+  requests and their latency, labelled by method, route *template* (never the raw path, which can
+  carry participant IDs) and status;
 - read from Postgres and Redis when ``/metrics`` is scraped (``JobsCollector``, through
   ``service.core.stats``): jobs by type and status, job durations, rows extracted, queue depths,
   worker liveness and webhook attempts by outcome.
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -28,7 +29,6 @@ from prometheus_client.registry import Collector
 
 from service.core.stats import JOB_BUCKETS, JobStats, job_stats
 from service.settings import Settings
-from service.web.logs import route_template
 
 log = logging.getLogger("participants.metrics")
 
@@ -133,11 +133,27 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
+        # (method, route, status) -> the counter's and the histogram's children: labels() takes a
+        # lock and builds a key on every call; the label sets are few (fixed methods, route
+        # templates, statuses), so each is looked up once and kept.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.jobs = JobsCollector()
         self.registry.register(self.jobs)
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not self.multiprocess_dir:
             ProcessCollector(registry=self.registry)
+
+    def count_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request answered; ``route`` is a template (never a raw path)."""
+        if method not in HTTP_METHODS:
+            method = "OTHER"  # any token is a method to aiohttp: unknown ones share one label
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposed(self) -> CollectorRegistry:
         """What a scrape shows. Under ``serve --processes N`` (prometheus-client's multiprocess
@@ -154,25 +170,3 @@ class Metrics:
 
 METRICS = web.AppKey("metrics", Metrics)
 
-
-
-@web.middleware
-async def metrics_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics = request.app.get(METRICS)
-        if metrics is not None:
-            method = request.method if request.method in HTTP_METHODS else "OTHER"
-            labels = (method, route_template(request), str(status))
-            metrics.requests.labels(*labels).inc()
-            metrics.latency.labels(*labels).observe(time.perf_counter() - start)
