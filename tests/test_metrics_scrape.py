@@ -60,3 +60,22 @@ async def test_a_configured_token_guards_the_scrape(make_client):
     assert "participants_http_requests_total" in await expect(resp, 200)
     # the liveness probe stays open: only the scrape is guarded
     await expect(await client.get("/healthz"), 200)
+
+
+async def test_a_scrape_answers_when_a_dependency_is_down_with_the_last_reading(
+    make_client, world, pool, monkeypatch
+):
+    from service.web import metrics
+
+    await world.standard()
+    await finished_job(pool, "COMPLETED")
+    client = await make_client(metrics_refresh_seconds=0)
+    assert await _completed(client) == 1
+
+    async def down(*args):
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(metrics, "job_stats", down)
+    m = samples(await expect(await client.get("/metrics"), 200))
+    assert m[("participants_metrics_refresh_ok", ())] == 0
+    assert m[JOBS_COMPLETED] == 1  # the last good reading stands until Postgres and Redis answer again

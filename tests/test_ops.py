@@ -14,7 +14,10 @@ from service.core.redis import redis_settings
 from service.web.handlers import ops
 from service.worker.health import check_health
 from tests.test_webhooks_support import finished_job
-from tests.world import STUDY, expect
+from tests.world import SITE_A, STUDY, expect
+
+SITE_PAGE = f"/console/studies/{STUDY}/sites/{SITE_A}"
+SITE_PAGE_ROUTE = "/console/studies/{studyOID}/sites/{siteOID}"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -171,3 +174,25 @@ async def test_worker_health(pool, settings, capsys):
     out = capsys.readouterr().out
     assert f"{settings.extract_queue}: Nov-22 j_complete=3 (queued: 0)" in out
     assert f"{settings.default_queue}: no recent heartbeat (queued: 0)" in out
+
+
+async def test_a_redirect_is_logged_and_counted_with_its_own_status(client, pool, caplog):
+    # A console page without a session raises a 303 to the login page: the error middleware lets
+    # redirects through, and the client gets a 303, not a failure.
+    caplog.set_level(logging.INFO, logger="participants.access")
+    resp = await client.get(SITE_PAGE, headers={"X-Request-ID": "redirect-1"}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/console/login"
+    [record] = [r for r in caplog.records if r.name == "participants.access"]
+    line = orjson.loads(JsonFormatter().format(record))
+    assert {k: line[k] for k in ("method", "route", "status", "request_id")} == {
+        "method": "GET",
+        "route": SITE_PAGE_ROUTE,
+        "status": 303,
+        "request_id": "redirect-1",
+    }
+    assert isinstance(line["ms"], float) and line["ms"] >= 0
+    m = samples(await expect(await client.get("/metrics"), 200))
+    labels = (("method", "GET"), ("route", SITE_PAGE_ROUTE), ("status", "303"))
+    assert m[("participants_http_requests_total", labels)] == 1
+    assert m[("participants_http_request_duration_seconds_count", labels)] == 1
+    assert not [k for k in m if k[0] == "participants_http_requests_total" and ("status", "500") in k[1]]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.settings import Settings
-from service.web.logs import echo_request_id, request_log_middleware
-from service.web.metrics import METRICS, Metrics, metrics_middleware
+from service.web.logs import echo_request_id
+from service.web.metrics import METRICS, Metrics
 from service.web.middleware import error_middleware, nul_guard_middleware
 from service.web.openapi import OPENAPI_DOCUMENT
 from service.web.resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
+from service.web.timing import timing_middleware
 from service.web.console.routes import add_routes as add_console_routes
 from service.web.routes import setup_routes
 
@@ -18,7 +19,7 @@ JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploa
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_log_middleware, metrics_middleware, error_middleware, nul_guard_middleware],
+        middlewares=[timing_middleware, error_middleware, nul_guard_middleware],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings

@@ -1,15 +1,14 @@
 """Structured logs: one JSON object a line, and one line per request.
 
-The request line carries method, route template (not the raw path), status, milliseconds and the
-request id; never a body, a query string or a header value, which is where personal data travels.
+The request line (written by web/timing.py's middleware) carries method, route template (not the
+raw path), status, milliseconds and the request id; never a body, a query string or a header value,
+which is where personal data travels.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -25,30 +24,13 @@ def _valid_request_id(value: str | None) -> bool:
     return bool(value) and len(value) <= 128 and value.isascii() and value.isprintable()  # type: ignore[union-attr]
 
 
-@web.middleware
-async def request_log_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+def assign_request_id(request: web.Request) -> str:
+    """The caller's ``X-Request-ID`` when it is a sane one (so its logs and ours join), else a fresh
+    id; kept on the request for the access log and ``echo_request_id``."""
     incoming = request.headers.get("X-Request-ID")
     request_id = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        access_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "route": route_template(request),
-                "status": status,
-                "ms": round((time.perf_counter() - start) * 1000, 2),
-                "request_id": request_id,
-            },
-        )
+    return request_id
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
