@@ -77,7 +77,7 @@ async def test_the_sql_right_agrees_with_authorize(world, pool):
     """The SQL condition that decides who sees a job (list, status, download, the extract's start)
     agrees with the API's rule (roles.authorize) for every role held at the study, at the job's site
     or at another site, on both job types and both levels."""
-    from service.core import jobs as job_store
+    from service.core.jobs import lifecycle, model, rights, store
     from service.core.errors import ApiError
     from service.core.roles import ALL_ROLES, authorize, load_scope
 
@@ -90,18 +90,16 @@ async def test_the_sql_right_agrees_with_authorize(world, pool):
             username = f"u_{role}_{held_at or 'study'}".lower().replace("(", "").replace(")", "")
             await world.user(username, [(held_at, role)])
             user_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", username)
-            for job_type in (job_store.EXTRACT_PARTICIPANTS, job_store.BULK_ADD_PARTICIPANTS):
+            for job_type in (model.EXTRACT_PARTICIPANTS, model.BULK_ADD_PARTICIPANTS):
                 for site in (ids[SITE_A], None):
-                    if job_type == job_store.EXTRACT_PARTICIPANTS and site is None:
+                    if job_type == model.EXTRACT_PARTICIPANTS and site is None:
                         continue  # an extract is always of one site
                     async with pool.acquire() as conn:
-                        row = await job_store.create_job(
-                            conn, job_type=job_type, study_id=study_id, site_id=site, owner_id=user_id
-                        )
-                        job = await conn.fetchrow(job_store.JOB_SELECT + " WHERE j.uuid = $1", row["uuid"])
+                        row = await lifecycle.create_job(conn, model.NewJob(job_type=job_type, study_id=study_id, site_id=site, owner_id=user_id))
+                        job = await conn.fetchrow(store.JOB_SELECT + " WHERE j.uuid = $1", row["uuid"])
                         scope = await load_scope(conn, username, STUDY, SITE_A if site else None)
                         try:
-                            authorize(scope, job_store.RIGHT_FOR_TYPE[job_type])
+                            authorize(scope, rights.RIGHT_FOR_TYPE[job_type])
                             allowed = True
                         except ApiError:
                             allowed = False

@@ -9,8 +9,8 @@ import warnings
 import pytest
 from arq import create_pool
 
-from service.core import jobs as job_store
-from service.core.job_attempts import Beat, beat_jobs
+from service.core.jobs import lifecycle, model, rights, store
+from service.core.jobs.attempts import Beat, beat_jobs
 from service.core.redis import redis_settings
 from service.core.storage import Storage, StorageNotFound
 from service.worker.main import build_worker
@@ -24,13 +24,11 @@ async def _job(
     pool, *, status="IN_QUEUE", owner="crc_a", site=SITE_A, job_type="EXTRACT_PARTICIPANTS", created=None
 ):
     async with pool.acquire() as conn:
-        row = await job_store.create_job(
-            conn, job_type=job_type,
+        row = await lifecycle.create_job(conn, model.NewJob(job_type=job_type,
             study_id=await conn.fetchval("SELECT id FROM studies WHERE oid = $1", STUDY),
             site_id=await conn.fetchval("SELECT id FROM sites WHERE oid = $1", site) if site else None,
             owner_id=await conn.fetchval("SELECT id FROM users WHERE username = $1", owner),
-            file_name="f.csv", object_key=f"extracts/{uuid.uuid4()}.csv",
-        )  # fmt: skip
+            file_name="f.csv", object_key=f"extracts/{uuid.uuid4()}.csv"))  # fmt: skip
         await conn.execute(
             "UPDATE jobs SET status = $2, created_at = coalesce($3, created_at), error = CASE WHEN $2 = 'FAILED'"
             " THEN 'storage: unavailable' END, attempts = CASE WHEN $2 = 'IN_QUEUE' THEN 0 ELSE 5 END WHERE uuid = $1",
@@ -156,7 +154,7 @@ async def test_retry_a_failed_extract_runs_it_again(client, world, pool, setting
     j = body["jobUuid"]
     async with pool.acquire() as conn:
         await conn.execute("UPDATE jobs SET attempts = 5 WHERE uuid = $1", uuid.UUID(j))
-        await job_store.finish_job(conn, uuid.UUID(j), "FAILED", error="storage: unavailable")
+        await lifecycle.fail_job(conn, uuid.UUID(j), "storage: unavailable")
     redis = await create_pool(redis_settings(settings))
     await redis.flushdb()  # arq forgot it too
     await redis.aclose()

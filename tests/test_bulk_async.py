@@ -237,11 +237,11 @@ async def test_async_job_cancelled_before_it_runs_adds_nothing(client, world, se
 
 async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
     """A bulk job Redis lost is enqueued again by the sweeper, by name, on the default queue."""
-    from service.core import job_queue
-    from service.core import jobs as job_store
+    from service.core.jobs import queue
+    from service.core.jobs import lifecycle, model, rights, store
     from service.worker.tasks import DEFAULT_FUNCTIONS
 
-    function_name, queue_field = job_store.JOB_FUNCTIONS["BULK_ADD_PARTICIPANTS"]
+    function_name, queue_field = model.JOB_FUNCTIONS["BULK_ADD_PARTICIPANTS"]
     assert getattr(settings, queue_field) == settings.default_queue
     assert function_name in {getattr(f, "name", getattr(f, "__name__", None)) for f in DEFAULT_FUNCTIONS}
     await world.standard()
@@ -252,7 +252,7 @@ async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
 
     redis = await create_pool(redis_settings(settings))
     await redis.flushdb()  # the message is lost
-    assert await job_queue.enqueue(redis, settings, job_store.BULK_ADD_PARTICIPANTS, UUID(job_uuid))
+    assert await queue.enqueue(redis, settings, model.BULK_ADD_PARTICIPANTS, UUID(job_uuid))
     await redis.aclose()
     await run_default_worker(settings)
     assert (await job_status(client, world, job_uuid))["status"] == "COMPLETED"

@@ -1,5 +1,5 @@
 """Who runs a job: a live attempt is never taken over, a dead worker's message is delivered again,
-and the heartbeat tells a running attempt when to stop (service/core/job_attempts.py, the sweeper)."""
+and the heartbeat tells a running attempt when to stop (service/core/jobs/attempts.py, the sweeper)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from arq.connections import create_pool as create_arq_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 
-from service.core import job_attempts
-from service.core.job_attempts import Beat, beat_jobs
+from service.core.jobs import attempts
+from service.core.jobs.attempts import Beat, beat_jobs
 from service.core.redis import redis_settings
 from service.worker.context import shutdown, startup
 from service.worker.extract import extract_participants_job
@@ -88,7 +88,7 @@ async def test_a_delivery_that_failed_before_its_claim_is_delivered_again(client
 
     # What the scale-out test met: Postgres out of connections when the job started. arq records
     # the delivery as failed and forgets the message; the row stays IN_QUEUE.
-    monkeypatch.setattr(job_attempts, "claim_or_give_up", no_connection)
+    monkeypatch.setattr(attempts, "claim_or_give_up", no_connection)
     await run_default_worker(settings)
     monkeypatch.undo()
     assert ((job := await _job(pool, job_uuid))["status"], job["attempts"]) == ("IN_QUEUE", 0)

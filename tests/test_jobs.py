@@ -286,21 +286,21 @@ async def test_download_is_generic_over_job_types(client, world, pool, settings)
     """Another job type (an async bulk upload's report) is served from its own object_key and file_name."""
     import hashlib as _h
 
-    from service.core import jobs as job_store
+    from service.core.jobs import lifecycle, model, rights, store
     from service.core.storage import Storage
 
     await world.standard()
     data = b'{"uploadCount": 2}'
     async with pool.acquire() as conn:
         ids = await conn.fetchrow("SELECT st.id AS study_id, u.id AS owner_id FROM studies st, users u WHERE u.username = 'crc_a'")
-        job = await job_store.create_job(conn, job_type=job_store.BULK_ADD_PARTICIPANTS, study_id=ids["study_id"],
+        job = await lifecycle.create_job(conn, model.NewJob(job_type=model.BULK_ADD_PARTICIPANTS, study_id=ids["study_id"],
                                          site_id=None, owner_id=ids["owner_id"], file_name="bulk report.json",
-                                         object_key="bulk/r.json")
+                                         object_key="bulk/r.json"))
         await conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", job["uuid"])
         async with Storage.from_settings(settings).open_upload("bulk/r.json") as up:
             await up.write(data)
-        assert await job_store.finish_job(conn, job["uuid"], job_store.COMPLETED, attempt=1, byte_size=len(data),
-                                          sha256=_h.sha256(data).hexdigest(), retention=__import__("datetime").timedelta(hours=1))
+        made = model.JobFile(byte_size=len(data), sha256=_h.sha256(data).hexdigest())
+        assert await lifecycle.complete_job(conn, job["uuid"], 1, made, __import__("datetime").timedelta(hours=1))
     resp = await download(client, world, str(job["uuid"]))
     assert resp.status == 200 and await resp.read() == data
     assert resp.headers["Content-Type"] == "application/json"

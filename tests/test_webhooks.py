@@ -8,7 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.core.webhooks import models as wm
-from service.core import jobs as job_store
+from service.core.jobs import lifecycle, model, rights, store
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
     Receiver,
@@ -160,13 +160,11 @@ async def test_outbox_rows_follow_the_transaction_and_the_subscriptions(client, 
     # Rolled back with the status change (a bulk job's insert transaction failing at its commit):
     # no event for a status that never happened.
     async with pool.acquire() as conn:
-        unfinished = (await job_store.create_job(
-            conn, job_type="EXTRACT_PARTICIPANTS", owner_id=await conn.fetchval("SELECT id FROM users LIMIT 1"),
-            study_id=await conn.fetchval("SELECT id FROM studies WHERE oid = $1", STUDY), site_id=None,
-        ))["uuid"]  # fmt: skip
+        unfinished = (await lifecycle.create_job(conn, model.NewJob(job_type="EXTRACT_PARTICIPANTS", owner_id=await conn.fetchval("SELECT id FROM users LIMIT 1"),
+            study_id=await conn.fetchval("SELECT id FROM studies WHERE oid = $1", STUDY), site_id=None)))["uuid"]  # fmt: skip
         tr = conn.transaction()
         await tr.start()
-        assert await job_store.finish_job(conn, unfinished, "FAILED", error="x")
+        assert await lifecycle.fail_job(conn, unfinished, "x")
         assert await conn.fetchval("SELECT count(*) FROM webhook_messages WHERE job_uuid = $1", unfinished) == 2
         await tr.rollback()
     assert await pool.fetchval("SELECT count(*) FROM webhook_messages") == 3
@@ -407,7 +405,7 @@ async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, s
 
     from arq import create_pool
 
-    from service.core import jobs as job_store
+    from service.core.jobs import lifecycle, model, rights, store
     from service.core.redis import redis_settings
     from service.core.webhooks import store as ws
     from service.worker.webhooks import start_outbox_listener, stop_outbox_listener
@@ -428,9 +426,9 @@ async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, s
                 "SELECT st.id AS study, si.id AS site, u.id AS owner FROM studies st, sites si, users u"
                 " WHERE st.oid = $1 AND si.oid = $2 AND u.username = 'crc_a'", STUDY, SITE_A,
             )  # fmt: skip
-            job = await job_store.create_job(conn, job_type="EXTRACT_PARTICIPANTS", study_id=ids["study"],
-                                             site_id=ids["site"], owner_id=ids["owner"])  # fmt: skip
-            assert await job_store.finish_job(conn, job["uuid"], "FAILED", error="storage: unavailable")
+            job = await lifecycle.create_job(conn, model.NewJob(job_type="EXTRACT_PARTICIPANTS", study_id=ids["study"],
+                                             site_id=ids["site"], owner_id=ids["owner"]))  # fmt: skip
+            assert await lifecycle.fail_job(conn, job["uuid"], "storage: unavailable")
             await asyncio.sleep(0.3)
             assert await redis.zcard(s.default_queue) == 0  # not committed: nothing heard
             await tr.commit()

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service.core import jobs as job_store
+from service.core.jobs import lifecycle, model, rights, store
 from service.settings import Settings
 from tests.world import SITE_A, STUDY
 
@@ -63,22 +63,20 @@ async def finished_job(
         study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", study)
         site_id = await conn.fetchval("SELECT id FROM sites WHERE oid = $1", site) if site else None
         owner_id = await conn.fetchval("SELECT id FROM users WHERE username = $1", owner)
-        row = await job_store.create_job(
-            conn, job_type="EXTRACT_PARTICIPANTS", study_id=study_id, site_id=site_id, owner_id=owner_id,
-            file_name=f"{study}-{site}_Participant Access Code_2026-01-01-000000000Z.csv",
-        )  # fmt: skip
+        row = await lifecycle.create_job(conn, model.NewJob(job_type="EXTRACT_PARTICIPANTS", study_id=study_id, site_id=site_id, owner_id=owner_id,
+            file_name=f"{study}-{site}_Participant Access Code_2026-01-01-000000000Z.csv"))  # fmt: skip
         await conn.execute(
             "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", row["uuid"]
         )
         if status == "COMPLETED":
             import datetime as dt
 
-            await job_store.finish_job(
-                conn, row["uuid"], "COMPLETED", retention=dt.timedelta(hours=24), row_count=3, byte_size=120,
-                sha256="ab" * 32, object_key=f"extracts/{row['uuid']}.csv",
-            )  # fmt: skip
+            made = model.JobFile(row_count=3, byte_size=120, sha256="ab" * 32, object_key=f"extracts/{row['uuid']}.csv")
+            await lifecycle.complete_job(conn, row["uuid"], 1, made, dt.timedelta(hours=24))
+        elif status == "FAILED":
+            await lifecycle.fail_job(conn, row["uuid"], "storage: unavailable")
         else:
-            await job_store.finish_job(conn, row["uuid"], status, error="storage: unavailable")
+            await lifecycle.cancel_attempt(conn, row["uuid"], None)
     return row["uuid"]
 
 

@@ -11,7 +11,7 @@ from service.launch.serve import serve
 from service.launch.startup import require_verification, stop_event, with_conn
 from service.launch.workers import queues, workers
 from service.settings import Settings
-from service.web.auth import mint_token
+from service.web.tokens import mint_token
 
 
 async def dev(settings: Settings) -> None:

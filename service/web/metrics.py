@@ -157,7 +157,7 @@ class Metrics:
 
     def exposed(self) -> CollectorRegistry:
         """What a scrape shows. Under ``serve --processes N`` (prometheus-client's multiprocess
-        mode, web/processes.py) the HTTP counters of every API process, summed from their files,
+        mode, launch/processes.py) the HTTP counters of every API process, summed from their files,
         plus the job metrics; per-process CPU and memory are left out there (they would describe
         only whichever process answered)."""
         if not self.multiprocess_dir:

@@ -24,7 +24,7 @@ from arq.connections import ArqRedis
 from arq.cron import CronJob, cron
 from arq.worker import func
 
-from service.core.jobs import COMPLETED, EXTRACT_PARTICIPANTS
+from service.core.jobs.model import COMPLETED, EXTRACT_PARTICIPANTS
 from service.core.urls import job_urls, oc4_base
 from service.core.webhooks import models as wm
 from service.core.webhooks import rules as wr
