@@ -5,6 +5,7 @@ rule fails here before it tangles the house."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "service"
@@ -109,3 +110,49 @@ def test_every_package_says_what_it_owns_and_may_import():
     for init in ROOT.rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert len(doc) > 80, f"{init} needs a docstring: what the package owns and what it may import"
+
+
+# An SQL statement in a string: a keyword that starts one, in capitals, followed by what follows it.
+SQL_STATEMENT = re.compile(
+    r"\b(SELECT\s+[\w*(]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|WITH\s+\w+\s+AS\s*\(|COPY\s*\()"
+)
+
+
+def _string_literals(path: Path) -> list[tuple[int, str]]:
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
+
+
+def test_no_sql_under_the_web_layer():
+    """Every statement lives in the core: the web side parses, calls a core function, replies."""
+    web = ROOT / "web"
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted(web.rglob("*.py"))
+        for line, text in _string_literals(path)
+        if SQL_STATEMENT.search(text)
+    ]
+    assert found == []
+
+
+def test_the_sql_rule_sees_sql():
+    assert SQL_STATEMENT.search("SELECT id FROM users WHERE username = $1")
+    assert SQL_STATEMENT.search("UPDATE jobs SET status = 'DELETED'")
+    assert not SQL_STATEMENT.search("Select the file to upload")
+
+
+def test_the_console_never_calls_api_handlers():
+    """Both faces call the core's use-cases; neither calls the other."""
+    assert _breaking("service.web.console", lambda imp: _within(imp, "service.web.handlers")) == set()
+    assert _breaking("service.web.handlers", lambda imp: _within(imp, "service.web.console")) == set()
+
+
+def test_nothing_below_the_launchers_imports_them():
+    """service.launch starts the web app, the workers and the embedded servers; nothing it starts
+    imports it back."""
+    below = ("service.core", "service.web", "service.worker", "service.dev")
+    for package in below:
+        assert _breaking(package, lambda imp: _within(imp, "service.launch")) == set()

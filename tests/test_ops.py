@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.core.logs import JsonFormatter
 from service.core.redis import redis_settings
-from service.web.handlers import ops
+from service.web.handlers import probes
 from service.worker.health import check_health
 from tests.test_webhooks_support import finished_job
 from tests.world import SITE_A, STUDY, expect
@@ -41,8 +41,8 @@ async def test_readyz_reports_each_failing_dependency(client, pool, monkeypatch)
     async def broken(app):
         raise ConnectionRefusedError
 
-    monkeypatch.setattr(ops, "pending_migrations", pending)
-    monkeypatch.setattr(ops, "_redis", broken)
+    monkeypatch.setattr(probes, "pending_migrations", pending)
+    monkeypatch.setattr(probes, "_redis", broken)
     resp = await client.get("/readyz")
     assert resp.headers["Retry-After"] == "5"
     assert await expect(resp, 503) == {
