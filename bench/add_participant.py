@@ -30,11 +30,11 @@ import asyncpg
 import orjson
 
 from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env
-from service.dev.embedded import free_port
 from service.core import directory
 from service.core.db import create_pool
 from service.core.participants import CONTACT_COLUMNS, INSERT_PARTICIPANT_WITH_AUDIT
 from service.core.roles import SCOPE_SQL
+from service.dev.embedded import free_port
 from service.settings import Settings
 from service.web.auth import mint_token
 

@@ -157,7 +157,7 @@ PHASES = ("sending", "waiting", "answer")  # body going out; body sent, no answe
 def phase_p99(latencies: list[tuple[float, float]], marks: list[float]) -> dict[str, tuple[float, int]]:
     """/healthz p99 and count per phase of the upload (by when each request was sent)."""
     out = {}
-    for name, start, end in zip(PHASES, marks, marks[1:]):
+    for name, start, end in zip(PHASES, marks, marks[1:], strict=False):
         values = [ms for at, ms in latencies if start <= at < end]
         out[name] = (percentile(values, 0.99), len(values))
     return out
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             idle_ms = [ms for _, ms in idle.latencies]
             print(f"  API RSS after warm-up {baseline:.1f} MB; /healthz idle p50 {percentile(idle_ms, 0.5):.1f} ms"
                   f" p99 {percentile(idle_ms, 0.99):.1f} ms", flush=True)
-            for (label, path, nbytes), site in zip(files, sites[1:]):
+            for (label, path, nbytes), site in zip(files, sites[1:], strict=False):
                 peak = PeakRss(proc.pid)
                 poller = HealthPoller(port)
                 poller.start()

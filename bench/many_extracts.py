@@ -27,9 +27,9 @@ import asyncpg
 
 from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env, settle
 from service.core import directory
+from service.core.extracts import extract_select
 from service.settings import Settings
 from service.web.auth import mint_token
-from service.core.extracts import extract_select
 
 STUDY, USER = "S_MANY", "bench_many"
 DATABASE = "participants_bench_many"

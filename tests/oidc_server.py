@@ -61,11 +61,10 @@ class OidcProvider:
         return self.issuer + "/token"
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with aiohttp.ClientSession() as http:
-            async with http.request(method, self.control + path, json=body) as resp:
-                data = await resp.json()
-                assert resp.status == 200, data
-                return data
+        async with aiohttp.ClientSession() as http, http.request(method, self.control + path, json=body) as resp:
+            data = await resp.json()
+            assert resp.status == 200, data
+            return data
 
     async def configure(self, **config: Any) -> None:
         """``users`` ({name: password}), ``clientId``, ``clientSecret``, ``audience``, ``codeUser``

@@ -153,7 +153,8 @@ def test_docker_compose_carries_no_usable_secret():
 
     from service.core.auth_config import secret_problem, startup_problem
 
-    text = open(os.path.join(ROOT, "docker-compose.yml")).read()
+    with open(os.path.join(ROOT, "docker-compose.yml")) as compose:
+        text = compose.read()
     values = re.findall(r"PARTICIPANTS_JWT_SECRET:\s*(.*)", text)
     assert values, "docker-compose.yml no longer names PARTICIPANTS_JWT_SECRET"
     for value in values:

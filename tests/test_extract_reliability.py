@@ -179,16 +179,16 @@ async def test_cancel_mid_stream_stops_between_chunks(client, world, pool, setti
 
 def _worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
-    defaults = dict(
-        PARTICIPANTS_DATABASE_URL=str(settings.database_url),
-        PARTICIPANTS_REDIS_URL=str(settings.redis_url),
-        PARTICIPANTS_STORAGE_PATH=str(settings.storage_dir),
-        PARTICIPANTS_JWT_SECRET=settings.jwt_secret or "",
-        PARTICIPANTS_LOG_JSON="false",
-        PARTICIPANTS_LOG_LEVEL="WARNING",
-        PARTICIPANTS_WORKER_POLL_DELAY="0.05",
-        PARTICIPANTS_JOB_HEARTBEAT_SECONDS="0.02",
-    )
+    defaults = {
+        "PARTICIPANTS_DATABASE_URL": str(settings.database_url),
+        "PARTICIPANTS_REDIS_URL": str(settings.redis_url),
+        "PARTICIPANTS_STORAGE_PATH": str(settings.storage_dir),
+        "PARTICIPANTS_JWT_SECRET": settings.jwt_secret or "",
+        "PARTICIPANTS_LOG_JSON": "false",
+        "PARTICIPANTS_LOG_LEVEL": "WARNING",
+        "PARTICIPANTS_WORKER_POLL_DELAY": "0.05",
+        "PARTICIPANTS_JOB_HEARTBEAT_SECONDS": "0.02",
+    }
     env.update({**defaults, **extra})  # the caller's values win
     return env
 

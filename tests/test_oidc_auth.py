@@ -98,9 +98,8 @@ async def test_tokens_the_service_must_refuse(make_client, world, oidc, start_oi
 
 async def _alg_confusion_token(oidc, now: int) -> str:
     """The classic attack: HS256, with the provider's (public) RSA key as the HMAC secret."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(oidc.issuer + "/jwks") as resp:
-            jwk = next(k for k in (await resp.json())["keys"] if k["kty"] == "RSA")
+    async with aiohttp.ClientSession() as http, http.get(oidc.issuer + "/jwks") as resp:
+        jwk = next(k for k in (await resp.json())["keys"] if k["kty"] == "RSA")
     from cryptography.hazmat.primitives import serialization
 
     public = jwt.PyJWK(jwk).key

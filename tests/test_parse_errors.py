@@ -16,8 +16,8 @@ import time
 from collections.abc import AsyncIterator
 
 import orjson
-from aiohttp import web
 import pytest
+from aiohttp import web
 
 from service.core.logs import JsonFormatter
 from service.dev.embedded import free_port, reachable
@@ -140,7 +140,7 @@ async def test_parse_errors_answer_json_and_log_no_request_bytes(server, name) -
 
 async def test_the_service_still_answers_on_the_same_port(server) -> None:
     port, _ = server
-    status, headers, body = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _, body = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200 and orjson.loads(body) == {"status": "ok"}
 
 

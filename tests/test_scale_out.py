@@ -93,8 +93,8 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
     with contextlib.ExitStack() as stack:
         api_logs = [tmp_path / f"api{i}.log" for i in range(2)]
         apis = [stack.enter_context(started(["serve"], {**env, "PARTICIPANTS_PORT": str(p)}, log))
-                for p, log in zip(ports, api_logs)]
-        for port, api, log in zip(ports, apis, api_logs):
+                for p, log in zip(ports, api_logs, strict=True)]
+        for port, api, log in zip(ports, apis, api_logs, strict=True):
             wait_listening(port, api, log)
         worker_logs = [tmp_path / f"worker{i}.log" for i in range(3)]
         workers = [stack.enter_context(started(["worker", "--queue", "all"], env, log)) for log in worker_logs]

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.core.webhooks import models as wm
 from service.core import jobs as job_store
+from service.core.webhooks import models as wm
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
     Receiver,

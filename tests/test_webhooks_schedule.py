@@ -128,7 +128,7 @@ async def test_backoff_grows_exponentially_with_jitter(pool, settings, message):
 )
 async def test_network_failures_are_retried(pool, settings, message, mock, outcome, error):
     assert await _attempt(pool, settings, message, **mock) == outcome
-    state, wait, last_error = await _wait(pool, message)
+    state, wait, _ = await _wait(pool, message)
     assert state == "pending" and 20 <= wait <= 37.5
     assert await pool.fetchval("SELECT error FROM webhook_attempts") == error
 

@@ -75,7 +75,7 @@ class PromptWorker(Worker):
         keys = [self.queue_name, *(in_progress_key_prefix + job_id for job_id in ids)]
         lifetime_ms = int(self.in_progress_timeout_s * 1000)
         taken = await self.pool.eval(TAKE_SCRIPT, len(keys), *keys, timestamp_ms(), lifetime_ms, *ids)
-        for job_id_b, score in zip(taken[::2], taken[1::2]):
+        for job_id_b, score in zip(taken[::2], taken[1::2], strict=False):
             job_id = job_id_b.decode()
             await self.sem.acquire()  # never waits: the slots were counted free
             self.job_counter += 1

@@ -255,16 +255,18 @@ async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings:
         await check_url(url, guard, resolve=False)  # literal IPs skip the resolver below
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(guard), force_close=True)
         timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-                text = await resp.content.read(wr.EXCERPT_CHARS * 4)
-                return AttemptResult(
-                    wr.classify(resp.status),
-                    resp.status,
-                    wr.excerpt(text),
-                    None,
-                    resp.headers.get("Retry-After"),
-                )
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+            session.post(url, data=body, headers=headers, allow_redirects=False) as resp,
+        ):
+            text = await resp.content.read(wr.EXCERPT_CHARS * 4)
+            return AttemptResult(
+                wr.classify(resp.status),
+                resp.status,
+                wr.excerpt(text),
+                None,
+                resp.headers.get("Retry-After"),
+            )
     except BlockedAddress as exc:
         return AttemptResult("blocked", error=exc.reason)
     except aiohttp.ClientConnectorError as exc:
