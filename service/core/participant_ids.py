@@ -67,7 +67,9 @@ async def next_generated_id(conn: asyncpg.Connection, scope: Scope) -> str:
         if participant_id_errors(key):
             raise ApiError("participantIDGenerationFailed", scope.params)
         taken = await conn.fetchval(
-            "SELECT 1 FROM participants WHERE study_id = $1 AND lower(subject_key) = lower($2)", study["id"], key
+            "SELECT 1 FROM participants WHERE study_id = $1 AND lower(subject_key) = lower($2)",
+            study["id"],
+            key,
         )
         if not taken:
             return key

@@ -33,7 +33,9 @@ class WebhookIn(BaseModel):
 
 class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=URL_PATTERN, json_schema_extra=HTTP_URL)
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2048, pattern=URL_PATTERN, json_schema_extra=HTTP_URL
+    )
     description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
     eventTypes: list[EventType] | None = Field(default=None, min_length=1, max_length=2)
     studyOid: str | None = Field(
