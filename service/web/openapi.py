@@ -143,13 +143,14 @@ IDEMPOTENCY_KEY_PARAMETER = {
 
 
 def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]:
+    # The console's HTML pages are not part of the API.
     routes = [
         r
         for r in app.router.routes()
         if r.method not in SKIP_METHODS
         and r.resource is not None
         and not (r.name or "").startswith("console.")
-    ]  # the console's HTML pages are not part of the API
+    ]
     ops = [_operation_for(r) for r in routes]
     refs, top = models_json_schema(_models(ops), ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})

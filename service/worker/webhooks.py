@@ -52,9 +52,8 @@ def policy(settings: Settings) -> AddressPolicy:
 def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
     """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
     stored = payload["data"]
-    data = {
-        name: stored.get(name) for name in wm.JobEventData.model_fields
-    }  # the documented order (jsonb sorts keys)
+    # The documented order (jsonb sorts keys).
+    data = {name: stored.get(name) for name in wm.JobEventData.model_fields}
     status_url, download_url = job_urls(oc4_base(settings.public_url, settings.path_prefix), data["jobUuid"])
     data["statusUrl"] = status_url
     completed_extract = data["jobType"] == EXTRACT_PARTICIPANTS and data["status"] == COMPLETED

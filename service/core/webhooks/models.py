@@ -38,9 +38,8 @@ class WebhookPatch(BaseModel):
     )
     description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
     eventTypes: list[EventType] | None = Field(default=None, min_length=1, max_length=2)
-    studyOid: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN
-    )  # null: every study
+    # null: every study
+    studyOid: str | None = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)
     enabled: StrictBool | None = None
 
 
