@@ -113,8 +113,9 @@ async def lock_study_and_check_cap(conn: asyncpg.Connection, study: dict[str, An
     if not study["enforce_enrollment_cap"]:
         return adding
     await conn.execute("SELECT 1 FROM studies WHERE id = $1 FOR UPDATE", study["id"])
-    enrolled = await conn.fetchval(COUNT_ENROLLED, study["id"], list(ENROLLED_STATUSES))
-    return max(0, min(adding, study["expected_total_enrollment"] - enrolled))
+    enrolled: int = await conn.fetchval(COUNT_ENROLLED, study["id"], list(ENROLLED_STATUSES))
+    cap: int = study["expected_total_enrollment"]
+    return max(0, min(adding, cap - enrolled))
 
 
 async def save_participant(

@@ -170,7 +170,7 @@ class Storage:
         writer = obstore.open_writer_async(
             self.store,
             key,
-            attributes=attributes or None,  # type: ignore[arg-type]
+            attributes=attributes or None,
             buffer_size=PART_SIZE,
             max_concurrency=UPLOAD_CONCURRENCY,
         )

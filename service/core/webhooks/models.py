@@ -8,9 +8,10 @@ from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic.json_schema import JsonDict
 
 EventType = Literal["job.completed", "job.failed"]
-EVENT_TYPES: tuple[str, ...] = ("job.completed", "job.failed")
+EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed")
 MessageStatus = Literal["pending", "delivered", "failed"]
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "blocked", "gone"]
 MAX_OVERLAP_SECONDS = 30 * 24 * 3600
@@ -18,7 +19,7 @@ MAX_OVERLAP_SECONDS = 30 * 24 * 3600
 # Postgres text cannot hold NUL: such input is a 400 here, not a failed query.
 URL_PATTERN = r"^[^\x00-\x20\x7f]+$"  # no whitespace or control characters
 # What ``ssrf.split_url`` accepts besides (scheme, a host, no credentials); stated for clients.
-HTTP_URL = {"pattern": r"^https?://[^\x00-\x20\x7f/?#@:]+(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f]*)?$"}
+HTTP_URL: JsonDict = {"pattern": r"^https?://[^\x00-\x20\x7f/?#@:]+(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f]*)?$"}
 TEXT_PATTERN = r"^[^\x00]*$"
 
 
