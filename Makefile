@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,test]'
+	$(BIN)/pip install --quiet -e '.[embedded,test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,7 +38,14 @@ chromium:
 	  else echo "no $(CHROMIUM) and not root: the browser tests will be skipped"; fi; \
 	fi
 
-test: $(STAMP) $(OIDC_DEPS) chromium
+# ruff (rules and format) on the code and its tests, mypy on the service (strict in service/core).
+LINT_PATHS := service tests bench
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy service
+
+test: lint $(STAMP) $(OIDC_DEPS) chromium
 	$(BIN)/python -m pytest
 
 # Regenerates docs/console-site.png and docs/console-queue.png from the browser tests.

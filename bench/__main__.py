@@ -10,7 +10,11 @@ import importlib
 import sys
 
 BENCHMARKS = [
-    "bench.add_participant", "bench.bulk_upload", "bench.bulk_memory", "bench.extract", "bench.many_extracts",
+    "bench.add_participant",
+    "bench.bulk_upload",
+    "bench.bulk_memory",
+    "bench.extract",
+    "bench.many_extracts",
 ]
 
 

@@ -30,11 +30,11 @@ import asyncpg
 import orjson
 
 from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env
-from service.dev.embedded import free_port
 from service.core import directory
 from service.core.db import create_pool
 from service.core.participants import CONTACT_COLUMNS, INSERT_PARTICIPANT_WITH_AUDIT
 from service.core.roles import SCOPE_SQL
+from service.dev.embedded import free_port
 from service.settings import Settings
 from service.web.tokens import mint_token
 
@@ -65,7 +65,9 @@ end
 async def seed(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await directory.create_study(conn, directory.StudyIn(oid=STUDY, name="Bench", participateEnabled=True))
+        await directory.create_study(
+            conn, directory.StudyIn(oid=STUDY, name="Bench", participateEnabled=True)
+        )
         await directory.create_site(conn, STUDY, directory.SiteIn(oid=SITE, name="Bench site"))
         await directory.create_user(conn, directory.UserIn(username="crc", fullName="Bench CRC"))
         await directory.grant_role(conn, "crc", directory.RoleIn(studyOid=STUDY, siteOid=SITE, role="ra"))
@@ -75,10 +77,12 @@ async def seed(dsn: str) -> None:
 
 def wrk_load(url: str, token: str, seconds: int, prefix: str) -> tuple[float, float, float]:
     script = Path(tempfile.mkdtemp()) / "post.lua"
-    script.write_text(WRK_SCRIPT.replace("args_prefix or \"W\"", f'"{prefix}"'))
+    script.write_text(WRK_SCRIPT.replace('args_prefix or "W"', f'"{prefix}"'))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url, "--", token],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
@@ -100,8 +104,13 @@ async def python_load(url: str, token: str, seconds: int, prefix: str) -> tuple[
         n = 0
         while time.monotonic() < deadline:
             n += 1
-            body = {"subjectKey": f"{prefix}{wid}-{n}", "firstName": "Ann", "lastName": "O'Neil",
-                    "emailAddress": "ann@example.org", "phoneNumber": "+1 5550100"}
+            body = {
+                "subjectKey": f"{prefix}{wid}-{n}",
+                "firstName": "Ann",
+                "lastName": "O'Neil",
+                "emailAddress": "ann@example.org",
+                "phoneNumber": "+1 5550100",
+            }
             t0 = time.perf_counter()
             async with session.post(url, json=body, headers=headers) as resp:
                 await resp.read()
@@ -146,11 +155,23 @@ def pgbench_script(folder: Path, dsn: str) -> tuple[Path, list[str]]:
         return re.sub(r"\$(\d+)", repl, sql.strip()) + ";\n"
 
     script = folder / "add_participant.sql"
-    script.write_text("\\set key random(1, 999999999999999)\n" + rename(SCOPE_SQL, "s") + rename(INSERT_PARTICIPANT_WITH_AUDIT, "i"))
+    script.write_text(
+        "\\set key random(1, 999999999999999)\n"
+        + rename(SCOPE_SQL, "s")
+        + rename(INSERT_PARTICIPANT_WITH_AUDIT, "i")
+    )
     values = {
-        "s1": "crc", "s2": STUDY, "s3": SITE,
-        "i1": str(ids["study"]), "i2": str(ids["site"]), "i4": "Ann", "i5": "O'Neil", "i6": "ann@example.org",
-        "i7": "+1 5550100", "i11": str(ids["user"]), "i12": "crc",
+        "s1": "crc",
+        "s2": STUDY,
+        "s3": SITE,
+        "i1": str(ids["study"]),
+        "i2": str(ids["site"]),
+        "i4": "Ann",
+        "i5": "O'Neil",
+        "i6": "ann@example.org",
+        "i7": "+1 5550100",
+        "i11": str(ids["user"]),
+        "i12": "crc",
         "i13": '{"fields": ["first_name", "last_name", "email", "phone"], "registered": false}',
     }
     return script, [f"-D{k}={v}" for k, v in values.items()]
@@ -172,9 +193,23 @@ def pgbench_floor(dsn: str, seconds: float, folder: Path) -> tuple[float, float,
     logs = folder / f"pgbench-{time.monotonic_ns()}"
     logs.mkdir()
     out = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", f"-c{CONNECTIONS}", "-j2", f"-T{max(1, int(seconds))}", "-f", str(script),
-         *defines, "-l", f"--log-prefix={logs}/tx", dsn],
-        capture_output=True, text=True,
+        [
+            "pgbench",
+            "-n",
+            "-M",
+            "prepared",
+            f"-c{CONNECTIONS}",
+            "-j2",
+            f"-T{max(1, int(seconds))}",
+            "-f",
+            str(script),
+            *defines,
+            "-l",
+            f"--log-prefix={logs}/tx",
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
     )
     if out.returncode:
         raise RuntimeError("pgbench failed:\n" + out.stderr[-2000:])
@@ -200,9 +235,19 @@ async def sql_floor(dsn: str, seconds: float, prefix: str) -> tuple[float, float
                 scope = await conn.fetchrow(SCOPE_SQL, "crc", STUDY, SITE)
                 row = await conn.fetchrow(
                     INSERT_PARTICIPANT_WITH_AUDIT,
-                    scope["study"]["id"], scope["site"]["id"], f"{prefix}{cid}-{n}",
-                    "Ann", "O'Neil", "ann@example.org", "+1 5550100", None,  # CONTACT_COLUMNS' order
-                    None, "", scope["user_id"], "crc", {"fields": list(CONTACT_COLUMNS)[:4], "registered": False},
+                    scope["study"]["id"],
+                    scope["site"]["id"],
+                    f"{prefix}{cid}-{n}",
+                    "Ann",
+                    "O'Neil",
+                    "ann@example.org",
+                    "+1 5550100",
+                    None,  # CONTACT_COLUMNS' order
+                    None,
+                    "",
+                    scope["user_id"],
+                    "crc",
+                    {"fields": list(CONTACT_COLUMNS)[:4], "registered": False},
                 )
                 assert row is not None
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -218,8 +263,11 @@ async def sql_floor(dsn: str, seconds: float, prefix: str) -> tuple[float, float
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.add_participant", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.add_participant",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--processes", default="1,2", help="API process counts to measure, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="one-second runs: checks that the script runs")
@@ -238,23 +286,33 @@ def main(argv: list[str] | None = None) -> None:
     warm = 0 if args.smoke else 2
     if shutil.which("pgbench"):
         floor_name = "pgbench -M prepared"
-        floor_rps, floor_p50, floor_p99 = pgbench_floor(dsn, args.seconds, Path(tempfile.mkdtemp(prefix="bench-add-")))
+        floor_rps, floor_p50, floor_p99 = pgbench_floor(
+            dsn, args.seconds, Path(tempfile.mkdtemp(prefix="bench-add-"))
+        )
     else:
         floor_name = "asyncpg loop"
         if warm:
             asyncio.run(sql_floor(dsn, warm, "fwarm"))
         floor_rps, floor_p50, floor_p99 = asyncio.run(sql_floor(dsn, args.seconds, "F"))
-    print(f"  endpoint's SQL (floor) : {floor_rps:8.0f} /s     p50 {floor_p50:6.2f} ms  p99 {floor_p99:6.2f} ms"
-          f"   ({floor_name}, {CONNECTIONS} clients: scope query + insert with audit row)", flush=True)
-    with running(["-m", "bench.bare_endpoint", "--port", str(port := free_port()), "--dsn", dsn],
-                 service_env(dsn), port):
+    print(
+        f"  endpoint's SQL (floor) : {floor_rps:8.0f} /s     p50 {floor_p50:6.2f} ms  p99 {floor_p99:6.2f} ms"
+        f"   ({floor_name}, {CONNECTIONS} clients: scope query + insert with audit row)",
+        flush=True,
+    )
+    with running(
+        ["-m", "bench.bare_endpoint", "--port", str(port := free_port()), "--dsn", dsn],
+        service_env(dsn),
+        port,
+    ):
         base = f"http://127.0.0.1:{port}"
         if warm:
             load(base + PATH, token, warm, "warmbare-")
         rps, p50, p99 = load(base + PATH, token, args.seconds, "B-")
-    print(f"  bare aiohttp + the SQL : {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-          f"   ratio {rps / floor_rps:.2f}x   (bench/bare_endpoint.py, 1 process: the ceiling of any Python endpoint here)",
-          flush=True)
+    print(
+        f"  bare aiohttp + the SQL : {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+        f"   ratio {rps / floor_rps:.2f}x   (bench/bare_endpoint.py, 1 process: the ceiling of any Python endpoint here)",
+        flush=True,
+    )
     bare_rps = rps
     for processes in (int(p) for p in args.processes.split(",")):
         extra = {"PARTICIPANTS_PROCESSES": str(processes)}
@@ -262,10 +320,12 @@ def main(argv: list[str] | None = None) -> None:
             if warm:
                 load(base + PATH, token, warm, f"warm{processes}-")
             rps, p50, p99 = load(base + PATH, token, args.seconds, f"R{processes}-")
-        print(f"  add participant, {processes} API process(es): {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-              f"   ratio {rps / floor_rps:.2f}x (target >= 0.80), {rps / bare_rps:.2f}x of bare"
-              f"   p99 < 50 ms: {'met' if p99 < 50 else 'NOT met'}",
-              flush=True)
+        print(
+            f"  add participant, {processes} API process(es): {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+            f"   ratio {rps / floor_rps:.2f}x (target >= 0.80), {rps / bare_rps:.2f}x of bare"
+            f"   p99 < 50 ms: {'met' if p99 < 50 else 'NOT met'}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

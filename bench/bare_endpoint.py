@@ -56,7 +56,9 @@ def main() -> None:
     app = web.Application()
     app.cleanup_ctx.append(open_pool)
     app.router.add_post("/pages/auth/api/clinicaldata/studies/{study}/sites/{site}/participants", add)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host="127.0.0.1", port=args.port, print=None, access_log=None, loop=uvloop.new_event_loop()
+    )
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ PHASES = ("sending", "waiting", "answer")  # body going out; body sent, no answe
 def phase_p99(latencies: list[tuple[float, float]], marks: list[float]) -> dict[str, tuple[float, int]]:
     """/healthz p99 and count per phase of the upload (by when each request was sent)."""
     out = {}
-    for name, start, end in zip(PHASES, marks, marks[1:]):
+    for name, start, end in zip(PHASES, marks, marks[1:], strict=False):
         values = [ms for at, ms in latencies if start <= at < end]
         out[name] = (percentile(values, 0.99), len(values))
     return out
@@ -227,8 +227,11 @@ async def upload(port: int, target: str, token: str, path: Path) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.bulk_memory", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bulk_memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--mb", type=float, default=50.0, help="size of the one-cell and one-line files (MB)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the valid file")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
@@ -250,8 +253,11 @@ def main(argv: list[str] | None = None) -> None:
         sites = ["S_WARM", "S_A", "S_B", "S_C"]
         asyncio.run(seed(dsn, [(STUDY, s) for s in sites]))
         token = mint_token(Settings(jwt_secret=BENCH_SECRET), USER, 7200)
-        print(f"bulk_memory: {args.mb:g} MB one-cell and one-line files, {args.rows:,}-row file "
-              f"({files[2][2] / 1e6:.1f} MB); /healthz every {POLL_EVERY * 1000:.0f} ms meanwhile", flush=True)
+        print(
+            f"bulk_memory: {args.mb:g} MB one-cell and one-line files, {args.rows:,}-row file "
+            f"({files[2][2] / 1e6:.1f} MB); /healthz every {POLL_EVERY * 1000:.0f} ms meanwhile",
+            flush=True,
+        )
         results: list[tuple[float, float]] = []  # (RSS growth MB, worst phase p99 ms)
         with running_service(dsn, PARTICIPANTS_STORAGE_PATH=str(tmp / "storage")) as (base, proc):
             target = SITE_PATH.format(study=STUDY, site="{site}")
@@ -263,9 +269,12 @@ def main(argv: list[str] | None = None) -> None:
             idle.stop()
             baseline = rss_mb(proc.pid)[0]
             idle_ms = [ms for _, ms in idle.latencies]
-            print(f"  API RSS after warm-up {baseline:.1f} MB; /healthz idle p50 {percentile(idle_ms, 0.5):.1f} ms"
-                  f" p99 {percentile(idle_ms, 0.99):.1f} ms", flush=True)
-            for (label, path, nbytes), site in zip(files, sites[1:]):
+            print(
+                f"  API RSS after warm-up {baseline:.1f} MB; /healthz idle p50 {percentile(idle_ms, 0.5):.1f} ms"
+                f" p99 {percentile(idle_ms, 0.99):.1f} ms",
+                flush=True,
+            )
+            for (label, path, nbytes), site in zip(files, sites[1:], strict=False):
                 peak = PeakRss(proc.pid)
                 poller = HealthPoller(port)
                 poller.start()
@@ -278,21 +287,35 @@ def main(argv: list[str] | None = None) -> None:
                 # must not average away a busy one.
                 worst = max((p99 for p99, n in phases.values() if n), default=float("nan"))
                 results.append((growth, worst))
-                print(f"  {label} {nbytes / 1e6:5.1f} MB: {answer} in {seconds:.2f} s;"
-                      f" peak RSS growth {growth:+6.1f} MB (now {rss_mb(proc.pid)[0] - baseline:+.1f} MB)", flush=True)
-                print(f"      /healthz: p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, max"
-                      f" {max(lat, default=float('nan')):.1f} ms (n={len(lat)}"
-                      f"{f', {poller.failures} failed' if poller.failures else ''}); p99 "
-                      + ", ".join(f"{name} {p99:.1f} ms (n={n}, {marks[k + 1] - marks[k]:.1f} s)"
-                                  for k, (name, (p99, n)) in enumerate(phases.items())), flush=True)
+                print(
+                    f"  {label} {nbytes / 1e6:5.1f} MB: {answer} in {seconds:.2f} s;"
+                    f" peak RSS growth {growth:+6.1f} MB (now {rss_mb(proc.pid)[0] - baseline:+.1f} MB)",
+                    flush=True,
+                )
+                print(
+                    f"      /healthz: p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, max"
+                    f" {max(lat, default=float('nan')):.1f} ms (n={len(lat)}"
+                    f"{f', {poller.failures} failed' if poller.failures else ''}); p99 "
+                    + ", ".join(
+                        f"{name} {p99:.1f} ms (n={n}, {marks[k + 1] - marks[k]:.1f} s)"
+                        for k, (name, (p99, n)) in enumerate(phases.items())
+                    ),
+                    flush=True,
+                )
         worst_rss = max(g for g, _ in results)
         worst_p99 = max(p for _, p in results)
         rss_ok, p99_ok = worst_rss < RSS_TARGET_MB, worst_p99 < P99_TARGET_MS
-        print(f"  bulk memory: worst peak RSS growth {worst_rss:.1f} MB, ratio {worst_rss / RSS_TARGET_MB:.2f}x of"
-              f" the {RSS_TARGET_MB:.0f} MB target; worst /healthz p99 (any phase) {worst_p99:.1f} ms, ratio"
-              f" {worst_p99 / P99_TARGET_MS:.2f}x of the {P99_TARGET_MS:.0f} ms target", flush=True)
-        print(f"  verdict: RSS growth < {RSS_TARGET_MB:.0f} MB {'met' if rss_ok else 'NOT MET'};"
-              f" /healthz p99 < {P99_TARGET_MS:.0f} ms {'met' if p99_ok else 'NOT MET'}", flush=True)
+        print(
+            f"  bulk memory: worst peak RSS growth {worst_rss:.1f} MB, ratio {worst_rss / RSS_TARGET_MB:.2f}x of"
+            f" the {RSS_TARGET_MB:.0f} MB target; worst /healthz p99 (any phase) {worst_p99:.1f} ms, ratio"
+            f" {worst_p99 / P99_TARGET_MS:.2f}x of the {P99_TARGET_MS:.0f} ms target",
+            flush=True,
+        )
+        print(
+            f"  verdict: RSS growth < {RSS_TARGET_MB:.0f} MB {'met' if rss_ok else 'NOT MET'};"
+            f" /healthz p99 < {P99_TARGET_MS:.0f} ms {'met' if p99_ok else 'NOT MET'}",
+            flush=True,
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -27,7 +27,8 @@ from service.core.db import dsn_with_database, migrate
 from service.dev.embedded import EmbeddedServers, free_port, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_SECRET = secrets.token_urlsafe(32)  # per run: `participants serve` refuses any secret printed in the source
+# Per run: `participants serve` refuses any secret printed in the source.
+BENCH_SECRET = secrets.token_urlsafe(32)
 # Queues of this run's own: two benchmarks (or a benchmark and the tests) sharing one Redis never take
 # each other's messages, and no benchmark flushes a database something else may be using.
 RUN_QUEUES = {
@@ -130,7 +131,9 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 
 @contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    args: list[str], env: dict[str, str], port: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``args`` (a python -m ... command) until the block ends; wait for ``port`` if given."""
     proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:

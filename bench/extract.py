@@ -134,7 +134,9 @@ class Bench:
         assert self.http is not None
         url = f"{self.base}/pages/auth/api/clinicaldata/studies/{study_oid}/sites/{site_oid}/participants/extractParticipantsInfo"
         t0 = time.perf_counter()
-        async with self.http.post(url, headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"}) as resp:
+        async with self.http.post(
+            url, headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        ) as resp:
             assert resp.status == 200, await resp.text()
             job_uuid = (await resp.json())["jobUuid"]
         while True:
@@ -162,9 +164,16 @@ async def run(args: argparse.Namespace) -> None:
     dsn = await fresh_database("participants_bench_extract")  # dropped when the script exits
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     settings = Settings(
-        database_url=dsn, redis_url=redis_url(), data_dir=tmp, storage_path=tmp / "storage",
-        worker_poll_delay=args.poll_delay, log_json=False, log_level="WARNING", jwt_secret=BENCH_SECRET,
-        extract_queue=RUN_QUEUES["PARTICIPANTS_EXTRACT_QUEUE"], default_queue=RUN_QUEUES["PARTICIPANTS_DEFAULT_QUEUE"],
+        database_url=dsn,
+        redis_url=redis_url(),
+        data_dir=tmp,
+        storage_path=tmp / "storage",
+        worker_poll_delay=args.poll_delay,
+        log_json=False,
+        log_level="WARNING",
+        jwt_secret=BENCH_SECRET,
+        extract_queue=RUN_QUEUES["PARTICIPANTS_EXTRACT_QUEUE"],
+        default_queue=RUN_QUEUES["PARTICIPANTS_DEFAULT_QUEUE"],
     )
     conn = await asyncpg.connect(dsn)
     bench = Bench(settings, conn)
@@ -184,8 +193,10 @@ async def run(args: argparse.Namespace) -> None:
         await _seed_big_study(conn, big_id, args.big_study, 1000)
         await _seed_site(conn, big_id, "S_BIG_TARGET", 1000)
         await settle(conn)
-        print(f"seeded in {time.perf_counter() - t:.1f} s "
-              f"(sites {', '.join(f'{k}={v:,}' for k, v in sizes.items())}; big study {args.big_study:,} over 1,000 sites)")
+        print(
+            f"seeded in {time.perf_counter() - t:.1f} s "
+            f"(sites {', '.join(f'{k}={v:,}' for k, v in sizes.items())}; big study {args.big_study:,} over 1,000 sites)"
+        )
 
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
@@ -207,9 +218,18 @@ async def run(args: argparse.Namespace) -> None:
             ours.append(job_s)
         floor_bytes = (tmp / "floor.csv").stat().st_size
         same = floor_bytes == row["byte_size"]
-        print(f"\n[speed] {args.rows:,} rows, {row['byte_size'] / 1e6:.1f} MB (identical size to the floor's file: {same})", flush=True)
-        print(f"  COPY floor         best {min(floors):.3f} s  (runs {', '.join(f'{x:.3f}' for x in floors)})", flush=True)
-        print(f"  extract job        best {min(ours):.3f} s  (runs {', '.join(f'{x:.3f}' for x in ours)})", flush=True)
+        print(
+            f"\n[speed] {args.rows:,} rows, {row['byte_size'] / 1e6:.1f} MB (identical size to the floor's file: {same})",
+            flush=True,
+        )
+        print(
+            f"  COPY floor         best {min(floors):.3f} s  (runs {', '.join(f'{x:.3f}' for x in floors)})",
+            flush=True,
+        )
+        print(
+            f"  extract job        best {min(ours):.3f} s  (runs {', '.join(f'{x:.3f}' for x in ours)})",
+            flush=True,
+        )
         print(f"  ratio job/floor    {min(ours) / min(floors):.2f}x   (target <= 1.25)", flush=True)
 
         # 2. memory
@@ -218,15 +238,22 @@ async def run(args: argparse.Namespace) -> None:
         _, _, row_1m = await bench.extract(STUDY, "S_1M")
         hwm_1m = bench.rss_kb("VmHWM")
         print(f"\n[memory] worker RSS idle {idle_kb / 1024:.1f} MB", flush=True)
-        print(f"  peak after {args.sizes[0]:,} rows      {hwm_100k / 1024:.1f} MB (+{(hwm_100k - idle_kb) / 1024:.1f} MB)", flush=True)
-        print(f"  peak after {row_1m['row_count']:,} rows  {hwm_1m / 1024:.1f} MB (+{(hwm_1m - idle_kb) / 1024:.1f} MB;"
-              f" {(hwm_1m - hwm_100k) / 1024:+.1f} MB over the {args.sizes[0]:,} run)   (target growth < 64 MB, none from 100k to 1M)")
+        print(
+            f"  peak after {args.sizes[0]:,} rows      {hwm_100k / 1024:.1f} MB (+{(hwm_100k - idle_kb) / 1024:.1f} MB)",
+            flush=True,
+        )
+        print(
+            f"  peak after {row_1m['row_count']:,} rows  {hwm_1m / 1024:.1f} MB (+{(hwm_1m - idle_kb) / 1024:.1f} MB;"
+            f" {(hwm_1m - hwm_100k) / 1024:+.1f} MB over the {args.sizes[0]:,} run)   (target growth < 64 MB, none from 100k to 1M)"
+        )
 
         # 3. latency of a small site
         latencies = [(await bench.extract(STUDY, "S_SMALL100"))[0] for _ in range(args.runs[0])]
         med = statistics.median(latencies)
-        print(f"\n[latency] 100-participant site, submit to COMPLETED over {len(latencies)} runs: median {med * 1000:.0f} ms,"
-              f" p90 {sorted(latencies)[int(len(latencies) * 0.9)] * 1000:.0f} ms, worker poll delay {args.poll_delay * 1000:.0f} ms   (target < 150 ms)")
+        print(
+            f"\n[latency] 100-participant site, submit to COMPLETED over {len(latencies)} runs: median {med * 1000:.0f} ms,"
+            f" p90 {sorted(latencies)[int(len(latencies) * 0.9)] * 1000:.0f} ms, worker poll delay {args.poll_delay * 1000:.0f} ms   (target < 150 ms)"
+        )
 
         # 4. scale: a 1,000-row site in a huge study vs in a 10,000-participant study
         big_times, small_times = [], []
@@ -234,11 +261,16 @@ async def run(args: argparse.Namespace) -> None:
             big_times.append((await bench.extract(BIG_STUDY, "S_BIG_TARGET"))[1])
             small_times.append((await bench.extract("S_TENK", "S_TENK_1000"))[1])
         b, s = statistics.median(big_times), statistics.median(small_times)
-        plan = await conn.fetch("EXPLAIN " + extract_select(await conn.fetchval("SELECT id FROM sites WHERE oid = 'S_BIG_TARGET'")))
+        plan = await conn.fetch(
+            "EXPLAIN "
+            + extract_select(await conn.fetchval("SELECT id FROM sites WHERE oid = 'S_BIG_TARGET'"))
+        )
         uses_index = any("participants_site_extract_idx" in r[0] for r in plan)
-        print(f"\n[scale] 1,000-row site: in a {args.big_study:,}-participant study (1,000 sites) {b * 1000:.1f} ms,"
-              f" in a 10,000-participant study {s * 1000:.1f} ms: ratio {b / s:.2f}x (target <= 1);"
-              f" plan uses participants_site_extract_idx: {uses_index}")
+        print(
+            f"\n[scale] 1,000-row site: in a {args.big_study:,}-participant study (1,000 sites) {b * 1000:.1f} ms,"
+            f" in a 10,000-participant study {s * 1000:.1f} ms: ratio {b / s:.2f}x (target <= 1);"
+            f" plan uses participants_site_extract_idx: {uses_index}"
+        )
     finally:
         if bench.worker is not None:
             bench.worker.terminate()
@@ -256,12 +288,21 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.extract", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.extract",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", type=int, default=500_000, help="participants at the speed test's site")
-    parser.add_argument("--big-study", type=int, default=2_000_000,
-                        help="participants in the big study (10,000,000 is the target size; the default fits a 2-core machine in about a minute)")
-    parser.add_argument("--poll-delay", type=float, default=0.02, help="arq poll delay of the worker, seconds")
+    parser.add_argument(
+        "--big-study",
+        type=int,
+        default=2_000_000,
+        help="participants in the big study (10,000,000 is the target size; the default fits a 2-core machine in about a minute)",
+    )
+    parser.add_argument(
+        "--poll-delay", type=float, default=0.02, help="arq poll delay of the worker, seconds"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a quick look")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     args = parser.parse_args(argv)

@@ -27,9 +27,9 @@ import asyncpg
 
 from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env, settle
 from service.core import directory
+from service.core.extracts import extract_select
 from service.settings import Settings
 from service.web.tokens import mint_token
-from service.core.extracts import extract_select
 
 STUDY, USER = "S_MANY", "bench_many"
 DATABASE = "participants_bench_many"
@@ -44,7 +44,8 @@ async def seed(dsn: str, sites: int, rows: int) -> list[tuple[str, int]]:
         study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", STUDY)
         await conn.execute(
             "INSERT INTO sites (study_id, oid, name) SELECT $1, 'S_M' || g, 'Site ' || g FROM generate_series(1, $2) g",
-            study_id, sites,
+            study_id,
+            sites,
         )
         await conn.execute(
             """
@@ -53,15 +54,21 @@ async def seed(dsn: str, sites: int, rows: int) -> list[tuple[str, int]]:
                    'First' || g, 'Last, "' || g || '"', 'p' || g || '@example.org', '+1 555' || g, ''
             FROM sites s, generate_series(1, $2) g WHERE s.study_id = $3
             """,
-            study_id, rows, study_id,
+            study_id,
+            rows,
+            study_id,
         )
         await conn.execute(
             "INSERT INTO role_assignments (user_id, study_id, site_id, role)"
             " SELECT u.id, $1, s.id, 'ra' FROM users u, sites s WHERE u.username = $2 AND s.study_id = $1",
-            study_id, USER,
+            study_id,
+            USER,
         )
         await settle(conn)
-        return [(r["oid"], r["id"]) for r in await conn.fetch("SELECT oid, id FROM sites WHERE study_id = $1 ORDER BY id", study_id)]
+        return [
+            (r["oid"], r["id"])
+            for r in await conn.fetch("SELECT oid, id FROM sites WHERE study_id = $1 ORDER BY id", study_id)
+        ]
     finally:
         await conn.close()
 
@@ -72,13 +79,17 @@ async def floor(dsn: str, sites: list[tuple[str, int]], folder: Path) -> float:
     try:
         t0 = time.perf_counter()
         for oid, site_id in sites:
-            await conn.copy_from_query(extract_select(site_id), output=str(folder / f"{oid}.csv"), format="csv", header=True)
+            await conn.copy_from_query(
+                extract_select(site_id), output=str(folder / f"{oid}.csv"), format="csv", header=True
+            )
         return time.perf_counter() - t0
     finally:
         await conn.close()
 
 
-async def submit_all(base: str, dsn: str, sites: list[tuple[str, int]], token: str) -> tuple[float, dict[str, float]]:
+async def submit_all(
+    base: str, dsn: str, sites: list[tuple[str, int]], token: str
+) -> tuple[float, dict[str, float]]:
     """POST every extract at once; wait until all are COMPLETED. (seconds, per-job medians)."""
     conn = await asyncpg.connect(dsn)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -125,14 +136,21 @@ async def submit_all(base: str, dsn: str, sites: list[tuple[str, int]], token: s
 
 
 def one_run(
-    dsn: str, sites: list[tuple[str, int]], workers: int, token: str, folder: Path, settings_env: dict[str, str]
+    dsn: str,
+    sites: list[tuple[str, int]],
+    workers: int,
+    token: str,
+    folder: Path,
+    settings_env: dict[str, str],
 ) -> tuple[float, float, dict[str, float]]:
     storage = folder / f"storage-{workers}"
     env = service_env(dsn, PARTICIPANTS_STORAGE_PATH=str(storage), **settings_env)
     # One user submits every site's extract at once: the per-user quota of unfinished jobs (default
     # 10, a 429 beyond) is raised to fit, since the benchmark measures the workers, not the quota.
     quota = str(len(sites) + 2)
-    with running_service(dsn, PARTICIPANTS_STORAGE_PATH=str(storage), PARTICIPANTS_MAX_ACTIVE_JOBS_PER_USER=quota) as (base, _):
+    with running_service(
+        dsn, PARTICIPANTS_STORAGE_PATH=str(storage), PARTICIPANTS_MAX_ACTIVE_JOBS_PER_USER=quota
+    ) as (base, _):
         procs = [running(["-m", "service.cli", "worker", "--queue", "extract"], env) for _ in range(workers)]
         for p in procs:
             p.__enter__()
@@ -148,14 +166,22 @@ def one_run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.many_extracts", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.many_extracts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--sites", type=int, default=200)
     parser.add_argument("--rows", type=int, default=1000, help="participants per site")
     parser.add_argument("--workers", default="1,2", help="worker process counts to run, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a worker setting away from its default, e.g. --set EXTRACT_MAX_JOBS=8 (for comparisons)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting away from its default, e.g. --set EXTRACT_MAX_JOBS=8 (for comparisons)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -166,16 +192,20 @@ def main(argv: list[str] | None = None) -> None:
     sites = asyncio.run(seed(dsn, args.sites, args.rows))
     token = mint_token(Settings(jwt_secret=BENCH_SECRET), USER, 3600)
     folder = Path(tempfile.mkdtemp(prefix="bench-many-"))
-    print(f"many_extracts: {args.sites} sites x {args.rows:,} rows, all submitted at once, "
-          f"{'settings ' + ' '.join(args.set) if args.set else 'default settings'}")
+    print(
+        f"many_extracts: {args.sites} sites x {args.rows:,} rows, all submitted at once, "
+        f"{'settings ' + ' '.join(args.set) if args.set else 'default settings'}"
+    )
     for workers in (int(w) for w in args.workers.split(",")):
         for _ in range(args.repeat):
             ours, floor_s, d = one_run(dsn, sites, workers, token, folder, settings_env)
-            print(f"  {workers} worker process(es): all COMPLETED in {ours:.3f} s ({args.sites / ours:.0f} jobs/s);"
-                  f" floor ({args.sites} COPYs over one connection) {floor_s:.3f} s;"
-                  f" ratio {ours / floor_s:.2f}x (target <= 1.5 with one worker);"
-                  f" all submitted after {d['submitted']:.3f} s; per job median wait {d['wait'] * 1000:.0f} ms, run {d['run'] * 1000:.1f} ms, max attempts {d['attempts']}",
-                  flush=True)
+            print(
+                f"  {workers} worker process(es): all COMPLETED in {ours:.3f} s ({args.sites / ours:.0f} jobs/s);"
+                f" floor ({args.sites} COPYs over one connection) {floor_s:.3f} s;"
+                f" ratio {ours / floor_s:.2f}x (target <= 1.5 with one worker);"
+                f" all submitted after {d['submitted']:.3f} s; per job median wait {d['wait'] * 1000:.0f} ms, run {d['run'] * 1000:.1f} ms, max attempts {d['attempts']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_window_seconds: float = Field(default=15 * 60.0, gt=0)
     console_idle_seconds: float = Field(default=30 * 60.0, gt=0)  # a console session unused this long ends
-    console_max_seconds: float = Field(default=8 * 3600.0, gt=0)  # and every session ends this long after sign-in
+    # and every session ends this long after sign-in
+    console_max_seconds: float = Field(default=8 * 3600.0, gt=0)
 
     # Object storage for extract files and bulk uploads.
     storage_backend: Literal["local", "s3"] = "local"
@@ -83,7 +84,8 @@ class Settings(BaseSettings):
     extract_queue: str = "participants:extract"
     default_queue: str = "participants:default"
     extract_job_timeout_seconds: int = 30
-    default_job_timeout_seconds: int = Field(default=300, ge=1)  # other jobs (bulk uploads); a killed worker's job runs again after this + 10 s
+    # other jobs (bulk uploads); a killed worker's job runs again after this + 10 s
+    default_job_timeout_seconds: int = Field(default=300, ge=1)
     worker_poll_delay: float = 0.05
     # Extracts (issue 4): progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
     job_heartbeat_seconds: float = Field(default=1.0, gt=0)
@@ -100,7 +102,8 @@ class Settings(BaseSettings):
     idempotency_lease_seconds: float = Field(default=600.0, gt=0)
     max_active_jobs_per_user: int = Field(default=10, ge=1)
     job_max_attempts: int = Field(default=5, ge=1)
-    default_max_jobs: int = Field(default=10, ge=1)  # concurrent jobs per default-queue worker (bulk: 2 connections each)
+    # concurrent jobs per default-queue worker (bulk: 2 connections each)
+    default_max_jobs: int = Field(default=10, ge=1)
     # Concurrent extracts per worker (each holds one connection): a small extract spends most of its
     # time waiting on round trips, so more in flight overlap them (bench/many_extracts.py: 4 -> 8).
     extract_max_jobs: int = Field(default=8, ge=1)
@@ -134,7 +137,12 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     @field_validator(
-        "jwt_secret", "oidc_issuer", "oidc_audience", "oidc_client_id", "oidc_client_secret", "jwks_url",
+        "jwt_secret",
+        "oidc_issuer",
+        "oidc_audience",
+        "oidc_client_id",
+        "oidc_client_secret",
+        "jwks_url",
         "metrics_token",
     )
     @classmethod
@@ -146,7 +154,9 @@ class Settings(BaseSettings):
     def _stale_outlasts_heartbeats(self) -> Settings:
         # A threshold within a couple of heartbeats would take live jobs over from their workers.
         if min(self.extract_stale_seconds, self.job_stale_seconds) < 2 * self.job_heartbeat_seconds:
-            raise ValueError("extract_stale_seconds and job_stale_seconds must be at least 2 x job_heartbeat_seconds")
+            raise ValueError(
+                "extract_stale_seconds and job_stale_seconds must be at least 2 x job_heartbeat_seconds"
+            )
         return self
 
     @property

@@ -19,7 +19,13 @@ import uuid
 from urllib.parse import quote
 
 
-def call(method: str, url: str, token: str | None = None, body: bytes | None = None, content_type: str | None = None):
+def call(
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: bytes | None = None,
+    content_type: str | None = None,
+):
     req = urllib.request.Request(url, data=body, method=method)
     if token:
         req.add_header("Authorization", "bearer " + token)  # OC4's examples write it lower case
@@ -36,7 +42,9 @@ def main(server: str, study: str, site: str, username: str) -> dict[str, object]
     seen: dict[str, object] = {}
     # 1. The token: JSON credentials, the token is the whole plain-text body.
     creds = json.dumps({"username": username, "password": os.environ["OC4_PASSWORD"]}).encode()
-    status, _, body = call("POST", f"{server}/user-service/api/oauth/token", body=creds, content_type="application/json")
+    status, _, body = call(
+        "POST", f"{server}/user-service/api/oauth/token", body=creds, content_type="application/json"
+    )
     assert status == 200, (status, body)
     token = body.decode()
     base = f"{server}/OpenClinica/pages/auth/api/clinicaldata/studies/{quote(study)}/sites/{quote(site)}"
@@ -44,7 +52,9 @@ def main(server: str, study: str, site: str, username: str) -> dict[str, object]
     # 2. Add a participant and register it for Participate.
     person = {"subjectKey": "OC4-001", "firstName": "Jo", "lastName": "Doe, Jr.", "emailAddress": "jo@example.org",
               "phoneNumber": "+1 5550101"}  # fmt: skip
-    status, _, body = call("POST", base + "/participants?register=y", token, json.dumps(person).encode(), "application/json")
+    status, _, body = call(
+        "POST", base + "/participants?register=y", token, json.dumps(person).encode(), "application/json"
+    )
     assert status == 200, (status, body)
     seen["added"] = json.loads(body)
 
@@ -53,7 +63,9 @@ def main(server: str, study: str, site: str, username: str) -> dict[str, object]
     csv_file = b"ParticipantID\r\nOC4-002\r\nOC4-003\r\n"
     form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ids.csv\"\r\n"
             f"Content-Type: text/csv\r\n\r\n").encode() + csv_file + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
-    status, _, body = call("POST", base + "/participants/bulk", token, form, f"multipart/form-data; boundary={boundary}")
+    status, _, body = call(
+        "POST", base + "/participants/bulk", token, form, f"multipart/form-data; boundary={boundary}"
+    )
     assert status == 200, (status, body)
     seen["bulk"] = json.loads(body)
 
@@ -65,7 +77,9 @@ def main(server: str, study: str, site: str, username: str) -> dict[str, object]
     # 5. Poll downloadFile until the body is no longer jobInProgress (as OC4 clients do), then keep it.
     polls = 0
     while True:
-        status, headers, body = call("GET", f"{server}/OpenClinica/pages/auth/api/jobs/{job}/downloadFile", token)
+        status, headers, body = call(
+            "GET", f"{server}/OpenClinica/pages/auth/api/jobs/{job}/downloadFile", token
+        )
         assert status == 200, (status, body)
         if b"jobInProgress" not in body:
             break

@@ -42,7 +42,9 @@ def unavailable_reason() -> str | None:
         npm = shutil.which("npm")
         if npm is None:
             return "npm is not installed: cannot install oauth2-mock-server for the OIDC tests"
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=OIDC_DIR, capture_output=True, text=True)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=OIDC_DIR, capture_output=True, text=True
+        )
         if done.returncode != 0 or not PACKAGE.exists():
             return "`npm ci` in tests/oidc failed: " + (done.stderr or done.stdout)[-500:]
     return None
@@ -61,11 +63,13 @@ class OidcProvider:
         return self.issuer + "/token"
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with aiohttp.ClientSession() as http:
-            async with http.request(method, self.control + path, json=body) as resp:
-                data = await resp.json()
-                assert resp.status == 200, data
-                return data
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.control + path, json=body) as resp,
+        ):
+            data = await resp.json()
+            assert resp.status == 200, data
+            return data
 
     async def configure(self, **config: Any) -> None:
         """``users`` ({name: password}), ``clientId``, ``clientSecret``, ``audience``, ``codeUser``
@@ -106,7 +110,9 @@ def run_provider(**config: Any) -> Iterator[OidcProvider]:
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line:
-            raise RuntimeError("oauth2-mock-server did not start: " + (proc.stderr.read() if proc.stderr else "")[-2000:])
+            raise RuntimeError(
+                "oauth2-mock-server did not start: " + (proc.stderr.read() if proc.stderr else "")[-2000:]
+            )
         info = json.loads(line)
         yield OidcProvider(proc, info["issuer"], info["control"])
     finally:
@@ -118,7 +124,13 @@ def run_provider(**config: Any) -> Iterator[OidcProvider]:
             proc.communicate()
 
 
-DEFAULT_CONFIG: dict[str, Any] = {"users": {}, "clientId": None, "clientSecret": None, "audience": None, "codeUser": None}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "users": {},
+    "clientId": None,
+    "clientSecret": None,
+    "audience": None,
+    "codeUser": None,
+}
 
 
 @pytest.fixture(scope="session")

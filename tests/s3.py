@@ -31,7 +31,11 @@ def s3_server() -> Iterator[str]:
 
 def s3_client(endpoint: str) -> Any:
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
     )
 
 

@@ -7,19 +7,39 @@ from tests.world import expect
 
 async def test_admin_sets_up_a_study_end_to_end(client, world):
     h = {"Authorization": f"Bearer {await world.user('root', admin=True, full_name='Root')}"}
-    study = {"oid": "S_NEW", "name": "New", "participateEnabled": True, "expectedTotalEnrollment": 5,
-             "enforceEnrollmentCap": True}
+    study = {
+        "oid": "S_NEW",
+        "name": "New",
+        "participateEnabled": True,
+        "expectedTotalEnrollment": 5,
+        "enforceEnrollmentCap": True,
+    }
     created = await expect(await client.post("/admin/api/studies", json=study, headers=h), 201)
     assert created["participantIdMethod"] == "manual" and created["status"] == "available"
     await expect(await client.post("/admin/api/studies", json=study, headers=h), 409)
-    await expect(await client.post("/admin/api/studies/S_NEW/sites", json={"oid": "S_NEW_1", "name": "One"}, headers=h), 201)
-    await expect(await client.post("/admin/api/studies/S_NEW/sites", json={"oid": "S_NEW", "name": "Dup"}, headers=h), 409)
-    await expect(await client.post("/admin/api/studies/S_NOPE/sites", json={"oid": "S_X", "name": "X"}, headers=h), 404)
-    await expect(await client.post("/admin/api/users", json={"username": "carla", "fullName": "Carla C"}, headers=h), 201)
+    await expect(
+        await client.post(
+            "/admin/api/studies/S_NEW/sites", json={"oid": "S_NEW_1", "name": "One"}, headers=h
+        ),
+        201,
+    )
+    await expect(
+        await client.post("/admin/api/studies/S_NEW/sites", json={"oid": "S_NEW", "name": "Dup"}, headers=h),
+        409,
+    )
+    await expect(
+        await client.post("/admin/api/studies/S_NOPE/sites", json={"oid": "S_X", "name": "X"}, headers=h), 404
+    )
+    await expect(
+        await client.post("/admin/api/users", json={"username": "carla", "fullName": "Carla C"}, headers=h),
+        201,
+    )
     role = {"studyOid": "S_NEW", "siteOid": "S_NEW_1", "role": "ra"}
     await expect(await client.post("/admin/api/users/carla/roles", json=role, headers=h), 201)
     await expect(await client.post("/admin/api/users/carla/roles", json=role, headers=h), 409)
-    bad = await expect(await client.post("/admin/api/users/carla/roles", json={**role, "role": "boss"}, headers=h), 400)
+    bad = await expect(
+        await client.post("/admin/api/users/carla/roles", json={**role, "role": "boss"}, headers=h), 400
+    )
     assert bad["message"] == "errorCode.invalidRequestBody"
     roles = await expect(await client.get("/admin/api/users/carla/roles", headers=h), 200)
     assert roles == {"roles": [role]}
@@ -28,15 +48,23 @@ async def test_admin_sets_up_a_study_end_to_end(client, world):
     url = "/pages/auth/api/clinicaldata/studies/S_NEW/sites/S_NEW_1/participants"
     await expect(await client.post(url, json={"subjectKey": "N-1"}, headers=carla), 200)
 
-    patched = await expect(await client.patch("/admin/api/studies/S_NEW", json={"status": "frozen"}, headers=h), 200)
+    patched = await expect(
+        await client.patch("/admin/api/studies/S_NEW", json={"status": "frozen"}, headers=h), 200
+    )
     assert patched["status"] == "frozen"
     await expect(await client.post(url, json={"subjectKey": "N-2"}, headers=carla), 409)
     await expect(await client.patch("/admin/api/studies/S_NEW", json={"status": "available"}, headers=h), 200)
-    await expect(await client.patch("/admin/api/studies/S_NEW/sites/S_NEW_1", json={"status": "locked"}, headers=h), 200)
+    await expect(
+        await client.patch("/admin/api/studies/S_NEW/sites/S_NEW_1", json={"status": "locked"}, headers=h),
+        200,
+    )
     got = await expect(await client.post(url, json={"subjectKey": "N-2"}, headers=carla), 409)
     assert got["message"] == "errorCode.siteNotAvailable"
 
-    await expect(await client.patch("/admin/api/studies/S_NEW/sites/S_NEW_1", json={"status": "available"}, headers=h), 200)
+    await expect(
+        await client.patch("/admin/api/studies/S_NEW/sites/S_NEW_1", json={"status": "available"}, headers=h),
+        200,
+    )
     await expect(await client.request("DELETE", "/admin/api/users/carla/roles", json=role, headers=h), 204)
     got = await expect(await client.post(url, json={"subjectKey": "N-3"}, headers=carla), 403)
     assert got["message"] == "errorCode.noRoleSetUp"
@@ -48,11 +76,20 @@ async def test_admin_validation_and_access(client, world):
     admin = {"Authorization": f"Bearer {await world.user('root', admin=True)}"}
     plain = {"Authorization": f"Bearer {await world.user('plain')}"}
     await expect(await client.get("/admin/api/studies"), 401)
-    assert (await expect(await client.get("/admin/api/studies", headers=plain), 403))["message"] == "errorCode.noSufficientPrivileges"
+    assert (await expect(await client.get("/admin/api/studies", headers=plain), 403))[
+        "message"
+    ] == "errorCode.noSufficientPrivileges"
     stranger = {"Authorization": f"Bearer {world.token('stranger')}"}
-    assert (await expect(await client.get("/admin/api/users", headers=stranger), 403))["message"] == "errorCode.noRoleSetUp"
-    for body in ({"oid": "S/1", "name": "x"}, {"oid": "S1"}, {"oid": "S1", "name": "x", "idTemplate": "{site}"},
-                 {"oid": "S1", "name": "x", "expectedTotalEnrollment": "ten"}, {"oid": "S1", "name": "x", "bogus": 1}):
+    assert (await expect(await client.get("/admin/api/users", headers=stranger), 403))[
+        "message"
+    ] == "errorCode.noRoleSetUp"
+    for body in (
+        {"oid": "S/1", "name": "x"},
+        {"oid": "S1"},
+        {"oid": "S1", "name": "x", "idTemplate": "{site}"},
+        {"oid": "S1", "name": "x", "expectedTotalEnrollment": "ten"},
+        {"oid": "S1", "name": "x", "bogus": 1},
+    ):
         got = await expect(await client.post("/admin/api/studies", json=body, headers=admin), 400)
         assert got["message"] == "errorCode.invalidRequestBody"
     await expect(await client.get("/admin/api/studies/S_NOPE", headers=admin), 404)

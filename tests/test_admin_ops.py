@@ -130,10 +130,8 @@ async def test_cancel_queued_running_and_finished_jobs(client, world, pool):
     assert (body["status"], body["cancelRequested"], body["error"]) == ("CANCELLED", True, "cancelled")
     assert body["completedAt"] is not None
     body = await expect(await client.post(f"{JOBS}/{running}/cancel", headers=admin), 202)
-    assert (body["status"], body["cancelRequested"]) == (
-        "IN_PROGRESS",
-        True,
-    )  # the worker stops at its next chunk
+    # The worker stops at its next chunk.
+    assert (body["status"], body["cancelRequested"]) == ("IN_PROGRESS", True)
     assert [a["action"] for a in body["audit"]] == ["admin.job.cancel"]
     # The worker's heartbeat sees the flag; the job stops at its next chunk.
     beat = Beat(uuid.UUID(running), 5, rows_done=10)

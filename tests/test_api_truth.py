@@ -73,15 +73,22 @@ async def test_control_characters_refused_in_study_and_site_names(client, world)
     await world.standard()
     admin = world.auth("admin")
     for name in ("a\nb", "tab\there", "bell\u0007", "del\u007f"):
-        got = await expect(await client.post("/admin/api/studies", json={"oid": "S_CTL", "name": name}, headers=admin), 400)
+        got = await expect(
+            await client.post("/admin/api/studies", json={"oid": "S_CTL", "name": name}, headers=admin), 400
+        )
         assert got["message"] == "errorCode.invalidRequestBody"
-        got = await expect(await client.patch(f"/admin/api/studies/{STUDY}", json={"name": name}, headers=admin), 400)
+        got = await expect(
+            await client.patch(f"/admin/api/studies/{STUDY}", json={"name": name}, headers=admin), 400
+        )
         assert got["message"] == "errorCode.invalidRequestBody"
         got = await expect(await client.post(f"/admin/api/studies/{STUDY}/sites", json={"oid": "S_CTL2", "name": name},
                                              headers=admin), 400)  # fmt: skip
         got = await expect(await client.patch(f"/admin/api/studies/{STUDY}/sites/{SITE_A}", json={"name": name},
                                               headers=admin), 400)  # fmt: skip
-    await expect(await client.post("/admin/api/studies", json={"oid": "S_OK", "name": "Ünïcode ok"}, headers=admin), 201)
+    await expect(
+        await client.post("/admin/api/studies", json={"oid": "S_OK", "name": "Ünïcode ok"}, headers=admin),
+        201,
+    )
 
 
 async def test_document_declares_statuses_links_and_strict_requests(client):
@@ -90,7 +97,9 @@ async def test_document_declares_statuses_links_and_strict_requests(client):
     add = ops["addParticipantSite"]
     assert {"400", "401", "403", "404", "409", "413", "415", "503"} <= set(add["responses"])
     assert "4XX" not in add["responses"]
-    assert add["responses"]["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert add["responses"]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
     links = add["responses"]["200"]["links"]
     assert links["remove"]["operationId"] == "removeParticipantSite"
     assert links["restore"]["parameters"]["subjectKey"] == "$response.body#/subjectKey"

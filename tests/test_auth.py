@@ -56,7 +56,13 @@ async def test_bad_tokens_are_401(client, world, settings, case):
         "garbage": ("not.a.token", "Bearer"),
         # expired one second ago: no leeway by default
         "expired": (hs_token(secret, exp=now - 1), "Bearer"),
-        "alg_none": (b64({"alg": "none", "typ": "JWT"}) + "." + b64({"preferred_username": "crc_a", "exp": now + 60}) + ".", "Bearer"),
+        "alg_none": (
+            b64({"alg": "none", "typ": "JWT"})
+            + "."
+            + b64({"preferred_username": "crc_a", "exp": now + 60})
+            + ".",
+            "Bearer",
+        ),
         "wrong_key": (hs_token("another-secret-another-secret-another"), "Bearer"),
         "no_exp": (jwt.encode({"preferred_username": "crc_a"}, secret, algorithm="HS256"), "Bearer"),
         "no_username": (jwt.encode({"exp": now + 60}, secret, algorithm="HS256"), "Bearer"),
@@ -116,9 +122,16 @@ async def jwks_server():
 async def test_rs256_via_jwks(make_client, world, jwks_server):
     url, key, hits = jwks_server
     await world.standard()
-    client = await make_client(jwks_url=str(url), jwt_issuer="https://kc.example/realms/oc", jwt_audience="oc4")
+    client = await make_client(
+        jwks_url=str(url), jwt_issuer="https://kc.example/realms/oc", jwt_audience="oc4"
+    )
     now = int(time.time())
-    claims = {"preferred_username": "crc_a", "iss": "https://kc.example/realms/oc", "aud": "oc4", "exp": now + 60}
+    claims = {
+        "preferred_username": "crc_a",
+        "iss": "https://kc.example/realms/oc",
+        "aud": "oc4",
+        "exp": now + 60,
+    }
     token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
     await expect(await get(client, token), 200)
     await expect(await get(client, token), 200)
@@ -137,5 +150,7 @@ async def test_a_remembered_token_still_expires(client, world, settings):
     await world.standard()
     token = hs_token(settings.jwt_secret, exp=int(time.time()) + 2)
     await expect(await get(client, token), 200)  # verified, and now remembered
-    await asyncio.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.05)
+    await asyncio.sleep(
+        max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.05
+    )
     await expect(await get(client, token), 401)

@@ -34,7 +34,9 @@ BODIES: dict[str, bytes] = {
 @pytest.mark.parametrize("name", sorted(BODIES))
 async def test_bad_bodies_get_a_4xx_code(client, world, pool, name):
     await world.standard()
-    resp = await client.post(SITE_URL, data=BODIES[name], headers={**world.auth("dm"), "Content-Type": "application/json"})
+    resp = await client.post(
+        SITE_URL, data=BODIES[name], headers={**world.auth("dm"), "Content-Type": "application/json"}
+    )
     body = await resp.json()
     assert 400 <= resp.status < 500, (resp.status, body)
     assert body["message"].startswith("errorCode.")
@@ -43,26 +45,49 @@ async def test_bad_bodies_get_a_4xx_code(client, world, pool, name):
 
 async def test_body_over_the_limit_is_413(client, world):
     await world.standard()
-    resp = await client.post(SITE_URL, data=b'{"subjectKey": "' + b"K" * 2_000_000 + b'"}',
-                             headers={**world.auth("dm"), "Content-Type": "application/json"})
+    resp = await client.post(
+        SITE_URL,
+        data=b'{"subjectKey": "' + b"K" * 2_000_000 + b'"}',
+        headers={**world.auth("dm"), "Content-Type": "application/json"},
+    )
     assert (await expect(resp, 413))["message"] == "errorCode.fileTooLarge"
 
 
 async def test_empty_body_is_participant_id_empty(client, world):
     await world.standard()
-    got = await expect(await client.post(SITE_URL, data=b"", headers={**world.auth("dm"), "Content-Type": "application/json"}), 400)
+    got = await expect(
+        await client.post(
+            SITE_URL, data=b"", headers={**world.auth("dm"), "Content-Type": "application/json"}
+        ),
+        400,
+    )
     assert got["message"] == "errorCode.participantIDEmpty"
     got = await expect(await client.post(SITE_URL, headers=world.auth("dm")), 400)  # no body, no type
     assert got["message"] == "errorCode.participantIDEmpty"
 
 
-@pytest.mark.parametrize("ctype", ["application/xml", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "ctype",
+    ["application/xml", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream"],
+)
 async def test_a_body_that_is_not_json_is_415(client, world, pool, ctype):
     await world.standard()
-    got = await expect(await client.post(SITE_URL, data=b'{"subjectKey": "X"}', headers={**world.auth("dm"), "Content-Type": ctype}), 415)
+    got = await expect(
+        await client.post(
+            SITE_URL, data=b'{"subjectKey": "X"}', headers={**world.auth("dm"), "Content-Type": ctype}
+        ),
+        415,
+    )
     assert got["message"] == "errorCode.unsupportedMediaType"
     assert await pool.fetchval("SELECT count(*) FROM participants") == 0
-    await expect(await client.post(SITE_URL, data=b'{"subjectKey": "X"}', headers={**world.auth("dm"), "Content-Type": "application/json; charset=utf-8"}), 200)
+    await expect(
+        await client.post(
+            SITE_URL,
+            data=b'{"subjectKey": "X"}',
+            headers={**world.auth("dm"), "Content-Type": "application/json; charset=utf-8"},
+        ),
+        200,
+    )
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
@@ -90,7 +115,9 @@ async def test_odd_paths_are_4xx(client, world, path):
         assert 400 <= resp.status < 500, (method, resp.status, await resp.text())
 
 
-@pytest.mark.parametrize("query", ["?page=0", "?page=x", "?pageSize=100000", "?pageSize=-1", "?page=99999999999999999999"])
+@pytest.mark.parametrize(
+    "query", ["?page=0", "?page=x", "?pageSize=100000", "?pageSize=-1", "?page=99999999999999999999"]
+)
 async def test_bad_paging_is_400(client, world, query):
     await world.standard()
     got = await expect(await client.get(SITE_URL + query, headers=world.auth("dm")), 400)
@@ -121,9 +148,21 @@ async def test_nul_in_query_is_400(client, world):
 async def test_nul_anywhere_in_a_json_body_is_400(client, world):
     await world.standard()
     admin = world.auth("admin")
-    got = await expect(await client.post("/admin/api/studies", data=b'{"oid": "S_N", "name": "a\\u0000b"}',
-                                         headers={**admin, "Content-Type": "application/json"}), 400)
+    got = await expect(
+        await client.post(
+            "/admin/api/studies",
+            data=b'{"oid": "S_N", "name": "a\\u0000b"}',
+            headers={**admin, "Content-Type": "application/json"},
+        ),
+        400,
+    )
     assert got == {"message": "errorCode.invalidRequestBody", "params": {"fields": ["name"]}}
     # A literal backslash-u text is not a NUL and is accepted.
-    await expect(await client.post("/admin/api/studies", data=b'{"oid": "S_N", "name": "a\\\\u0000b"}',
-                                   headers={**admin, "Content-Type": "application/json"}), 201)
+    await expect(
+        await client.post(
+            "/admin/api/studies",
+            data=b'{"oid": "S_N", "name": "a\\\\u0000b"}',
+            headers={**admin, "Content-Type": "application/json"},
+        ),
+        201,
+    )

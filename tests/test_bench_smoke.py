@@ -29,7 +29,12 @@ def test_every_benchmark_runs_to_its_ratio_line(server_dsn: str, redis_url: str)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
     env.update(PARTICIPANTS_BENCH_DATABASE_URL=server_dsn, PARTICIPANTS_BENCH_REDIS_URL=redis_url)
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "bench", "--smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name, pattern in RATIO_LINES.items():

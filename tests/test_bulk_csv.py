@@ -167,14 +167,18 @@ def test_staged_rows_leave_the_garbage_collectors_care():
     import gc
 
     parser = BulkCsvParser(True, 10**6)
-    rows = parser.feed(b"ParticipantID,FirstName\nA-1,Ann\n<x>,\n" + b"".join(b"K-%d,\n" % i for i in range(50)))
+    rows = parser.feed(
+        b"ParticipantID,FirstName\nA-1,Ann\n<x>,\n" + b"".join(b"K-%d,\n" % i for i in range(50))
+    )
     rows += parser.close()
     gc.collect()
     gc.collect()  # a failed row's errors tuple goes first, then the row holding it
     assert StagedRow._make(rows[1]).errors and not any(gc.is_tracked(r) for r in rows)
 
 
-@pytest.mark.parametrize("body", [b'ParticipantID\n"B-3\n', b'ParticipantID\n"B-3"x\n', b'ParticipantID,FirstName\nB-3,"Jo\n'])
+@pytest.mark.parametrize(
+    "body", [b'ParticipantID\n"B-3\n', b'ParticipantID\n"B-3"x\n', b'ParticipantID,FirstName\nB-3,"Jo\n']
+)
 def test_malformed_quoting_is_not_csv(body):
     parser = BulkCsvParser(site_level=True, max_bytes=1_000_000)
     with pytest.raises(ApiError) as caught:

@@ -34,8 +34,14 @@ def cli_env(settings, **extra: str) -> dict[str, str]:
 
 
 def cli(settings, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "service.cli", *args], env=cli_env(settings), cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=cli_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
 
@@ -48,9 +54,13 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
     token = cli(settings, "token", "boss", "--ttl", "120")
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT,
-                            env=cli_env(settings, PARTICIPANTS_PORT=str(port)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve"],
+        cwd=ROOT,
+        env=cli_env(settings, PARTICIPANTS_PORT=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not reachable("127.0.0.1", port, 0.2):
@@ -63,7 +73,9 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
             async with http.post("/admin/api/users/boss/roles", json=role, headers=headers) as resp:
                 assert resp.status == 201, await resp.text()
             url = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
-            async with http.post(url, json={"subjectKey": "CLI-1", "lastName": "Secret-Surname"}, headers=headers) as resp:
+            async with http.post(
+                url, json={"subjectKey": "CLI-1", "lastName": "Secret-Surname"}, headers=headers
+            ) as resp:
                 assert resp.status == 200, await resp.text()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -75,8 +87,15 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
 
 
 def run_cli(settings, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=cli_env(settings, **env), cwd=ROOT,
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=cli_env(settings, **env),
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
@@ -100,10 +119,19 @@ def test_serve_and_worker_refuse_to_start_without_a_usable_secret(settings, comm
 
 def test_an_oidc_issuer_alone_is_enough_to_start(settings):
     port = free_port()
-    env = cli_env(settings, PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_PORT=str(port),
-                  PARTICIPANTS_OIDC_ISSUER="http://127.0.0.1:9/realms/none")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = cli_env(
+        settings,
+        PARTICIPANTS_JWT_SECRET="",
+        PARTICIPANTS_PORT=str(port),
+        PARTICIPANTS_OIDC_ISSUER="http://127.0.0.1:9/realms/none",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not reachable("127.0.0.1", port, 0.2):
@@ -141,10 +169,14 @@ def test_the_dev_secret_is_random_kept_and_private(tmp_path, settings):
     assert stat.S_IMODE(os.stat(secret_path(tmp_path)).st_mode) == 0o600
     assert dev_secret(tmp_path / "other") != first
     # `participants token` signs with it when no secret is configured, so the README's lines work.
-    token = run_cli(settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path))
+    token = run_cli(
+        settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path)
+    )
     assert token.returncode == 0, token.stderr
     assert jwt.decode(token.stdout.strip(), first, algorithms=["HS256"])["preferred_username"] == "crc_a"
-    none = run_cli(settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path / "empty"))
+    none = run_cli(
+        settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path / "empty")
+    )
     assert none.returncode == 1 and "PARTICIPANTS_JWT_SECRET is not set" in none.stderr
 
 
@@ -153,7 +185,8 @@ def test_docker_compose_carries_no_usable_secret():
 
     from service.core.auth_config import secret_problem, startup_problem
 
-    text = open(os.path.join(ROOT, "docker-compose.yml")).read()
+    with open(os.path.join(ROOT, "docker-compose.yml")) as compose:
+        text = compose.read()
     values = re.findall(r"PARTICIPANTS_JWT_SECRET:\s*(.*)", text)
     assert values, "docker-compose.yml no longer names PARTICIPANTS_JWT_SECRET"
     for value in values:

@@ -203,7 +203,7 @@ async def test_a_malformed_bulk_form_is_a_4xx_page_not_a_500(client, staff, pool
     await sign_in(client, "crc_a")
     token = await page_csrf(client, SITE_A_PAGE)
     boundary = "b0undary"
-    head = f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{token}\r\n'
     bodies = {
         # the file part with a transfer encoding that does not decode
         "bad encoding": head + f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n"

@@ -28,8 +28,13 @@ def generated_addresses(n: int, seed: int = 20261122):
     for i in range(n):
         chars = plain if i % 2 else ALPHABET
         local = "".join(rng.choice(chars) for _ in range(rng.randint(0, 70 if rng.random() < 0.1 else 12)))
-        labels = ["".join(rng.choice("abc09-" if rng.random() < 0.5 else "abc") for _ in range(rng.randint(0, 66 if rng.random() < 0.05 else 8)))
-                  for _ in range(rng.randint(0, 4))]
+        labels = [
+            "".join(
+                rng.choice("abc09-" if rng.random() < 0.5 else "abc")
+                for _ in range(rng.randint(0, 66 if rng.random() < 0.05 else 8))
+            )
+            for _ in range(rng.randint(0, 4))
+        ]
         yield f"{local}@{'.'.join([*labels, rng.choice(TLDS)])}"
 
 
@@ -44,9 +49,21 @@ def test_the_fast_path_accepts_only_what_the_library_accepts():
 
 @pytest.mark.parametrize(
     ("address", "valid"),
-    [("ann@example.org", True), ("a.b+c_d-e@sub.example.co", True), ("ann@localhost", False), ("ann@x.test", False),
-     ("ann@ab--cd.com", False), ("ann@a-b.c-d.com", True), ("a..b@example.org", False), ("ann@example", False), ("Ann <ann@example.org>", False),
-     ("ann@exa_mple.org", False), ("josé@example.org", True), ("ann@例え.jp", True), ("@example.org", False)],
+    [
+        ("ann@example.org", True),
+        ("a.b+c_d-e@sub.example.co", True),
+        ("ann@localhost", False),
+        ("ann@x.test", False),
+        ("ann@ab--cd.com", False),
+        ("ann@a-b.c-d.com", True),
+        ("a..b@example.org", False),
+        ("ann@example", False),
+        ("Ann <ann@example.org>", False),
+        ("ann@exa_mple.org", False),
+        ("josé@example.org", True),
+        ("ann@例え.jp", True),
+        ("@example.org", False),
+    ],
 )
 def test_verdicts_are_the_librarys(address, valid):
     assert (email_errors(address) == []) is valid

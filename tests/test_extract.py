@@ -20,9 +20,20 @@ from tests.s3 import s3_server, s3_settings  # noqa: F401
 from tests.world import SITE_A, SITE_B, STUDY, World, expect
 
 SUBMIT = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractPartcipantsInfo"
-SUBMIT_POST = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractParticipantsInfo"
+SUBMIT_POST = (
+    f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants/extractParticipantsInfo"
+)
 JOBS = "/pages/auth/api/jobs"
-HEADER = ["ParticipantId", "First Name", "Last Name", "Email", "Mobile", "Identifier", "Access Code", "Participate Status"]
+HEADER = [
+    "ParticipantId",
+    "First Name",
+    "Last Name",
+    "Email",
+    "Mobile",
+    "Identifier",
+    "Access Code",
+    "Participate Status",
+]
 UUID_TEXT = re.compile(r"^job uuid: ([0-9a-f-]{36})$")
 
 
@@ -83,7 +94,9 @@ async def close_worker(worker: Any) -> None:
         await worker.close()
 
 
-async def submit(client: Any, world: World, user: str = "crc_a", url: str = SUBMIT, method: str = "GET") -> str:
+async def submit(
+    client: Any, world: World, user: str = "crc_a", url: str = SUBMIT, method: str = "GET"
+) -> str:
     resp = await client.request(method, url, headers=world.auth(user))
     text = await expect(resp, 200)
     m = UUID_TEXT.match(text)
@@ -93,7 +106,9 @@ async def submit(client: Any, world: World, user: str = "crc_a", url: str = SUBM
 
 
 async def download(client: Any, world: World, job_uuid: str, user: str = "crc_a", **kw: Any) -> Any:
-    return await client.get(f"{JOBS}/{job_uuid}/downloadFile", headers={**world.auth(user), **kw.pop("headers", {})}, **kw)
+    return await client.get(
+        f"{JOBS}/{job_uuid}/downloadFile", headers={**world.auth(user), **kw.pop("headers", {})}, **kw
+    )
 
 
 def parse_csv(body: bytes) -> list[list[str]]:
@@ -118,8 +133,13 @@ async def test_submit_answers_the_job_uuid_as_text_and_json(client, world, pool,
     assert body["downloadUrl"] == body["statusUrl"] + "/downloadFile"
     assert resp.headers["Location"] == body["statusUrl"]
 
-    audit = await pool.fetch("SELECT action, username, job_uuid FROM audit_log WHERE action = 'extract.submit' ORDER BY id")
-    assert [(a["username"], str(a["job_uuid"])) for a in audit] == [("crc_a", job_uuid), ("inv_a", body["jobUuid"])]
+    audit = await pool.fetch(
+        "SELECT action, username, job_uuid FROM audit_log WHERE action = 'extract.submit' ORDER BY id"
+    )
+    assert [(a["username"], str(a["job_uuid"])) for a in audit] == [
+        ("crc_a", job_uuid),
+        ("inv_a", body["jobUuid"]),
+    ]
 
 
 ROLE_CASES = [
@@ -175,7 +195,7 @@ TRICKY = [
     # key, first, last, email, phone, identifier, access code, status
     ("A-001", "Anne, Marie", 'O"Neil', "a@example.org", "+1 1234567890", "ID-1", "aB3dE6fG7", "available"),
     ("A-002", "Line\nBreak", "Ünïcödé 名前", "b@example.org", "+44 2071234567", "", None, "signed"),
-    ("A-003", "=HYPERLINK(\"http://x\")", "+SUM(A1)", "@evil", "-12", "\tTabbed", None, "available"),
+    ("A-003", '=HYPERLINK("http://x")', "+SUM(A1)", "@evil", "-12", "\tTabbed", None, "available"),
     ("A-004", "\rCarriage", "-minus", None, "+1 555 12", "=1+1", None, "available"),
     ("A-005", "Removed", "Person", None, None, None, None, "removed"),
     ("A-006", "Auto", "Removed", None, None, None, None, "auto-removed"),
@@ -186,8 +206,17 @@ TRICKY = [
 async def _seed_tricky(pool: asyncpg.Pool) -> None:
     for key, first, last, email, phone, ident, code, status in TRICKY:
         await add_participant(
-            pool, SITE_A, key, first_name=first, last_name=last, email=email, phone=phone, identifier=ident,
-            access_code=code, status=status, participate_status="CREATED" if code else "",
+            pool,
+            SITE_A,
+            key,
+            first_name=first,
+            last_name=last,
+            email=email,
+            phone=phone,
+            identifier=ident,
+            access_code=code,
+            status=status,
+            participate_status="CREATED" if code else "",
         )
     await add_participant(pool, SITE_B, "B-001", first_name="Other", last_name="Site")
     await add_participant(pool, None, "S-001", first_name="Study", last_name="Level")
@@ -198,7 +227,7 @@ EXPECTED_ROWS = [
     ["'-007", "Dash", "Key", "", "'+12345", "", "", ""],
     ["A-001", "Anne, Marie", 'O"Neil', "a@example.org", "+1 1234567890", "ID-1", "aB3dE6fG7", "CREATED"],
     ["A-002", "Line\nBreak", "Ünïcödé 名前", "b@example.org", "+44 2071234567", "", "", ""],
-    ["A-003", "'=HYPERLINK(\"http://x\")", "'+SUM(A1)", "'@evil", "'-12", "'\tTabbed", "", ""],
+    ["A-003", '\'=HYPERLINK("http://x")', "'+SUM(A1)", "'@evil", "'-12", "'\tTabbed", "", ""],
     ["A-004", "'\rCarriage", "'-minus", "", "'+1 555 12", "'=1+1", "", ""],
 ]
 
@@ -216,10 +245,13 @@ async def _extract_and_download(client, world, pool, settings) -> tuple[Any, byt
 
 async def _check_file(resp, body: bytes, job_uuid: str, pool: asyncpg.Pool) -> None:
     # Ordered by participant ID in the database's collation: compare with what Postgres says.
-    order = [r["subject_key"] for r in await pool.fetch(
-        "SELECT subject_key FROM participants WHERE subject_key = ANY($1) ORDER BY subject_key",
-        [r[0].lstrip("'") for r in EXPECTED_ROWS[1:]],
-    )]
+    order = [
+        r["subject_key"]
+        for r in await pool.fetch(
+            "SELECT subject_key FROM participants WHERE subject_key = ANY($1) ORDER BY subject_key",
+            [r[0].lstrip("'") for r in EXPECTED_ROWS[1:]],
+        )
+    ]
     by_key = {r[0].lstrip("'"): r for r in EXPECTED_ROWS[1:]}
     assert parse_csv(body) == [HEADER] + [by_key[k] for k in order]
     job = await pool.fetchrow("SELECT * FROM jobs WHERE uuid = $1", UUID(job_uuid))
@@ -236,7 +268,9 @@ async def _check_file(resp, body: bytes, job_uuid: str, pool: asyncpg.Pool) -> N
     assert re.fullmatch(
         re.escape(f"{STUDY}-{SITE_A}_Participant Access Code_") + r"\d{4}-\d{2}-\d{2}-\d{9}Z\.csv", name
     ), name
-    assert "filename*=UTF-8''" + name.replace(" ", "%20").replace("(", "%28").replace(")", "%29") in disposition
+    assert (
+        "filename*=UTF-8''" + name.replace(" ", "%20").replace("(", "%28").replace(")", "%29") in disposition
+    )
     # One line ending throughout: LF, never a bare CR outside quotes.
     assert b"\r\n" not in body.replace(b'"\r', b"")
     # An empty cell is empty, never a quoted "" (not registered: no access code, no status).
@@ -248,19 +282,34 @@ async def test_csv_content_local_backend(client, world, pool, settings):
     resp, body, job_uuid = await _extract_and_download(client, world, pool, settings)
     await _check_file(resp, body, job_uuid, pool)
     assert (settings.storage_dir / "extracts" / f"{job_uuid}.csv").read_bytes() == body
-    audit = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'job.download' AND job_uuid = $1", UUID(job_uuid))
+    audit = await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'job.download' AND job_uuid = $1", UUID(job_uuid)
+    )
     assert audit == 1
 
 
 async def test_csv_content_s3_backend(make_client, world, pool, s3_settings):
-    client = await make_client(**s3_settings.model_dump(include={
-        "storage_backend", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key_id", "s3_secret_access_key",
-        "s3_allow_http", "storage_timeout_seconds"}))
+    client = await make_client(
+        **s3_settings.model_dump(
+            include={
+                "storage_backend",
+                "s3_endpoint",
+                "s3_bucket",
+                "s3_region",
+                "s3_access_key_id",
+                "s3_secret_access_key",
+                "s3_allow_http",
+                "storage_timeout_seconds",
+            }
+        )
+    )
     resp, body, job_uuid = await _extract_and_download(client, world, pool, s3_settings)
     await _check_file(resp, body, job_uuid, pool)
     from tests.s3 import s3_client
 
-    obj = s3_client(s3_settings.s3_endpoint).get_object(Bucket=s3_settings.s3_bucket, Key=f"extracts/{job_uuid}.csv")
+    obj = s3_client(s3_settings.s3_endpoint).get_object(
+        Bucket=s3_settings.s3_bucket, Key=f"extracts/{job_uuid}.csv"
+    )
     assert obj["Body"].read() == body
     assert not (s3_settings.storage_dir / "extracts").exists()
 
@@ -282,8 +331,14 @@ async def test_participant_added_through_the_api_is_extracted(client, world, set
     resp = await client.post(
         f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants?register=y",
         headers=world.auth("crc_a"),
-        json={"subjectKey": "OHIO-5", "firstName": "Jo", "lastName": "Doe", "emailAddress": "jo@example.org",
-              "phoneNumber": "+1 1234567890", "identifier": "X9"},
+        json={
+            "subjectKey": "OHIO-5",
+            "firstName": "Jo",
+            "lastName": "Doe",
+            "emailAddress": "jo@example.org",
+            "phoneNumber": "+1 1234567890",
+            "identifier": "X9",
+        },
     )
     await expect(resp, 200)
     job_uuid = await submit(client, world, "inv_a")
@@ -293,7 +348,15 @@ async def test_participant_added_through_the_api_is_extracted(client, world, set
     assert resp.status == 200
     assert rows[0] == HEADER and len(rows) == 2
     key, first, last, email, phone, ident, code, status = rows[1]
-    assert (key, first, last, email, phone, ident, status) == ("OHIO-5", "Jo", "Doe", "jo@example.org", "+1 1234567890", "X9", "CREATED")
+    assert (key, first, last, email, phone, ident, status) == (
+        "OHIO-5",
+        "Jo",
+        "Doe",
+        "jo@example.org",
+        "+1 1234567890",
+        "X9",
+        "CREATED",
+    )
     assert re.fullmatch(r"[2346789aAbBcCdDeEfFgGhHijJkKLmMnNpPqQrRstTuUvVwWxXyYzZ]{9}", code), code
 
 
@@ -322,7 +385,11 @@ async def test_job_is_safe_to_run_twice(client, world, pool, settings):
         await shutdown(ctx)
     second = await pool.fetchrow("SELECT * FROM jobs WHERE uuid = $1", UUID(job_uuid))
     assert await pool.fetchval("SELECT count(*) FROM jobs") == 1
-    assert (second["sha256"], second["row_count"], second["object_key"]) == (first["sha256"], 50, first["object_key"])
+    assert (second["sha256"], second["row_count"], second["object_key"]) == (
+        first["sha256"],
+        50,
+        first["object_key"],
+    )
     assert second["attempts"] == 2
     assert [p.name for p in (settings.storage_dir / "extracts").iterdir()] == [f"{job_uuid}.csv"]
     resp = await download(client, world, job_uuid)
@@ -331,8 +398,16 @@ async def test_job_is_safe_to_run_twice(client, world, pool, settings):
 
 async def test_no_personal_data_in_job_rows_audit_or_logs(client, world, pool, settings, caplog):
     await world.standard()
-    await add_participant(pool, SITE_A, "SECRET-KEY-1", first_name="Zebedee", last_name="Quux",
-                          email="zebedee@secret.example", phone="+1 5550199", access_code="qQ7wW8eE9")
+    await add_participant(
+        pool,
+        SITE_A,
+        "SECRET-KEY-1",
+        first_name="Zebedee",
+        last_name="Quux",
+        email="zebedee@secret.example",
+        phone="+1 5550199",
+        access_code="qQ7wW8eE9",
+    )
     caplog.set_level("DEBUG")
     job_uuid = await submit(client, world)
     await run_jobs(settings)
@@ -340,7 +415,9 @@ async def test_no_personal_data_in_job_rows_audit_or_logs(client, world, pool, s
     assert b"Zebedee" in await resp.read()
     await client.get(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a"))
     stored = " ".join(str(dict(r)) for r in await pool.fetch("SELECT * FROM jobs"))
-    stored += " ".join(str(dict(r)) for r in await pool.fetch("SELECT * FROM audit_log WHERE job_uuid IS NOT NULL"))
+    stored += " ".join(
+        str(dict(r)) for r in await pool.fetch("SELECT * FROM audit_log WHERE job_uuid IS NOT NULL")
+    )
     logs = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for secret in ("Zebedee", "Quux", "zebedee@secret", "5550199", "qQ7wW8eE9", "SECRET-KEY-1"):
         assert secret not in stored, secret
@@ -350,7 +427,9 @@ async def test_no_personal_data_in_job_rows_audit_or_logs(client, world, pool, s
 async def test_path_prefix_reaches_submit_and_urls(make_client, world, settings):
     client = await make_client(path_prefix="/OpenClinica")
     await world.standard()
-    resp = await client.get("/OpenClinica" + SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"})
+    resp = await client.get(
+        "/OpenClinica" + SUBMIT, headers={**world.auth("crc_a"), "Accept": "application/json"}
+    )
     body = await expect(resp, 200)
     assert "/OpenClinica/pages/auth/api/jobs/" in body["statusUrl"]
     await run_jobs(settings)

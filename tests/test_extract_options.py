@@ -26,7 +26,9 @@ async def seed(world, pool) -> None:
     # Inserted out of order: the file is in participant-ID order whatever the insertion order.
     for key, code, status in [("K-03", "AC3", "CREATED"), ("K-01", "AC1", "CREATED"), ("K-05", None, ""),
                               ("K-02", "AC2", "CREATED"), ("K-04", "=AC4", "")]:  # fmt: skip
-        await add_participant(pool, SITE_A, key, first_name="F" + key, access_code=code, participate_status=status)
+        await add_participant(
+            pool, SITE_A, key, first_name="F" + key, access_code=code, participate_status=status
+        )
     await add_participant(pool, SITE_A, "K-00", status="removed", access_code="GONE")
 
 
@@ -52,7 +54,11 @@ async def test_absent_parameters_keep_the_seeds_behaviour(client, world, pool, s
 
 @pytest.mark.parametrize(
     "query",
-    ["?includeParticipateInfo=n", "?includeParticipateRelatedInfo=N", "?includeParticipateInfo=y&includeParticipateRelatedInfo=n"],
+    [
+        "?includeParticipateInfo=n",
+        "?includeParticipateRelatedInfo=N",
+        "?includeParticipateInfo=y&includeParticipateRelatedInfo=n",
+    ],
 )
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_without_participate_info_those_cells_are_empty(client, world, pool, settings, query, method):
@@ -91,7 +97,9 @@ async def test_a_page_job_expects_and_counts_its_slice(client, world, pool, sett
     await seed(world, pool)
     job_uuid = await submit(client, world, url=SUBMIT + "?page_number=3&page_size=2")
     await run_jobs(settings)
-    job = await pool.fetchrow("SELECT rows_expected, row_count, params FROM jobs WHERE uuid = $1", UUID(job_uuid))
+    job = await pool.fetchrow(
+        "SELECT rows_expected, row_count, params FROM jobs WHERE uuid = $1", UUID(job_uuid)
+    )
     assert (job["rows_expected"], job["row_count"]) == (1, 1)
     assert job["params"]["pageNumber"] == 3 and job["params"]["pageSize"] == 2
 

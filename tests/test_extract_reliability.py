@@ -72,7 +72,10 @@ async def test_redis_flushed_with_jobs_queued_every_job_finishes(client, world, 
     )
     # And one was running recently: the sweeper must leave it alone.
     fresh = await submit(client, world)
-    await pool.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1, heartbeat_at = now() WHERE uuid = $1", UUID(fresh))
+    await pool.execute(
+        "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1, heartbeat_at = now() WHERE uuid = $1",
+        UUID(fresh),
+    )
     await _flush_redis(settings)
     await run_jobs(settings)  # nothing to do: Redis forgot everything
     assert {r["status"] for r in await pool.fetch("SELECT status FROM jobs")} == {"IN_QUEUE", "IN_PROGRESS"}
@@ -106,7 +109,9 @@ async def test_a_job_out_of_attempts_fails_instead_of_looping(client, world, poo
     assert job["status"] == "FAILED" and job["error"] == f"gave up after {settings.job_max_attempts} attempts"
     # The same when the message itself comes back once more.
     other = await submit(client, world)
-    await pool.execute("UPDATE jobs SET attempts = $2 WHERE uuid = $1", UUID(other), settings.job_max_attempts)
+    await pool.execute(
+        "UPDATE jobs SET attempts = $2 WHERE uuid = $1", UUID(other), settings.job_max_attempts
+    )
     await run_jobs(settings)
     assert (await _job(pool, other))["status"] == "FAILED"
 
@@ -115,9 +120,17 @@ async def test_a_job_out_of_attempts_fails_instead_of_looping(client, world, poo
 
 
 async def test_storage_down_ends_failed_with_the_reason(make_client, world, pool, s3_settings):
-    down = s3_settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0})
-    client = await make_client(storage_backend="s3", s3_endpoint=down.s3_endpoint, s3_bucket=down.s3_bucket,
-                               s3_allow_http=True, s3_access_key_id="x", s3_secret_access_key="y")
+    down = s3_settings.model_copy(
+        update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0}
+    )
+    client = await make_client(
+        storage_backend="s3",
+        s3_endpoint=down.s3_endpoint,
+        s3_bucket=down.s3_bucket,
+        s3_allow_http=True,
+        s3_access_key_id="x",
+        s3_secret_access_key="y",
+    )
     await world.standard()
     await seed_site(pool, SITE_A, 10)
     job_uuid = await submit(client, world)
@@ -179,21 +192,23 @@ async def test_cancel_mid_stream_stops_between_chunks(client, world, pool, setti
 
 def _worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTICIPANTS_")}
-    defaults = dict(
-        PARTICIPANTS_DATABASE_URL=str(settings.database_url),
-        PARTICIPANTS_REDIS_URL=str(settings.redis_url),
-        PARTICIPANTS_STORAGE_PATH=str(settings.storage_dir),
-        PARTICIPANTS_JWT_SECRET=settings.jwt_secret or "",
-        PARTICIPANTS_LOG_JSON="false",
-        PARTICIPANTS_LOG_LEVEL="WARNING",
-        PARTICIPANTS_WORKER_POLL_DELAY="0.05",
-        PARTICIPANTS_JOB_HEARTBEAT_SECONDS="0.02",
-    )
+    defaults = {
+        "PARTICIPANTS_DATABASE_URL": str(settings.database_url),
+        "PARTICIPANTS_REDIS_URL": str(settings.redis_url),
+        "PARTICIPANTS_STORAGE_PATH": str(settings.storage_dir),
+        "PARTICIPANTS_JWT_SECRET": settings.jwt_secret or "",
+        "PARTICIPANTS_LOG_JSON": "false",
+        "PARTICIPANTS_LOG_LEVEL": "WARNING",
+        "PARTICIPANTS_WORKER_POLL_DELAY": "0.05",
+        "PARTICIPANTS_JOB_HEARTBEAT_SECONDS": "0.02",
+    }
     env.update({**defaults, **extra})  # the caller's values win
     return env
 
 
-def _start_worker(settings: Settings, log_path: Path, queue: str = "extract", **extra: str) -> subprocess.Popen[bytes]:
+def _start_worker(
+    settings: Settings, log_path: Path, queue: str = "extract", **extra: str
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--queue", queue],
@@ -219,7 +234,9 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
     timeout = "12"  # arq's in-progress key outlives a job by timeout + 10 s: recovery well under a minute
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(_start_worker(settings, tmp_path / "w1.log", PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS=timeout))
+        procs.append(
+            _start_worker(settings, tmp_path / "w1.log", PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS=timeout)
+        )
         deadline = time.monotonic() + 60
         while True:
             job = await _job(pool, job_uuid)
@@ -239,7 +256,9 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
         body = await expect(await download(client, world, job_uuid), 200)  # OC4's polling answer
         assert body["message"] == "errorCode.jobInProgress"
 
-        procs.append(_start_worker(settings, tmp_path / "w2.log", PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS=timeout))
+        procs.append(
+            _start_worker(settings, tmp_path / "w2.log", PARTICIPANTS_EXTRACT_JOB_TIMEOUT_SECONDS=timeout)
+        )
         while (job := await _job(pool, job_uuid))["status"] != "COMPLETED":
             assert job["status"] in ("IN_QUEUE", "IN_PROGRESS"), (job["status"], job["error"])
             assert time.monotonic() - killed_at < 60, (tmp_path / "w2.log").read_text()
@@ -260,7 +279,9 @@ async def test_worker_killed_mid_stream_is_retried_and_completes(client, world, 
 
 
 @pytest.mark.slow
-async def test_the_sweeper_cron_in_a_real_worker_recovers_a_flushed_queue(client, world, pool, settings, tmp_path):
+async def test_the_sweeper_cron_in_a_real_worker_recovers_a_flushed_queue(
+    client, world, pool, settings, tmp_path
+):
     await world.standard()
     await seed_site(pool, SITE_A, 30)
     jobs = [await submit(client, world) for _ in range(3)]

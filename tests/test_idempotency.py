@@ -46,7 +46,9 @@ async def test_add_participant_retried_answers_the_first_answer_once(client, wor
     assert await _count(world, "participants") == 1
     assert await _count(world, "audit_log") == audits  # the work was not done again
     # Without the key, a request is simply done (an update here).
-    await expect(await client.post(ADD, json={**PERSON, "firstName": "Jane"}, headers=world.auth("crc_a")), 200)
+    await expect(
+        await client.post(ADD, json={**PERSON, "firstName": "Jane"}, headers=world.auth("crc_a")), 200
+    )
     assert await _count(world, "audit_log") > audits
 
 
@@ -76,8 +78,15 @@ async def test_keys_belong_to_their_user(client, world):
 async def test_a_4xx_is_kept_but_a_quota_429_is_not(make_client, world):
     await world.standard()
     client = await make_client(max_active_jobs_per_user=1)
-    bad = await expect(await client.post(ADD, json={**PERSON, "emailAddress": "nope"}, headers=_with_key(world, "crc_a", "bad")), 400)
-    again = await client.post(ADD, json={**PERSON, "emailAddress": "nope"}, headers=_with_key(world, "crc_a", "bad"))
+    bad = await expect(
+        await client.post(
+            ADD, json={**PERSON, "emailAddress": "nope"}, headers=_with_key(world, "crc_a", "bad")
+        ),
+        400,
+    )
+    again = await client.post(
+        ADD, json={**PERSON, "emailAddress": "nope"}, headers=_with_key(world, "crc_a", "bad")
+    )
     assert await expect(again, 400) == bad and again.headers["Idempotent-Replayed"] == "true"
     await expect(await client.post(EXTRACT, headers=_with_key(world, "crc_a", "x1")), 200)
     await expect(await client.post(EXTRACT, headers=_with_key(world, "crc_a", "x2")), 429)
@@ -93,7 +102,9 @@ async def test_extract_submit_retried_gives_the_same_job(client, world):
     first = await expect(await client.post(EXTRACT, headers=headers), 200)
     again = await client.post(EXTRACT, headers=headers)
     assert await expect(again, 200) == first
-    assert again.headers["Location"].endswith(first["jobUuid"]) and again.headers["Job-Uuid"] == first["jobUuid"]
+    assert (
+        again.headers["Location"].endswith(first["jobUuid"]) and again.headers["Job-Uuid"] == first["jobUuid"]
+    )
     assert await _count(world, "jobs") == 1
 
 
@@ -220,7 +231,8 @@ async def test_a_client_that_hangs_up_mid_summary_gets_all_of_it_on_retry(client
         path = SITE_URL.replace("(", "%28").replace(")", "%29")
         writer.write(
             f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.token('crc_a')}\r\n"
-            f"Idempotency-Key: gone\r\nContent-Type: text/csv\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+            f"Idempotency-Key: gone\r\nContent-Type: text/csv\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
         )
         await writer.drain()
         assert (await reader.read(1000)).startswith(b"HTTP/1.1 200")
@@ -228,7 +240,9 @@ async def test_a_client_that_hangs_up_mid_summary_gets_all_of_it_on_retry(client
         await _kept(world)
     finally:
         await runner.cleanup()
-    resp = await client.post(SITE_URL, data=data, headers={**_with_key(world, "crc_a", "gone"), "Content-Type": "text/csv"})
+    resp = await client.post(
+        SITE_URL, data=data, headers={**_with_key(world, "crc_a", "gone"), "Content-Type": "text/csv"}
+    )
     body = await expect(resp, 200)
     assert resp.headers["Idempotent-Replayed"] == "true"
     assert len(body["participants"]) == len(ids) and body["failureCount"] == 0

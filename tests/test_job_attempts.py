@@ -28,7 +28,9 @@ from tests.world import SITE_A
 
 async def _age(pool: asyncpg.Pool, job_uuid: str) -> None:
     """Older than ``job_requeue_after_seconds``: the sweeper looks after it now."""
-    await pool.execute("UPDATE jobs SET created_at = now() - interval '1 minute' WHERE uuid = $1", UUID(job_uuid))
+    await pool.execute(
+        "UPDATE jobs SET created_at = now() - interval '1 minute' WHERE uuid = $1", UUID(job_uuid)
+    )
 
 
 async def test_a_live_attempt_is_never_taken_over(client, world, pool, settings):
@@ -38,7 +40,8 @@ async def test_a_live_attempt_is_never_taken_over(client, world, pool, settings)
     # Attempt 1 runs on a worker that beats; the message is delivered again (arq may, and the
     # sweeper drops in-progress keys without knowing who holds them).
     await pool.execute(
-        "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1, heartbeat_at = now() WHERE uuid = $1", UUID(job_uuid)
+        "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1, heartbeat_at = now() WHERE uuid = $1",
+        UUID(job_uuid),
     )
     ctx: dict[str, Any] = {"settings": settings}
     await startup(ctx)
@@ -46,7 +49,9 @@ async def test_a_live_attempt_is_never_taken_over(client, world, pool, settings)
         assert await extract_participants_job(ctx, job_uuid) == "skipped"
         assert ((job := await _job(pool, job_uuid))["status"], job["attempts"]) == ("IN_PROGRESS", 1)
         # Its last attempt too: a live one is left to finish, not FAILED for want of attempts.
-        await pool.execute("UPDATE jobs SET attempts = $2 WHERE uuid = $1", UUID(job_uuid), settings.job_max_attempts)
+        await pool.execute(
+            "UPDATE jobs SET attempts = $2 WHERE uuid = $1", UUID(job_uuid), settings.job_max_attempts
+        )
         assert await extract_participants_job(ctx, job_uuid) == "skipped"
         assert (await _job(pool, job_uuid))["status"] == "IN_PROGRESS"
         # Once its heartbeat is older than the stale threshold, its worker is gone: the next one runs it.
@@ -58,7 +63,11 @@ async def test_a_live_attempt_is_never_taken_over(client, world, pool, settings)
         assert await extract_participants_job(ctx, job_uuid) == "COMPLETED"
     finally:
         await shutdown(ctx)
-    assert ((job := await _job(pool, job_uuid))["status"], job["attempts"], job["row_count"]) == ("COMPLETED", 2, 5)
+    assert ((job := await _job(pool, job_uuid))["status"], job["attempts"], job["row_count"]) == (
+        "COMPLETED",
+        2,
+        5,
+    )
 
 
 async def test_a_message_a_dead_worker_took_before_its_claim_runs_again(client, world, pool, settings):
@@ -79,7 +88,9 @@ async def test_a_message_a_dead_worker_took_before_its_claim_runs_again(client, 
     assert ((job := await _job(pool, job_uuid))["status"], job["attempts"]) == ("COMPLETED", 1)
 
 
-async def test_a_delivery_that_failed_before_its_claim_is_delivered_again(client, world, pool, settings, monkeypatch):
+async def test_a_delivery_that_failed_before_its_claim_is_delivered_again(
+    client, world, pool, settings, monkeypatch
+):
     await world.standard()
     job_uuid = await submit_bulk(client, world, csv_bytes("ParticipantID", "R-1", "R-2"))
 
@@ -115,10 +126,17 @@ async def test_a_delivery_that_failed_before_its_claim_is_delivered_again(client
 
 async def test_the_heartbeat_records_progress_and_says_when_to_stop(world, pool):
     await world.standard()
-    alive, cancelled, superseded, locked = [UUID(await make_job(pool, status="IN_PROGRESS")) for _ in range(4)]
+    alive, cancelled, superseded, locked = [
+        UUID(await make_job(pool, status="IN_PROGRESS")) for _ in range(4)
+    ]
     await pool.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 minute', rows_done = 0")
     await pool.execute("UPDATE jobs SET cancel_requested = true WHERE uuid = $1", cancelled)
-    beats = [Beat(alive, 5, rows_done=7, rows_expected=9), Beat(cancelled, 5), Beat(superseded, 4), Beat(locked, 5)]
+    beats = [
+        Beat(alive, 5, rows_done=7, rows_expected=9),
+        Beat(cancelled, 5),
+        Beat(superseded, 4),
+        Beat(locked, 5),
+    ]
     async with pool.acquire() as holder, holder.transaction():
         # Another transaction holds one row (its attempt finishing): that job is skipped this time,
         # not told to stop, and the others are not held up.
@@ -126,7 +144,12 @@ async def test_the_heartbeat_records_progress_and_says_when_to_stop(world, pool)
         async with pool.acquire() as conn:
             await asyncio.wait_for(beat_jobs(conn, beats), 5)
     assert [b.stop for b in beats] == [False, True, True, False]
-    rows = {r["uuid"]: r for r in await pool.fetch("SELECT uuid, rows_done, rows_expected, heartbeat_at > now() - interval '5 seconds' AS fresh FROM jobs")}
+    rows = {
+        r["uuid"]: r
+        for r in await pool.fetch(
+            "SELECT uuid, rows_done, rows_expected, heartbeat_at > now() - interval '5 seconds' AS fresh FROM jobs"
+        )
+    }
     assert (rows[alive]["rows_done"], rows[alive]["rows_expected"], rows[alive]["fresh"]) == (7, 9, True)
     assert not rows[superseded]["fresh"] and not rows[locked]["fresh"]
 

@@ -48,7 +48,11 @@ async def test_other_users_never_see_a_job(client, world, pool, settings):
         for method, path in (("GET", ""), ("GET", "/downloadFile"), ("DELETE", "")):
             resp = await client.request(method, f"{JOBS}/{job_uuid}{path}", headers=world.auth(user))
             body = await expect(resp, 404)
-            assert body == {"message": "errorCode.invalidUuid", "params": {"jobUuid": job_uuid}}, (user, method, path)
+            assert body == {"message": "errorCode.invalidUuid", "params": {"jobUuid": job_uuid}}, (
+                user,
+                method,
+                path,
+            )
     for bad in ("not-a-uuid", str(uuid4()), "1" * 100, "%00"):
         body = await expect(await download(client, world, bad), 404)
         assert body["message"] == "errorCode.invalidUuid"
@@ -57,7 +61,10 @@ async def test_other_users_never_see_a_job(client, world, pool, settings):
     # Nothing about the job changed, and only the owner's successful download is audited.
     resp = await download(client, world, job_uuid)
     assert resp.status == 200
-    actions = [r["username"] for r in await pool.fetch("SELECT username FROM audit_log WHERE action = 'job.download'")]
+    actions = [
+        r["username"]
+        for r in await pool.fetch("SELECT username FROM audit_log WHERE action = 'job.download'")
+    ]
     assert actions == ["crc_a"]
 
 
@@ -73,7 +80,9 @@ async def test_lists_show_only_the_callers_jobs(client, world, pool):
     assert [j["jobUuid"] for j in all_jobs["jobs"]] == [a2, b1, a1]
     study = await expect(await client.get(f"/pages/auth/api/studies/{STUDY}/jobs", headers=h), 200)
     assert [j["jobUuid"] for j in study["jobs"]] == [a2, b1, a1]
-    site = await expect(await client.get(f"/pages/auth/api/studies/{STUDY}/sites/{SITE_A}/jobs", headers=h), 200)
+    site = await expect(
+        await client.get(f"/pages/auth/api/studies/{STUDY}/sites/{SITE_A}/jobs", headers=h), 200
+    )
     assert [j["jobUuid"] for j in site["jobs"]] == [a2, a1]
     paged = await expect(await client.get(JOBS + "?page=2&pageSize=2", headers=h), 200)
     assert [j["jobUuid"] for j in paged["jobs"]] == [a1]
@@ -104,7 +113,9 @@ async def test_download_while_queued_or_running_is_200_jobinprogress_as_oc4_answ
     # Everything else is as without the compatibility: 404 to others, 409 failed, 410 expired.
     body = await expect(await download(client, world, job_uuid, user="crc_b"), 404)
     assert body["message"] == "errorCode.invalidUuid"
-    await pool.execute("UPDATE jobs SET status = 'FAILED', error = 'storage: down' WHERE uuid = $1", UUID(job_uuid))
+    await pool.execute(
+        "UPDATE jobs SET status = 'FAILED', error = 'storage: down' WHERE uuid = $1", UUID(job_uuid)
+    )
     body = await expect(await download(client, world, job_uuid), 409)
     assert body == {"message": "errorCode.jobFailed", "params": {"jobUuid": job_uuid, "status": "FAILED"}}
     await pool.execute("UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1", UUID(job_uuid))
@@ -130,7 +141,12 @@ async def test_range_requests(client, world, pool, settings):
     full = await (await download(client, world, job_uuid)).read()
     size = len(full)
     etag = (await download(client, world, job_uuid)).headers["ETag"]
-    cases = [("bytes=0-9", 0, 10), (f"bytes=100-{size + 50}", 100, size), ("bytes=5000-", 5000, size), ("bytes=-7", size - 7, size)]
+    cases = [
+        ("bytes=0-9", 0, 10),
+        (f"bytes=100-{size + 50}", 100, size),
+        ("bytes=5000-", 5000, size),
+        ("bytes=-7", size - 7, size),
+    ]
     for header, start, end in cases:
         resp = await download(client, world, job_uuid, headers={"Range": header})
         body = await resp.read()
@@ -176,7 +192,9 @@ async def test_delete_by_owner_then_410(client, world, pool, settings):
 async def test_expiry_deletes_the_file_and_marks_the_job(client, world, pool, settings):
     await world.standard()
     job_uuid = await _completed(client, world, pool, settings)
-    expires_at = await pool.fetchval("SELECT expires_at - completed_at FROM jobs WHERE uuid = $1", UUID(job_uuid))
+    expires_at = await pool.fetchval(
+        "SELECT expires_at - completed_at FROM jobs WHERE uuid = $1", UUID(job_uuid)
+    )
     assert expires_at.total_seconds() == settings.job_retention_hours * 3600 == 24 * 3600
     path = settings.storage_dir / "extracts" / f"{job_uuid}.csv"
     ctx: dict[str, Any] = {"settings": settings}
@@ -184,7 +202,9 @@ async def test_expiry_deletes_the_file_and_marks_the_job(client, world, pool, se
     try:
         assert await expire_jobs(ctx) == 0  # not yet
         assert path.exists()
-        await pool.execute("UPDATE jobs SET expires_at = now() - interval '1 second' WHERE uuid = $1", UUID(job_uuid))
+        await pool.execute(
+            "UPDATE jobs SET expires_at = now() - interval '1 second' WHERE uuid = $1", UUID(job_uuid)
+        )
         # Past retention the download is 410 even before the cron job has run.
         body = await expect(await download(client, world, job_uuid), 410)
         assert body["message"] == "errorCode.fileExpired"
@@ -197,8 +217,16 @@ async def test_expiry_deletes_the_file_and_marks_the_job(client, world, pool, se
     assert body["message"] == "errorCode.fileExpired"
 
 
-S3_FIELDS = {"storage_backend", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key_id", "s3_secret_access_key",
-             "s3_allow_http", "storage_timeout_seconds"}
+S3_FIELDS = {
+    "storage_backend",
+    "s3_endpoint",
+    "s3_bucket",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_allow_http",
+    "storage_timeout_seconds",
+}
 
 
 async def test_redirect_to_a_presigned_url_on_s3(make_client, world, pool, s3_settings):
@@ -214,7 +242,9 @@ async def test_redirect_to_a_presigned_url_on_s3(make_client, world, pool, s3_se
         assert direct.status == 200
         body = await direct.read()
         assert "Participant Access Code" in direct.headers.get("Content-Disposition", "")
-    assert body == full and hashlib.sha256(body).hexdigest() == (await pool.fetchval("SELECT sha256 FROM jobs"))
+    assert body == full and hashlib.sha256(body).hexdigest() == (
+        await pool.fetchval("SELECT sha256 FROM jobs")
+    )
     assert parse_csv(body)[0] == HEADER and len(parse_csv(body)) == 26
     # Range through the service on S3, too.
     resp = await download(client, world, job_uuid, headers={"Range": "bytes=3-12"})
@@ -248,7 +278,9 @@ async def test_storage_unreachable_during_download_or_delete_is_503(make_client,
     good = await make_client(**s3_settings.model_dump(include=S3_FIELDS))
     await world.standard()
     job_uuid = await _completed(good, world, pool, s3_settings, n=5)
-    down = s3_settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0})
+    down = s3_settings.model_copy(
+        update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0}
+    )
     bad = await make_client(**down.model_dump(include=S3_FIELDS))
     for method, path in (("GET", "/downloadFile"), ("DELETE", "")):
         resp = await bad.request(method, f"{JOBS}/{job_uuid}{path}", headers=world.auth("crc_a"))
@@ -292,11 +324,18 @@ async def test_download_is_generic_over_job_types(client, world, pool, settings)
     await world.standard()
     data = b'{"uploadCount": 2}'
     async with pool.acquire() as conn:
-        ids = await conn.fetchrow("SELECT st.id AS study_id, u.id AS owner_id FROM studies st, users u WHERE u.username = 'crc_a'")
-        job = await lifecycle.create_job(conn, model.NewJob(job_type=model.BULK_ADD_PARTICIPANTS, study_id=ids["study_id"],
-                                         site_id=None, owner_id=ids["owner_id"], file_name="bulk report.json",
-                                         object_key="bulk/r.json"))
-        await conn.execute("UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", job["uuid"])
+        ids = await conn.fetchrow(
+            "SELECT st.id AS study_id, u.id AS owner_id FROM studies st, users u WHERE u.username = 'crc_a'"
+        )
+        job = await lifecycle.create_job(conn, model.NewJob(job_type=model.BULK_ADD_PARTICIPANTS,
+            study_id=ids["study_id"],
+            site_id=None,
+            owner_id=ids["owner_id"],
+            file_name="bulk report.json",
+            object_key="bulk/r.json"))
+        await conn.execute(
+            "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", job["uuid"]
+        )
         async with Storage.from_settings(settings).open_upload("bulk/r.json") as up:
             await up.write(data)
         made = model.JobFile(byte_size=len(data), sha256=_h.sha256(data).hexdigest())

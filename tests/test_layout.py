@@ -85,7 +85,7 @@ def test_no_import_circles():
         state[mod] = 1
         for nxt in sorted(graph[mod]):
             if state.get(nxt) == 1:
-                circles.append(path[path.index(nxt) :] + [nxt])
+                circles.append([*path[path.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[mod] = 2
@@ -100,7 +100,10 @@ def _owner(imported: str) -> str | None:
     """The service module an import refers to (``from service.core import jobs`` is service.core.jobs;
     a package's ``__init__`` does not count as a dependency of its modules)."""
     while imported:
-        if imported in MODULES and imported.count(".") > 1 or imported in ("service.settings", "service.cli"):
+        if (imported in MODULES and imported.count(".") > 1) or imported in (
+            "service.settings",
+            "service.cli",
+        ):
             return imported
         imported = imported.rpartition(".")[0]
     return None

@@ -70,6 +70,10 @@ async def test_an_oc4_client_script_works_unchanged(world, settings, pool, tmp_p
     assert rows[0] == ["ParticipantId", "First Name", "Last Name", "Email", "Mobile", "Identifier", "Access Code",
                        "Participate Status"]  # fmt: skip
     assert [r[0] for r in rows[1:]] == ["OC4-001", "OC4-002", "OC4-003"]
-    assert rows[1][1:5] == ["Jo", "Doe, Jr.", "jo@example.org", "+1 5550101"] and rows[1][6] and rows[1][7] == "CREATED"
+    assert (
+        rows[1][1:5] == ["Jo", "Doe, Jr.", "jo@example.org", "+1 5550101"]
+        and rows[1][6]
+        and rows[1][7] == "CREATED"
+    )
     for log in logs:
         assert "an OC4 integration's password" not in log and "jo@example.org" not in log

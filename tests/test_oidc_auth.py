@@ -49,7 +49,9 @@ async def test_es256_and_a_rotated_key(make_client, world, oidc):
     await world.standard()
     client = await oidc_client(make_client, oidc, jwks_min_refresh_seconds=0.5)
     old = await oidc.new_key("RS256")
-    await expect(await add(client, await oidc.token(kid=old, preferred_username="crc_a", aud=AUDIENCE), "ROT-1"), 200)
+    await expect(
+        await add(client, await oidc.token(kid=old, preferred_username="crc_a", aud=AUDIENCE), "ROT-1"), 200
+    )
     # The provider rotates: a key the service has never seen signs the next tokens.
     await asyncio.sleep(0.6)  # past the refetch rate limit
     for i, alg in enumerate(("ES256", "RS256")):
@@ -98,9 +100,8 @@ async def test_tokens_the_service_must_refuse(make_client, world, oidc, start_oi
 
 async def _alg_confusion_token(oidc, now: int) -> str:
     """The classic attack: HS256, with the provider's (public) RSA key as the HMAC secret."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(oidc.issuer + "/jwks") as resp:
-            jwk = next(k for k in (await resp.json())["keys"] if k["kty"] == "RSA")
+    async with aiohttp.ClientSession() as http, http.get(oidc.issuer + "/jwks") as resp:
+        jwk = next(k for k in (await resp.json())["keys"] if k["kty"] == "RSA")
     from cryptography.hazmat.primitives import serialization
 
     public = jwt.PyJWK(jwk).key
@@ -118,7 +119,9 @@ async def _alg_confusion_token(oidc, now: int) -> str:
 async def test_an_unreachable_provider_is_503_not_401(make_client, world):
     await world.standard()
     client = await make_client(jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/realms/gone")
-    token = jwt.encode({"preferred_username": "crc_a", "exp": int(time.time()) + 60}, _rsa_key(), algorithm="RS256")
+    token = jwt.encode(
+        {"preferred_username": "crc_a", "exp": int(time.time()) + 60}, _rsa_key(), algorithm="RS256"
+    )
     resp = await add(client, token, "DOWN-1")
     assert (await expect(resp, 503))["message"] == "errorCode.serviceUnavailable"
     assert resp.headers["Retry-After"]
@@ -141,7 +144,9 @@ async def keycloak_like(oidc) -> None:
 async def test_password_grant_through_the_provider(make_client, world, oidc, caplog):
     await world.standard()
     await keycloak_like(oidc)
-    client = await oidc_client(make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret")
+    client = await oidc_client(
+        make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret"
+    )
     resp = await client.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     token = await expect(resp, 200)
     assert resp.content_type == "text/plain"
@@ -157,15 +162,21 @@ async def test_password_grant_through_the_provider(make_client, world, oidc, cap
 async def test_provider_refusing_our_client_or_down_is_503(make_client, world, oidc):
     await world.standard()
     await keycloak_like(oidc)
-    misconfigured = await oidc_client(make_client, oidc, oidc_client_id="participants", oidc_client_secret="stale")
+    misconfigured = await oidc_client(
+        make_client, oidc, oidc_client_id="participants", oidc_client_secret="stale"
+    )
     resp = await misconfigured.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     assert (await expect(resp, 503))["message"] == "errorCode.serviceUnavailable"
-    down = await make_client(jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/x", oidc_client_id="p")
+    down = await make_client(
+        jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/x", oidc_client_id="p"
+    )
     resp = await down.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     await expect(resp, 503)
     assert resp.headers["Retry-After"]
     # Neither counted against the user: the right password still works on a good configuration.
-    good = await oidc_client(make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret")
+    good = await oidc_client(
+        make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret"
+    )
     for _ in range(5):
         await misconfigured.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     await expect(await good.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"}), 200)
@@ -174,7 +185,9 @@ async def test_provider_refusing_our_client_or_down_is_503(make_client, world, o
 async def test_provider_failures_are_throttled_too(make_client, world, oidc):
     await world.standard()
     await keycloak_like(oidc)
-    client = await oidc_client(make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret")
+    client = await oidc_client(
+        make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret"
+    )
     for _ in range(5):
         await expect(await client.post(TOKEN_URL, json={"username": "crc_a", "password": "guess"}), 401)
     before = (await oidc.stats()).get("/token", 0)

@@ -7,7 +7,12 @@ import jwt
 
 
 async def test_discovery_jwks_and_password_grant(oidc):
-    await oidc.configure(users={"crc_a": "right password"}, clientId="participants", clientSecret="s3cret", audience="participants-api")
+    await oidc.configure(
+        users={"crc_a": "right password"},
+        clientId="participants",
+        clientSecret="s3cret",
+        audience="participants-api",
+    )
     async with aiohttp.ClientSession() as http:
         async with http.get(oidc.issuer + "/.well-known/openid-configuration") as resp:
             meta = await resp.json()
@@ -16,8 +21,13 @@ async def test_discovery_jwks_and_password_grant(oidc):
         async with http.get(meta["jwks_uri"]) as resp:
             keys = (await resp.json())["keys"]
         assert keys and all("d" not in k for k in keys)  # public keys only
-        form = {"grant_type": "password", "username": "crc_a", "password": "right password",
-                "client_id": "participants", "client_secret": "s3cret"}
+        form = {
+            "grant_type": "password",
+            "username": "crc_a",
+            "password": "right password",
+            "client_id": "participants",
+            "client_secret": "s3cret",
+        }
         async with http.post(meta["token_endpoint"], data=form) as resp:
             assert resp.status == 200
             token = (await resp.json())["access_token"]
@@ -43,14 +53,26 @@ async def test_authorization_code_with_pkce(oidc):
     async with aiohttp.ClientSession() as http:
         async with http.get(oidc.issuer + "/.well-known/openid-configuration") as resp:
             meta = await resp.json()
-        query = {"response_type": "code", "client_id": "console", "redirect_uri": "http://127.0.0.1:1/cb",
-                 "scope": "openid", "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256"}
+        query = {
+            "response_type": "code",
+            "client_id": "console",
+            "redirect_uri": "http://127.0.0.1:1/cb",
+            "scope": "openid",
+            "state": "s1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         async with http.get(meta["authorization_endpoint"], params=query, allow_redirects=False) as resp:
             assert resp.status == 302
             back = parse_qs(urlsplit(resp.headers["Location"]).query)
         assert back["state"] == ["s1"]
-        form = {"grant_type": "authorization_code", "code": back["code"][0], "code_verifier": verifier,
-                "client_id": "console", "redirect_uri": "http://127.0.0.1:1/cb"}
+        form = {
+            "grant_type": "authorization_code",
+            "code": back["code"][0],
+            "code_verifier": verifier,
+            "client_id": "console",
+            "redirect_uri": "http://127.0.0.1:1/cb",
+        }
         async with http.post(meta["token_endpoint"], data={**form, "code_verifier": "x" * 43}) as resp:
             assert resp.status >= 400  # a wrong verifier is refused (and the code is spent)
         async with http.get(meta["authorization_endpoint"], params=query, allow_redirects=False) as resp:

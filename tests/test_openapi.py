@@ -23,7 +23,8 @@ async def test_document_is_valid_openapi_31_and_lists_every_route(client, pool):
     routes = {
         (r.resource.canonical, r.method.lower())
         for r in client.app.router.routes()
-        if r.method not in ("HEAD", "OPTIONS") and r.resource is not None
+        if r.method not in ("HEAD", "OPTIONS")
+        and r.resource is not None
         and not (r.name or "").startswith("console.")  # HTML pages, not the API
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}

@@ -16,8 +16,8 @@ import time
 from collections.abc import AsyncIterator
 
 import orjson
-from aiohttp import web
 import pytest
+from aiohttp import web
 
 from service.core.logs import JsonFormatter
 from service.dev.embedded import free_port, reachable
@@ -33,41 +33,52 @@ SECRETS = (TOKEN, QUERY, "QUERYSECRET")
 BAD_REQUESTS: dict[str, tuple[bytes, int, str]] = {
     "NUL in a header value": (
         f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\x00\r\n\r\n".encode(),
-        400, "invalidRequest",
+        400,
+        "invalidRequest",
     ),
     "control byte in a header value": (
         f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\x01x\r\n\r\n".encode(),
-        400, "invalidRequest",
+        400,
+        "invalidRequest",
     ),
     "20 KB URL": (
         f"GET /pages/auth/api/jobs?email={QUERY}&pad={'a' * 20_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
-        414, "urlTooLong",
+        414,
+        "urlTooLong",
     ),
     "10 KB header": (
         f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}{'a' * 10_000}\r\n\r\n".encode(),
-        431, "headersTooLarge",
+        431,
+        "headersTooLarge",
     ),
     "200 headers": (
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
         + b"".join(f"X-Header-{i}: Bearer {TOKEN}\r\n".encode() for i in range(200))
         + b"\r\n",
-        431, "headersTooLarge",
+        431,
+        "headersTooLarge",
     ),
     "malformed request line": (
-        f"GET /healthz?email={QUERY} HTTP/1.1 trailing\r\nHost: x\r\n\r\n".encode(), 400, "invalidRequest",
+        f"GET /healthz?email={QUERY} HTTP/1.1 trailing\r\nHost: x\r\n\r\n".encode(),
+        400,
+        "invalidRequest",
     ),
     "bad method": (f"G(T /healthz?email={QUERY} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 400, "invalidRequest"),
     "header without a colon": (
-        f"GET /healthz HTTP/1.1\r\nHost: x\r\nBearer {TOKEN}\r\n\r\n".encode(), 400, "invalidRequest",
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nBearer {TOKEN}\r\n\r\n".encode(),
+        400,
+        "invalidRequest",
     ),
     "bad chunk size": (
         f"POST /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n"
         f"ZZ\r\n{TOKEN}\r\n0\r\n\r\n".encode(),
-        400, "invalidRequest",
+        400,
+        "invalidRequest",
     ),
     "bad Content-Length": (
         f"POST /healthz?email={QUERY} HTTP/1.1\r\nHost: x\r\nContent-Length: 1{TOKEN}\r\n\r\n".encode(),
-        400, "invalidRequest",
+        400,
+        "invalidRequest",
     ),
 }
 
@@ -131,8 +142,15 @@ async def test_parse_errors_answer_json_and_log_no_request_bytes(server, name) -
     assert "request refused by the HTTP parser" in logged, logged
     line = next(orjson.loads(x) for x in logged.splitlines() if "refused by the HTTP parser" in x)
     assert line["status"] == want_status and line["logger"] == "participants.http"
-    assert line["error"] in {"BadHttpMessage", "BadStatusLine", "BadHttpMethod", "InvalidHeader", "LineTooLong",
-                             "InvalidURLError", "TransferEncodingError"}
+    assert line["error"] in {
+        "BadHttpMessage",
+        "BadStatusLine",
+        "BadHttpMethod",
+        "InvalidHeader",
+        "LineTooLong",
+        "InvalidURLError",
+        "TransferEncodingError",
+    }
     assert "exc" not in line  # no traceback: aiohttp's quotes the offending line
     assert not any(s in logged for s in SECRETS), logged
     assert "aiohttp.server" not in logged, logged
@@ -140,7 +158,7 @@ async def test_parse_errors_answer_json_and_log_no_request_bytes(server, name) -
 
 async def test_the_service_still_answers_on_the_same_port(server) -> None:
     port, _ = server
-    status, headers, body = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _, body = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200 and orjson.loads(body) == {"status": "ok"}
 
 
@@ -148,7 +166,9 @@ async def test_the_limits_are_where_they_are_said_to_be(server) -> None:
     """Just under the limits is a normal request (the 414/431 split relies on the two limits)."""
     port, _ = server
     target = "/healthz?" + "a" * (MAX_REQUEST_LINE - len("/healthz?"))
-    status, _, _ = await exchange(port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    status, _, _ = await exchange(
+        port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
     assert status == 200
     status, _, _ = await exchange(port, f"GET {target}a HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert status == 414
@@ -176,7 +196,9 @@ async def test_bad_chunk_framing_after_the_head_fails_the_handler_reading_the_bo
     answer = await asyncio.wait_for(exchange(port, [head, BAD_CHUNK]), 5)
     assert_json_error(*answer, 400, "invalidRequestBody")
     # A handler that never reads its body (405 here): answered, then the broken body is dropped.
-    answer = await asyncio.wait_for(exchange(port, [CHUNKED_HEAD.format(path="/healthz").encode(), BAD_CHUNK]), 5)
+    answer = await asyncio.wait_for(
+        exchange(port, [CHUNKED_HEAD.format(path="/healthz").encode(), BAD_CHUNK]), 5
+    )
     assert_json_error(*answer, 405, "methodNotAllowed")
     await asyncio.sleep(0.05)
     logged = logs.getvalue()
@@ -210,10 +232,20 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
 async def test_every_way_of_serving_answers_json_and_logs_no_request_bytes(settings, pool, tmp_path, command):
     """``serve``, each process of ``serve --processes 2`` and ``dev``: their stderr is the log."""
     port = free_port()
-    env = cli_env(settings, PARTICIPANTS_PORT=str(port), PARTICIPANTS_LOG_LEVEL="DEBUG",
-                  PARTICIPANTS_DB_CONNECTIONS_TOTAL="10", PARTICIPANTS_DATA_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", *command], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = cli_env(
+        settings,
+        PARTICIPANTS_PORT=str(port),
+        PARTICIPANTS_LOG_LEVEL="DEBUG",
+        PARTICIPANTS_DB_CONNECTIONS_TOTAL="10",
+        PARTICIPANTS_DATA_DIR=str(tmp_path),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_listening(proc, port)
         # Every case several times: with two processes, new connections land on both.

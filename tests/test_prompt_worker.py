@@ -30,8 +30,14 @@ async def test_two_workers_racing_for_the_same_ids_take_each_due_job_once(redis_
             assert await redis.enqueue_job("record", job_id, _job_id=job_id, _defer_by=defer) is not None
         await redis.set(in_progress_key_prefix + ids[6], b"1")  # running elsewhere: never taken
         workers = [
-            PromptWorker(functions=[func(record, name="record")], redis_pool=redis, queue_name=queue, max_jobs=20,
-                         handle_signals=False, keep_result=0)
+            PromptWorker(
+                functions=[func(record, name="record")],
+                redis_pool=redis,
+                queue_name=queue,
+                max_jobs=20,
+                handle_signals=False,
+                keep_result=0,
+            )
             for _ in range(2)
         ]
         raw = [job_id.encode() for job_id in ids]

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 RECOVERY_TARGET_SECONDS = 10.0
 
 
-async def _kill_mid_run_and_time_the_rerun(pool, settings, tmp_path, job_uuid, queue, completed_within, **env):
+async def _kill_mid_run_and_time_the_rerun(
+    pool, settings, tmp_path, job_uuid, queue, completed_within, **env
+):
     """Start a worker on ``queue``, SIGKILL it once the job has written rows, start another, and
     return (seconds from the kill to the second attempt, the completed job row)."""
     doomed = _start_worker(settings, tmp_path / "doomed.log", queue=queue, **env)
@@ -42,7 +44,9 @@ async def _kill_mid_run_and_time_the_rerun(pool, settings, tmp_path, job_uuid, q
         rerun_after = time.monotonic() - killed_at
         while (job := await _job(pool, job_uuid))["status"] != "COMPLETED":
             assert job["status"] in ("IN_QUEUE", "IN_PROGRESS"), (job["status"], job["error"])
-            assert time.monotonic() - killed_at < completed_within, (tmp_path / "survivor.log").read_text()[-3000:]
+            assert time.monotonic() - killed_at < completed_within, (tmp_path / "survivor.log").read_text()[
+                -3000:
+            ]
             await asyncio.sleep(0.1)
     finally:
         for proc in (doomed, survivor):
@@ -66,15 +70,24 @@ async def test_a_killed_workers_extract_runs_again_within_seconds(client, world,
     assert job["attempts"] == 2 and job["row_count"] == n
 
 
-async def test_a_killed_workers_bulk_upload_runs_again_within_seconds(client, world, pool, settings, tmp_path):
+async def test_a_killed_workers_bulk_upload_runs_again_within_seconds(
+    client, world, pool, settings, tmp_path
+):
     await world.standard()
     n = 200_000
     job_uuid = await submit_bulk(client, world, csv_bytes("ParticipantID", *(f"K-{i:06d}" for i in range(n))))
     # Every timeout at its default: the bulk job's is an hour, and recovery must not wait for it.
-    rerun_after, job = await _kill_mid_run_and_time_the_rerun(pool, settings, tmp_path, job_uuid, "default", 120)
+    rerun_after, job = await _kill_mid_run_and_time_the_rerun(
+        pool, settings, tmp_path, job_uuid, "default", 120
+    )
     print(f"\nrecovery: the killed worker's bulk upload ran again {rerun_after:.1f} s after the kill")
     assert rerun_after < RECOVERY_TARGET_SECONDS
     assert job["attempts"] == 2 and job["result"]["uploadCount"] == n
     # Every participant once: the killed attempt's staging died with its connection.
-    assert await pool.fetchval("SELECT count(DISTINCT subject_key) FROM participants WHERE subject_key LIKE 'K-%'") == n
+    assert (
+        await pool.fetchval(
+            "SELECT count(DISTINCT subject_key) FROM participants WHERE subject_key LIKE 'K-%'"
+        )
+        == n
+    )
     assert await pool.fetchval("SELECT count(*) FROM participants WHERE subject_key LIKE 'K-%'") == n

@@ -35,7 +35,14 @@ def expected(endpoint: str, user: str) -> str:
     raise AssertionError(endpoint)
 
 
-ENDPOINTS = ["add_at_site", "add_at_study", "list_at_site", "list_at_study", "remove_at_site", "restore_at_site"]
+ENDPOINTS = [
+    "add_at_site",
+    "add_at_study",
+    "list_at_site",
+    "list_at_study",
+    "remove_at_site",
+    "restore_at_site",
+]
 
 
 async def call(client, world, endpoint: str, user: str):
@@ -59,7 +66,9 @@ async def call(client, world, endpoint: str, user: str):
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_role_matrix(client, world, endpoint, user):
     await world.standard()
-    await expect(await client.post(SITE_URL, json={"subjectKey": "EXISTING-1"}, headers=world.auth("dm")), 200)
+    await expect(
+        await client.post(SITE_URL, json={"subjectKey": "EXISTING-1"}, headers=world.auth("dm")), 200
+    )
     resp = await call(client, world, endpoint, user)
     want = expected(endpoint, user)
     if want == OK:
@@ -84,5 +93,12 @@ async def test_site_level_user_lists_only_own_site_at_study_level(client, world)
     assert [(p["subjectKey"], p["siteOid"]) for p in crc["studyParticipants"]] == [("A-1", SITE_A)]
     # No personal data in the listing, OC4's fields only.
     assert set(crc["studyParticipants"][0]) == {
-        "subjectKey", "subjectOid", "status", "siteOid", "createdBy", "createdAt", "lastModifiedBy", "lastModified"
+        "subjectKey",
+        "subjectOid",
+        "status",
+        "siteOid",
+        "createdBy",
+        "createdAt",
+        "lastModifiedBy",
+        "lastModified",
     }

@@ -17,7 +17,10 @@ from service.core.validation import contact_errors, participant_id_errors, phone
         ("X" * 30, []),
         ("X" * 31, ["participantIDLongerThan30Characters"]),
         ("a<b", ["participantIDContainsUnsupportedHTMLCharacter"]),
-        ("<" + "X" * 30, ["participantIDContainsUnsupportedHTMLCharacter", "participantIDLongerThan30Characters"]),
+        (
+            "<" + "X" * 30,
+            ["participantIDContainsUnsupportedHTMLCharacter", "participantIDLongerThan30Characters"],
+        ),
         ("a\tb", []),
         ("a\x00b", ["participantIDContainsUnsupportedCharacter"]),
         ("a\x85b", ["participantIDContainsUnsupportedCharacter"]),
@@ -31,8 +34,18 @@ def test_participant_id(key, errors):
 
 @pytest.mark.parametrize(
     ("phone", "ok"),
-    [("+1 1234567890", True), ("+44 7700900123", True), ("+353 1", True), ("+1234 1", False), ("1 123", False),
-     ("+1  123", False), ("+1 123-456", False), ("+1 12345678901234", True), ("+1 123456789012345", False), ("+1 123\n", False)],
+    [
+        ("+1 1234567890", True),
+        ("+44 7700900123", True),
+        ("+353 1", True),
+        ("+1234 1", False),
+        ("1 123", False),
+        ("+1  123", False),
+        ("+1 123-456", False),
+        ("+1 12345678901234", True),
+        ("+1 123456789012345", False),
+        ("+1 123\n", False),
+    ],
 )
 def test_phone(phone, ok):
     assert (phone_errors(phone) == []) is ok
@@ -40,7 +53,12 @@ def test_phone(phone, ok):
 
 def test_contact_errors_in_field_order():
     assert contact_errors("F" * 36, "L" * 36, "bad", "123", "I" * 36) == [
-        "firstNameTooLong", "lastNameTooLong", "invalidEmailAddress", "invalidPhoneNumber", "identifierTooLong"]
+        "firstNameTooLong",
+        "lastNameTooLong",
+        "invalidEmailAddress",
+        "invalidPhoneNumber",
+        "identifierTooLong",
+    ]
     assert contact_errors("", "", "", "", "") == []
     assert contact_errors(None, "O'Neil, Jr.", "a.b+c@example.org", "+1 5550100", None) == []
 
@@ -53,8 +71,17 @@ def test_template_rules():
     assert template_errors("{nope}{seq}") != []
     assert template_errors("{seq") != []
     assert template_errors("X-{seq:09}") == []
-    for bad in ("{seq:99999999999}", "{site:>99999999}{seq}", "{seq:0>40}", "<{seq}>", "{seq:c}",
-                "{seq:{seq}}", "{seq!r}", "{seq:010}", "{seq:4}"):
+    for bad in (
+        "{seq:99999999999}",
+        "{site:>99999999}{seq}",
+        "{seq:0>40}",
+        "<{seq}>",
+        "{seq:c}",
+        "{seq:{seq}}",
+        "{seq!r}",
+        "{seq:010}",
+        "{seq:4}",
+    ):
         assert template_errors(bad) != [], bad
 
 
@@ -67,10 +94,15 @@ def test_access_codes():
 
 def scope(study_roles=(), site_roles=None, site=True, user=True, study_status="available"):
     return Scope(
-        user_id=1 if user else None, username="u", full_name="U",
-        study={"id": 1, "status": study_status}, site={"id": 10, "study_id": 1, "status": "available"} if site else None,
-        study_oid="S", site_oid="S_A" if site else None,
-        study_roles=frozenset(study_roles), site_roles={k: frozenset(v) for k, v in (site_roles or {}).items()},
+        user_id=1 if user else None,
+        username="u",
+        full_name="U",
+        study={"id": 1, "status": study_status},
+        site={"id": 10, "study_id": 1, "status": "available"} if site else None,
+        study_oid="S",
+        site_oid="S_A" if site else None,
+        study_roles=frozenset(study_roles),
+        site_roles={k: frozenset(v) for k, v in (site_roles or {}).items()},
     )
 
 
@@ -84,13 +116,25 @@ def code(fn):
 
 def test_authorize_order_and_table():
     assert code(lambda: authorize(scope(user=False), Action.LIST)) == "noRoleSetUp"
-    assert code(lambda: authorize(scope(["ra"], study_status="frozen"), Action.WRITE_AT_SITE)) == "studyNotAvailable"
+    assert (
+        code(lambda: authorize(scope(["ra"], study_status="frozen"), Action.WRITE_AT_SITE))
+        == "studyNotAvailable"
+    )
     assert code(lambda: authorize(scope(["ra"], study_status="frozen"), Action.LIST)) == "ok"
     assert code(lambda: authorize(scope(site_roles={11: ["ra"]}), Action.WRITE_AT_SITE)) == "noRoleSetUp"
     assert code(lambda: authorize(scope(site_roles={10: ["ra"]}), Action.EXTRACT)) == "ok"
     assert code(lambda: authorize(scope(site_roles={10: ["investigator"]}), Action.EXTRACT)) == "ok"
-    assert code(lambda: authorize(scope(site_roles={10: ["coordinator"]}), Action.EXTRACT)) == "noSufficientPrivileges"
+    assert (
+        code(lambda: authorize(scope(site_roles={10: ["coordinator"]}), Action.EXTRACT))
+        == "noSufficientPrivileges"
+    )
     assert code(lambda: authorize(scope(["ra"]), Action.EXTRACT)) == "noSufficientPrivileges"
-    assert code(lambda: authorize(scope(site_roles={10: ["ra"]}, site=False), Action.WRITE_AT_STUDY)) == "noSufficientPrivileges"
+    assert (
+        code(lambda: authorize(scope(site_roles={10: ["ra"]}, site=False), Action.WRITE_AT_STUDY))
+        == "noSufficientPrivileges"
+    )
     assert code(lambda: authorize(scope(["director"]), Action.WRITE_AT_SITE)) == "noSufficientPrivileges"
-    assert code(lambda: authorize(scope(site_roles={10: ["ra2"]}), Action.WRITE_AT_SITE)) == "noSufficientPrivileges"
+    assert (
+        code(lambda: authorize(scope(site_roles={10: ["ra2"]}), Action.WRITE_AT_SITE))
+        == "noSufficientPrivileges"
+    )

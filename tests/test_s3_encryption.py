@@ -19,7 +19,7 @@ S3_FIELDS = {
 S3_FIELDS |= {"s3_allow_http", "s3_sse"}
 
 
-async def test_objects_are_encrypted_server_side(make_client, world, pool, s3_settings, s3_server):  # noqa: F811
+async def test_objects_are_encrypted_server_side(make_client, world, pool, s3_settings, s3_server):
     settings = s3_settings.model_copy(update={"s3_sse": "AES256"})
     client = await make_client(
         **settings.model_dump(
@@ -52,7 +52,7 @@ async def test_objects_are_encrypted_server_side(make_client, world, pool, s3_se
     )
 
 
-async def test_without_the_setting_no_encryption_is_asked_for(s3_settings, s3_server):  # noqa: F811
+async def test_without_the_setting_no_encryption_is_asked_for(s3_settings, s3_server):
     storage = Storage.from_settings(s3_settings)
     async with storage.open_upload("plain.csv", content_type="text/csv") as upload:
         await upload.write(b"x\n")

@@ -35,8 +35,13 @@ BASE = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites"
 def started(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     # Output goes to a file: a pipe nobody reads blocks the process once its buffer is full.
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield proc
     finally:
@@ -92,12 +97,16 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     with contextlib.ExitStack() as stack:
         api_logs = [tmp_path / f"api{i}.log" for i in range(2)]
-        apis = [stack.enter_context(started(["serve"], {**env, "PARTICIPANTS_PORT": str(p)}, log))
-                for p, log in zip(ports, api_logs)]
-        for port, api, log in zip(ports, apis, api_logs):
+        apis = [
+            stack.enter_context(started(["serve"], {**env, "PARTICIPANTS_PORT": str(p)}, log))
+            for p, log in zip(ports, api_logs, strict=True)
+        ]
+        for port, api, log in zip(ports, apis, api_logs, strict=True):
             wait_listening(port, api, log)
         worker_logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-        workers = [stack.enter_context(started(["worker", "--queue", "all"], env, log)) for log in worker_logs]
+        workers = [
+            stack.enter_context(started(["worker", "--queue", "all"], env, log)) for log in worker_logs
+        ]
 
         async with aiohttp.ClientSession() as http:
 
@@ -115,11 +124,15 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
                     assert resp.status == 200, await resp.text()
                     return str((await resp.json())["jobUuid"])
 
-            submitted = await asyncio.gather(*(extract(i) for i in range(EXTRACTS)), *(bulk(i) for i in range(BULKS)))
+            submitted = await asyncio.gather(
+                *(extract(i) for i in range(EXTRACTS)), *(bulk(i) for i in range(BULKS))
+            )
         assert len(set(submitted)) == EXTRACTS + BULKS
 
         async def done_count() -> int:
-            return await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED' AND uuid = ANY($1::uuid[])", submitted)
+            return await pool.fetchval(
+                "SELECT count(*) FROM jobs WHERE status = 'COMPLETED' AND uuid = ANY($1::uuid[])", submitted
+            )
 
         # Kill one worker in the middle: some jobs done, many not.
         deadline = time.monotonic() + 120
@@ -143,8 +156,10 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
                     " AND status <> 'COMPLETED' GROUP BY 1, 2, 3",
                     submitted,
                 )
-                pytest.fail(f"{n} of {len(submitted)} completed; left: {[tuple(r) for r in left]}; "
-                            f"workers alive: {[w.poll() is None for w in workers]}")
+                pytest.fail(
+                    f"{n} of {len(submitted)} completed; left: {[tuple(r) for r in left]}; "
+                    f"workers alive: {[w.poll() is None for w in workers]}"
+                )
             await asyncio.sleep(0.1)
 
     jobs = await pool.fetch(
@@ -163,8 +178,10 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
     # heartbeat stopped, whatever arq's timeouts (an hour for a bulk upload). Whether the kill caught
     # a claimed job is timing (small jobs take milliseconds); test_recovery.py kills one for sure.
     rerun_after = max((j["started_at"] - killed_at).total_seconds() for j in reruns) if reruns else 0.0
-    print(f"\nscale-out: {len(reruns)} jobs ran again after the kill "
-          f"({sorted(j['type'] for j in reruns)}), the last {rerun_after:.1f} s after it")
+    print(
+        f"\nscale-out: {len(reruns)} jobs ran again after the kill "
+        f"({sorted(j['type'] for j in reruns)}), the last {rerun_after:.1f} s after it"
+    )
     assert rerun_after < RERUN_WITHIN_SECONDS
 
     storage = Path(settings.storage_dir)
@@ -180,6 +197,8 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
     bulks = [j for j in jobs if j["type"] == "BULK_ADD_PARTICIPANTS"]
     assert len(bulks) == BULKS
     assert all(j["result"]["uploadCount"] == ROWS_PER_BULK for j in bulks), [j["result"] for j in bulks][:3]
-    keys = await pool.fetch("SELECT subject_key, count(*) AS n FROM participants WHERE subject_key LIKE 'B%' GROUP BY 1")
+    keys = await pool.fetch(
+        "SELECT subject_key, count(*) AS n FROM participants WHERE subject_key LIKE 'B%' GROUP BY 1"
+    )
     # No duplicate participants, none missing.
     assert len(keys) == BULKS * ROWS_PER_BULK and all(k["n"] == 1 for k in keys)

@@ -67,7 +67,7 @@ async def test_the_schemathesis_cli_finds_nothing(settings, pool, tmp_path):
         serve.wait(timeout=30)
     failed = {role: r.stdout[-6000:] + r.stderr[-2000:] for role, r in outcomes.items() if r.returncode != 0}
     assert failed == {}, "\n\n".join(f"== as {role} ==\n{out}" for role, out in failed.items())
-    for role, r in outcomes.items():
+    for r in outcomes.values():
         # It really ran: operations were tested and the stateful phase took place.
         assert "No issues found" in r.stdout or "passed" in r.stdout, r.stdout[-3000:]
         assert "Stateful" in r.stdout or "stateful" in r.stdout, r.stdout[-3000:]

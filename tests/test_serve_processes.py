@@ -38,9 +38,11 @@ def test_pools_are_sized_to_stay_within_the_total() -> None:
 async def test_two_processes_share_the_port_and_the_metrics(settings) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--processes", "2"], cwd=ROOT,
+        [sys.executable, "-m", "service.cli", "serve", "--processes", "2"],
+        cwd=ROOT,
         env=cli_env(settings, PARTICIPANTS_PORT=str(port), PARTICIPANTS_DB_CONNECTIONS_TOTAL="10"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
@@ -58,7 +60,9 @@ async def test_two_processes_share_the_port_and_the_metrics(settings) -> None:
             text = await resp.text()
         counted = sum(
             float(m.group(1))
-            for m in re.finditer(r'^participants_http_requests_total\{[^}]*route="/healthz"[^}]*\} ([\d.e+]+)$', text, re.M)
+            for m in re.finditer(
+                r'^participants_http_requests_total\{[^}]*route="/healthz"[^}]*\} ([\d.e+]+)$', text, re.M
+            )
         )
         # Whichever process answered, the count is every process's: 60, not the share of one.
         assert counted == requests, text[:3000]
@@ -67,8 +71,10 @@ async def test_two_processes_share_the_port_and_the_metrics(settings) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         time.sleep(0.2)
-        assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-                       for pid in workers)
+        assert not any(
+            Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+            for pid in workers
+        )
         assert not reachable("127.0.0.1", port, 0.2)
     finally:
         if proc.poll() is None:

@@ -8,9 +8,19 @@ async def test_crc_adds_a_participant_and_registers_it(client, world):
     resp = await client.post(
         URL + "?register=y",
         headers={"Authorization": "bearer " + world.token("crc_a")},
-        json={"subjectKey": "OHIO-5", "firstName": "OHIO-5", "lastName": "ОНІО",
-              "emailAddress": "OHIOS@openclinica.com", "phoneNumber": "+1 1234567890"},
+        json={
+            "subjectKey": "OHIO-5",
+            "firstName": "OHIO-5",
+            "lastName": "ОНІО",
+            "emailAddress": "OHIOS@openclinica.com",
+            "phoneNumber": "+1 1234567890",
+        },
     )
     body = await expect(resp, 200)
-    assert body == {"subjectKey": "OHIO-5", "subjectOid": "SS_OHIO5", "status": "Available",
-                    "participateStatus": "CREATED", "siteOid": SITE_A}
+    assert body == {
+        "subjectKey": "OHIO-5",
+        "subjectOid": "SS_OHIO5",
+        "status": "Available",
+        "participateStatus": "CREATED",
+        "siteOid": SITE_A,
+    }

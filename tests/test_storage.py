@@ -26,9 +26,11 @@ async def _read(storage: Storage, key: str, start: int = 0, end: int | None = No
 async def test_streaming_upload_then_read_head_range_delete(storage: Storage):
     # Larger than one part, so S3 goes through a real multipart upload.
     data = bytes(range(256)) * (PART_SIZE // 256 * 2 + 123)
-    async with storage.open_upload("jobs/a.csv", content_type="text/csv", content_disposition="attachment") as up:
+    async with storage.open_upload(
+        "jobs/a.csv", content_type="text/csv", content_disposition="attachment"
+    ) as up:
         for i in range(0, len(data), 1_000_000):
-            await up.write(data[i:i + 1_000_000])
+            await up.write(data[i : i + 1_000_000])
     info = await storage.head("jobs/a.csv")
     assert info.size == len(data)
     assert await _read(storage, "jobs/a.csv") == data
@@ -62,8 +64,11 @@ async def test_an_aborted_upload_leaves_no_object(storage: Storage):
 
 
 async def test_presigned_urls_only_on_s3(storage: Storage):
-    async with storage.open_upload("jobs/s.csv", content_type="text/csv; charset=utf-8",
-                                   content_disposition='attachment; filename="s.csv"') as up:
+    async with storage.open_upload(
+        "jobs/s.csv",
+        content_type="text/csv; charset=utf-8",
+        content_disposition='attachment; filename="s.csv"',
+    ) as up:
         await up.write(b"a,b\n")
     url = await storage.presigned_get_url("jobs/s.csv", dt.timedelta(minutes=5))
     if storage.backend == "local":
@@ -77,7 +82,9 @@ async def test_presigned_urls_only_on_s3(storage: Storage):
 
 
 async def test_unreachable_s3_is_unavailable_not_not_found(s3_settings: Settings):
-    storage = Storage.from_settings(s3_settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0}))
+    storage = Storage.from_settings(
+        s3_settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0})
+    )
     with pytest.raises(StorageUnavailable):
         await storage.head("x")
     with pytest.raises(StorageUnavailable):

@@ -35,7 +35,9 @@ async def test_sign_in_then_use_the_token_as_oc4_clients_do(client, world, pool,
     assert token.count(".") == 2 and not token.startswith("{")
     body = await expect(await client.get(LIST_URL, headers={"Authorization": f"Bearer {token}"}), 200)
     assert body == {"studyParticipants": []}
-    add = await client.post(LIST_URL, json={"subjectKey": "TOK-1"}, headers={"Authorization": f"bearer {token}"})
+    add = await client.post(
+        LIST_URL, json={"subjectKey": "TOK-1"}, headers={"Authorization": f"bearer {token}"}
+    )
     await expect(add, 200)
     assert PASSWORD not in caplog.text and token not in caplog.text
     assert "crc_a" not in " ".join(str(r.__dict__) for r in caplog.records if r.name == "participants.signin")
@@ -123,12 +125,16 @@ async def test_admin_sets_passwords(client, world, pool):
     resp = await client.put(url, json={"password": "set by the admin"}, headers=world.auth("admin"))
     await expect(resp, 204)
     await expect(await sign_in(client, "crc_a", "set by the admin"), 200)
-    audit = await pool.fetchrow("SELECT username, action, details FROM audit_log WHERE action = 'admin.password.set'")
+    audit = await pool.fetchrow(
+        "SELECT username, action, details FROM audit_log WHERE action = 'admin.password.set'"
+    )
     assert audit["username"] == "admin" and "set by the admin" not in str(audit["details"])
 
     short = await client.put(url, json={"password": "short"}, headers=world.auth("admin"))
     assert (await expect(short, 400))["message"] == "errorCode.passwordTooShort"
-    missing = await client.put("/admin/api/users/nobody/password", json={"password": "long enough pw"}, headers=world.auth("admin"))
+    missing = await client.put(
+        "/admin/api/users/nobody/password", json={"password": "long enough pw"}, headers=world.auth("admin")
+    )
     assert (await expect(missing, 404))["message"] == "errorCode.userNotFound"
     await expect(await client.put(url, json={}, headers=world.auth("admin")), 400)
     await expect(await client.put(url, json={"password": "long enough pw"}, headers=world.auth("dm")), 403)

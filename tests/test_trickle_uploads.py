@@ -13,7 +13,9 @@ BULK = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participant
 LIST = f"/pages/auth/api/clinicaldata/studies/{STUDY}/participants"
 
 
-async def _trickle(host: str, port: int, token: str, n: int, started: asyncio.Event, go: asyncio.Event) -> bytes:
+async def _trickle(
+    host: str, port: int, token: str, n: int, started: asyncio.Event, go: asyncio.Event
+) -> bytes:
     """A raw HTTP upload whose body comes a few bytes at a time, finishing only after ``go``."""
     body = f"ParticipantID\nT-{n:03d}-1\nT-{n:03d}-2\n".encode()
     reader, writer = await asyncio.open_connection(host, port)
@@ -60,7 +62,9 @@ async def test_fifty_tricklers_leave_the_pool_to_everyone_else(make_client, worl
 
     go.set()
     answers = await asyncio.gather(*uploads)
-    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers if not a.startswith(b"HTTP/1.1 200")]
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [
+        a[:40] for a in answers if not a.startswith(b"HTTP/1.1 200")
+    ]
     added = await world.pool.fetchval("SELECT count(*) FROM participants WHERE subject_key LIKE 'T-%'")
     assert added == 2 * TRICKLERS
     await expect(await client.get("/healthz"), 200)

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.core.webhooks import models as wm
 from service.core.jobs import lifecycle, model, rights, store
+from service.core.webhooks import models as wm
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
     Receiver,
@@ -101,10 +101,8 @@ async def test_private_and_odd_urls_are_refused_at_registration(client, world, u
         ({"url": "https://93.184.216.34/x", "eventTypes": []}, ["eventTypes"]),
         ({"url": "https://93.184.216.34/x", "enabled": "yes"}, ["enabled"]),
         ({"url": "https://93.184.216.34/x", "secret": "whsec_mine"}, ["secret"]),
-        (
-            {"url": "https://93.184.216.34/x", "description": "a\u0000b"},
-            ["description"],
-        ),  # Postgres refuses NUL
+        # Postgres refuses NUL
+        ({"url": "https://93.184.216.34/x", "description": "a\u0000b"}, ["description"]),
         ({"url": "https://93.184.216.34/\u0000"}, ["url"]),
         ({"url": "https://93.184.216.34/a b"}, ["url"]),
         ({"url": "https://93.184.216.34/x", "studyOid": "S\u0000"}, ["studyOid"]),
@@ -165,7 +163,9 @@ async def test_outbox_rows_follow_the_transaction_and_the_subscriptions(client, 
         tr = conn.transaction()
         await tr.start()
         assert await lifecycle.fail_job(conn, unfinished, "x")
-        assert await conn.fetchval("SELECT count(*) FROM webhook_messages WHERE job_uuid = $1", unfinished) == 2
+        assert (
+            await conn.fetchval("SELECT count(*) FROM webhook_messages WHERE job_uuid = $1", unfinished) == 2
+        )
         await tr.rollback()
     assert await pool.fetchval("SELECT count(*) FROM webhook_messages") == 3
 
@@ -446,7 +446,9 @@ async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, s
     assert (event["type"], event["data"]["jobUuid"]) == ("job.failed", str(job["uuid"]))
 
 
-async def test_a_running_worker_delivers_as_soon_as_the_job_commits(make_client, world, pool, settings, receiver):
+async def test_a_running_worker_delivers_as_soon_as_the_job_commits(
+    make_client, world, pool, settings, receiver
+):
     """The outbox listener alone (no sweeper cron in this worker) turns a commit into a delivery."""
     import asyncio
     import time
@@ -457,7 +459,9 @@ async def test_a_running_worker_delivers_as_soon_as_the_job_commits(make_client,
     await world.standard()
     client = await make_client(**ALLOW_LOCAL)
     await _register(client, world, await receiver.start())
-    worker = build_worker(settings.model_copy(update=ALLOW_LOCAL), settings.default_queue, cron_jobs=[], poll_delay=0.01)
+    worker = build_worker(
+        settings.model_copy(update=ALLOW_LOCAL), settings.default_queue, cron_jobs=[], poll_delay=0.01
+    )
     running = asyncio.create_task(worker.async_run())
     try:
         deadline = time.monotonic() + 10
@@ -488,7 +492,9 @@ async def test_the_event_payload_is_the_jobs_metadata_with_python_timestamps(cli
     created = await _register(client, world, "https://93.184.216.34/all")
     job_uuid = await finished_job(pool, "COMPLETED")
     job = await pool.fetchrow("SELECT * FROM jobs WHERE uuid = $1", job_uuid)
-    payload = await pool.fetchval("SELECT payload FROM webhook_messages WHERE endpoint_id = $1", created["id"])
+    payload = await pool.fetchval(
+        "SELECT payload FROM webhook_messages WHERE endpoint_id = $1", created["id"]
+    )
 
     def iso(at: dt.datetime) -> str:
         return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
@@ -503,5 +509,8 @@ async def test_the_event_payload_is_the_jobs_metadata_with_python_timestamps(cli
         },
     }  # fmt: skip
     zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
-    for at in (dt.datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=zone)):
+    for at in (
+        dt.datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=zone),
+    ):
         assert await pool.fetchval(f"SELECT {_iso_utc('$1::timestamptz')}", at) == iso(at)

@@ -66,12 +66,8 @@ async def _attempt(pool, settings, message_id, **mock):
         (500, {"Retry-After": "10000000"}, 12 * 3600 - 2, 12 * 3600),  # capped at the backoff maximum
         (503, {"Retry-After": "soon"}, 22.5 - 2, 37.5),  # unreadable: the normal backoff
         (400, {"Retry-After": "120"}, 22.5 - 2, 37.5),  # only 429 and 5xx speak for the receiver's load
-        (
-            302,
-            {"Location": "http://169.254.169.254/"},
-            22.5 - 2,
-            37.5,
-        ),  # a redirect is a failure, never followed
+        # a redirect is a failure, never followed
+        (302, {"Location": "http://169.254.169.254/"}, 22.5 - 2, 37.5),
         (404, {}, 22.5 - 2, 37.5),
     ],
 )
@@ -128,7 +124,7 @@ async def test_backoff_grows_exponentially_with_jitter(pool, settings, message):
 )
 async def test_network_failures_are_retried(pool, settings, message, mock, outcome, error):
     assert await _attempt(pool, settings, message, **mock) == outcome
-    state, wait, last_error = await _wait(pool, message)
+    state, wait, _ = await _wait(pool, message)
     assert state == "pending" and 20 <= wait <= 37.5
     assert await pool.fetchval("SELECT error FROM webhook_attempts") == error
 
@@ -152,9 +148,8 @@ async def test_the_last_attempt_is_at_the_end_of_the_window_then_it_gives_up(poo
 async def test_2xx_is_success_and_410_disables(pool, settings, message):
     assert await _attempt(pool, settings, message, status=202) == "success"
     assert (await _wait(pool, message))[0] == "delivered"
-    assert (
-        await attempt_delivery(pool, settings, message) == "not_pending"
-    )  # a duplicate arq message: nothing
+    # A duplicate arq message: nothing.
+    assert await attempt_delivery(pool, settings, message) == "not_pending"
 
     second = await finished_job(pool, "FAILED")
     msg2 = await pool.fetchval("SELECT id FROM webhook_messages WHERE job_uuid = $1", second)

@@ -30,7 +30,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.requests.append(({k: v for k, v in request.headers.items()}, body))
+        self.requests.append((dict(request.headers.items()), body))
         step = self.script.pop(0) if self.script else 204
         if isinstance(step, tuple) and step[0] == "sleep":
             await asyncio.sleep(step[1])

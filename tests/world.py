@@ -49,13 +49,22 @@ class World:
             return await directory.create_site(conn, study, directory.SiteIn(oid=oid, **fields))
 
     async def user(
-        self, username: str, roles: list[tuple[str | None, str]] = (), study: str = STUDY, full_name: str = "", admin: bool = False
+        self,
+        username: str,
+        roles: list[tuple[str | None, str]] = (),
+        study: str = STUDY,
+        full_name: str = "",
+        admin: bool = False,
     ) -> str:
         """Create the user with these roles; return a bearer token for them."""
         async with self.pool.acquire() as conn:
-            await directory.create_user(conn, directory.UserIn(username=username, fullName=full_name or username.title(), admin=admin))
+            await directory.create_user(
+                conn, directory.UserIn(username=username, fullName=full_name or username.title(), admin=admin)
+            )
             for site, role in roles:
-                await directory.grant_role(conn, username, directory.RoleIn(studyOid=study, siteOid=site, role=role))
+                await directory.grant_role(
+                    conn, username, directory.RoleIn(studyOid=study, siteOid=site, role=role)
+                )
         return self.token(username)
 
     def token(self, username: str, ttl: int = 3600) -> str:

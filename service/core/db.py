@@ -53,7 +53,7 @@ async def create_pool(
     dsn: str,
     min_size: int = 2,
     max_size: int = 20,
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 - asyncpg's connect timeout, handed on
     acquire_timeout: float | None = None,
 ) -> asyncpg.Pool:
     """A pool of ``PooledConnection``s. With ``acquire_timeout``, every ``acquire()`` (and the pool's

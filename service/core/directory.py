@@ -87,7 +87,7 @@ class RoleIn(BaseModel):
     studyOid: str = Field(max_length=64)
     siteOid: str | None = Field(default=None, max_length=64)
     # Checked by grant/revoke (their error names the allowed roles); the enum tells clients up front.
-    role: str = Field(json_schema_extra={"enum": sorted(ALL_ROLES)})
+    role: str = Field(json_schema_extra={"enum": [*sorted(ALL_ROLES)]})
 
 
 # --- Answers of the admin API ---

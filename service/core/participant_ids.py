@@ -63,11 +63,15 @@ async def next_generated_id(conn: asyncpg.Connection, scope: Scope) -> str:
         seq = await conn.fetchval(
             "UPDATE studies SET id_seq = id_seq + 1 WHERE id = $1 RETURNING id_seq", study["id"]
         )
-        key = study["id_template"].format(site=scope.site_oid or study["oid"], study=study["oid"], seq=seq)
+        key: str = study["id_template"].format(
+            site=scope.site_oid or study["oid"], study=study["oid"], seq=seq
+        )
         if participant_id_errors(key):
             raise ApiError("participantIDGenerationFailed", scope.params)
         taken = await conn.fetchval(
-            "SELECT 1 FROM participants WHERE study_id = $1 AND lower(subject_key) = lower($2)", study["id"], key
+            "SELECT 1 FROM participants WHERE study_id = $1 AND lower(subject_key) = lower($2)",
+            study["id"],
+            key,
         )
         if not taken:
             return key

@@ -17,7 +17,12 @@ from service.core.participant_ids import new_access_code, next_generated_id
 from service.core.roles import Action, Scope
 from service.core.validation import contact_errors, participant_id_errors
 
-STATUS_LABELS = {"available": "Available", "signed": "Signed", "removed": "Removed", "auto-removed": "Auto-Removed"}
+STATUS_LABELS = {
+    "available": "Available",
+    "signed": "Signed",
+    "removed": "Removed",
+    "auto-removed": "Auto-Removed",
+}
 ENROLLED_STATUSES = ("available", "signed")
 REMOVED_STATUSES = ("removed", "auto-removed")
 
@@ -108,8 +113,9 @@ async def lock_study_and_check_cap(conn: asyncpg.Connection, study: dict[str, An
     if not study["enforce_enrollment_cap"]:
         return adding
     await conn.execute("SELECT 1 FROM studies WHERE id = $1 FOR UPDATE", study["id"])
-    enrolled = await conn.fetchval(COUNT_ENROLLED, study["id"], list(ENROLLED_STATUSES))
-    return max(0, min(adding, study["expected_total_enrollment"] - enrolled))
+    enrolled: int = await conn.fetchval(COUNT_ENROLLED, study["id"], list(ENROLLED_STATUSES))
+    cap: int = study["expected_total_enrollment"]
+    return max(0, min(adding, cap - enrolled))
 
 
 async def save_participant(
@@ -147,7 +153,9 @@ async def save_participant(
 
     async with conn.transaction():
         for _ in range(5):  # a concurrent insert of the same ID or access code: look again
-            existing = await conn.fetchrow(SELECT_BY_KEY + " FOR UPDATE OF p", study["id"], key) if key else None
+            existing = (
+                await conn.fetchrow(SELECT_BY_KEY + " FOR UPDATE OF p", study["id"], key) if key else None
+            )
             if existing is not None:
                 return await _update(conn, scope, existing, contact, register, params)
             if system_generated and key:
@@ -225,7 +233,11 @@ async def _create(
         return None
     fields = [k for k in CONTACT_COLUMNS if contact.get(k)]
     await audit.record(
-        conn, scope, "participant.create", participant_id=row["id"], details={"fields": fields, "registered": register}
+        conn,
+        scope,
+        "participant.create",
+        participant_id=row["id"],
+        details={"fields": fields, "registered": register},
     )
     return view(row, scope.site_oid)
 
@@ -274,7 +286,13 @@ async def _update(
         *changes.values(),
     )
     assert row is not None
-    action = "participant.reassign" if reassign else "participant.register" if registering else "participant.update"
+    action = (
+        "participant.reassign"
+        if reassign
+        else "participant.register"
+        if registering
+        else "participant.update"
+    )
     fields = [f for f, c in CONTACT_COLUMNS.items() if c in changes]
     details: dict[str, Any] = {"fields": fields, "registered": registering}
     if reassign:
@@ -283,7 +301,9 @@ async def _update(
     return view(row, scope.site_oid)
 
 
-async def set_status(conn: asyncpg.Connection, scope: Scope, subject_key: str, remove: bool) -> dict[str, Any]:
+async def set_status(
+    conn: asyncpg.Connection, scope: Scope, subject_key: str, remove: bool
+) -> dict[str, Any]:
     """Remove (soft) or restore a participant. Doing either twice is a no-op, not an error."""
     study, site = scope.study, scope.site
     assert study is not None
@@ -329,7 +349,9 @@ LIMIT $4 OFFSET $5
 """
 
 
-async def list_participants(conn: asyncpg.Connection, scope: Scope, page: int, size: int) -> list[dict[str, Any]]:
+async def list_participants(
+    conn: asyncpg.Connection, scope: Scope, page: int, size: int
+) -> list[dict[str, Any]]:
     """OC4's listing shape, without personal data. Site-level roles see their own sites only."""
     assert scope.study is not None
     rows = await conn.fetch(

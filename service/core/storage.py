@@ -13,6 +13,7 @@ whose not-found error is an ``OSError`` and would otherwise read as "dependency 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 from collections.abc import AsyncIterator
@@ -88,10 +89,9 @@ class Upload:
             return
         self._done = True
         # obstore aborts the multipart upload when its writer's context exits with an exception.
-        try:
+        # Nothing more to do if that fails: the object was never completed.
+        with contextlib.suppress(Exception):
             await self._writer.__aexit__(StorageError, StorageError("aborted"), None)
-        except Exception:  # noqa: S110 - nothing more to do: the object was never completed
-            pass
 
     async def __aenter__(self) -> Upload:
         return self
@@ -170,7 +170,7 @@ class Storage:
         writer = obstore.open_writer_async(
             self.store,
             key,
-            attributes=attributes or None,  # type: ignore[arg-type]
+            attributes=attributes or None,
             buffer_size=PART_SIZE,
             max_concurrency=UPLOAD_CONCURRENCY,
         )

@@ -52,12 +52,18 @@ async def seed_demo(conn: asyncpg.Connection) -> list[str]:
         )
     )
     for oid in DEMO_SITES:
-        await ignore_existing(directory.create_site(conn, DEMO_STUDY, directory.SiteIn(oid=oid, name=f"Site {oid[-1]}")))
+        await ignore_existing(
+            directory.create_site(conn, DEMO_STUDY, directory.SiteIn(oid=oid, name=f"Site {oid[-1]}"))
+        )
     for username, full_name, admin, roles in DEMO_USERS:
-        await ignore_existing(directory.create_user(conn, directory.UserIn(username=username, fullName=full_name, admin=admin)))
+        await ignore_existing(
+            directory.create_user(conn, directory.UserIn(username=username, fullName=full_name, admin=admin))
+        )
         for site, role in roles:
             await ignore_existing(
-                directory.grant_role(conn, username, directory.RoleIn(studyOid=DEMO_STUDY, siteOid=site, role=role))
+                directory.grant_role(
+                    conn, username, directory.RoleIn(studyOid=DEMO_STUDY, siteOid=site, role=role)
+                )
             )
     study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", DEMO_STUDY)
     for site, key, first, last, email, phone in DEMO_PARTICIPANTS:

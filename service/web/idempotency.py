@@ -76,7 +76,12 @@ async def once(
     settings = request.app[SETTINGS]
     print_ = idempotency.fingerprint(request.method, _target(request), body_digest)
     kept = await idempotency.claim(
-        conn, username, key, print_, settings.idempotency_retention_seconds, settings.idempotency_lease_seconds
+        conn,
+        username,
+        key,
+        print_,
+        settings.idempotency_retention_seconds,
+        settings.idempotency_lease_seconds,
     )
     if kept is not None:
         return await _replay(request, kept)
@@ -108,7 +113,9 @@ async def _release(conn: asyncpg.Connection, username: str, key: str) -> None:
         await asyncio.shield(idempotency.release(conn, username, key))
 
 
-async def _body(request: web.Request, resp: web.StreamResponse, recorder: Recorder) -> tuple[bytes | None, str | None]:
+async def _body(
+    request: web.Request, resp: web.StreamResponse, recorder: Recorder
+) -> tuple[bytes | None, str | None]:
     if isinstance(resp, web.Response):
         body = resp.body
         return (bytes(body) if isinstance(body, bytes | bytearray) else b""), None

@@ -14,7 +14,16 @@ from service.core.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
 
-FLAG_VALUES = {"y": True, "yes": True, "true": True, "1": True, "n": False, "no": False, "false": False, "0": False}
+FLAG_VALUES = {
+    "y": True,
+    "yes": True,
+    "true": True,
+    "1": True,
+    "n": False,
+    "no": False,
+    "false": False,
+    "0": False,
+}
 
 
 NUL_IN_QUERY = web.RequestKey("nul_in_query", bool)  # set by the NUL guard middleware

@@ -68,9 +68,15 @@ def _links(op: Op, route: web.AbstractRoute, routes: list[web.AbstractRoute]) ->
             continue
         target = max(targets, key=lambda r: _common_prefix(path, r.resource.canonical))  # type: ignore[union-attr]
         wanted = set(_path_params(target.resource.canonical))  # type: ignore[union-attr]
-        parameters = {k: v for k, v in link.parameters.items()
-                      if k in wanted and (not v.startswith("$request.path.") or v[14:] in _path_params(path))}
-        found.setdefault(link.status, {})[link.name] = {"operationId": _operation_id(target), "parameters": parameters}
+        parameters = {
+            k: v
+            for k, v in link.parameters.items()
+            if k in wanted and (not v.startswith("$request.path.") or v[14:] in _path_params(path))
+        }
+        found.setdefault(link.status, {})[link.name] = {
+            "operationId": _operation_id(target),
+            "parameters": parameters,
+        }
     return found
 
 
@@ -87,7 +93,10 @@ def _responses(op: Op, ref: Any, links: dict[int, dict[str, Any]]) -> dict[str, 
     responses: dict[str, Any] = {}
     for status, answer in op.ok.items():
         if answer is None:
-            entry: dict[str, Any] = {"description": "success", "content": {"application/json": {"schema": {}}}}
+            entry: dict[str, Any] = {
+                "description": "success",
+                "content": {"application/json": {"schema": {}}},
+            }
         elif answer == NO_CONTENT:
             entry = {"description": HTTPStatus(status).phrase}
         elif isinstance(answer, dict):
@@ -103,7 +112,9 @@ def _responses(op: Op, ref: Any, links: dict[int, dict[str, Any]]) -> dict[str, 
             headers = {expr.split(".", 2)[2] for link in links[status].values() for expr in link["parameters"].values()
                        if expr.startswith("$response.header.")}  # fmt: skip
             if headers:
-                entry["headers"] = {h: {"schema": {"type": "string"}, "required": True} for h in sorted(headers)}
+                entry["headers"] = {
+                    h: {"schema": {"type": "string"}, "required": True} for h in sorted(headers)
+                }
         responses[str(status)] = entry
     error_schema = ref(op.error_model) if op.error_model is ErrorBody else {
         "anyOf": [ref(op.error_model), ref(ErrorBody)]
@@ -132,10 +143,14 @@ IDEMPOTENCY_KEY_PARAMETER = {
 
 
 def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]:
+    # The console's HTML pages are not part of the API.
     routes = [
-        r for r in app.router.routes()
-        if r.method not in SKIP_METHODS and r.resource is not None and not (r.name or "").startswith("console.")
-    ]  # the console's HTML pages are not part of the API
+        r
+        for r in app.router.routes()
+        if r.method not in SKIP_METHODS
+        and r.resource is not None
+        and not (r.name or "").startswith("console.")
+    ]
     ops = [_operation_for(r) for r in routes]
     refs, top = models_json_schema(_models(ops), ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})

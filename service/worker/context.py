@@ -15,7 +15,9 @@ from service.worker.heartbeats import Heartbeats
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     assert settings.database_url
-    ctx["db"] = await create_pool(settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds)
+    ctx["db"] = await create_pool(
+        settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds
+    )
     ctx["storage"] = Storage.from_settings(settings)
     ctx["heartbeats"] = Heartbeats(settings)
     await ctx["heartbeats"].start()

@@ -26,6 +26,8 @@ from arq import Worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
+from service.core.redis import eval_script
+
 # KEYS: the queue, then the in-progress key of each id; ARGV: now (ms), the in-progress key's
 # lifetime (ms), then the ids in the order of their keys. Returns id, score, id, score... taken.
 TAKE_SCRIPT = """
@@ -74,8 +76,8 @@ class PromptWorker(Worker):
         ids = [job_id.decode() for job_id in job_ids]
         keys = [self.queue_name, *(in_progress_key_prefix + job_id for job_id in ids)]
         lifetime_ms = int(self.in_progress_timeout_s * 1000)
-        taken = await self.pool.eval(TAKE_SCRIPT, len(keys), *keys, timestamp_ms(), lifetime_ms, *ids)
-        for job_id_b, score in zip(taken[::2], taken[1::2]):
+        taken = await eval_script(self.pool, TAKE_SCRIPT, keys, timestamp_ms(), lifetime_ms, *ids)
+        for job_id_b, score in zip(taken[::2], taken[1::2], strict=False):
             job_id = job_id_b.decode()
             await self.sem.acquire()  # never waits: the slots were counted free
             self.job_counter += 1

@@ -52,9 +52,8 @@ def policy(settings: Settings) -> AddressPolicy:
 def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
     """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
     stored = payload["data"]
-    data = {
-        name: stored.get(name) for name in wm.JobEventData.model_fields
-    }  # the documented order (jsonb sorts keys)
+    # The documented order (jsonb sorts keys).
+    data = {name: stored.get(name) for name in wm.JobEventData.model_fields}
     status_url, download_url = job_urls(oc4_base(settings.public_url, settings.path_prefix), data["jobUuid"])
     data["statusUrl"] = status_url
     completed_extract = data["jobType"] == EXTRACT_PARTICIPANTS and data["status"] == COMPLETED
@@ -255,16 +254,18 @@ async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings:
         await check_url(url, guard, resolve=False)  # literal IPs skip the resolver below
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(guard), force_close=True)
         timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-                text = await resp.content.read(wr.EXCERPT_CHARS * 4)
-                return AttemptResult(
-                    wr.classify(resp.status),
-                    resp.status,
-                    wr.excerpt(text),
-                    None,
-                    resp.headers.get("Retry-After"),
-                )
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+            session.post(url, data=body, headers=headers, allow_redirects=False) as resp,
+        ):
+            text = await resp.content.read(wr.EXCERPT_CHARS * 4)
+            return AttemptResult(
+                wr.classify(resp.status),
+                resp.status,
+                wr.excerpt(text),
+                None,
+                resp.headers.get("Retry-After"),
+            )
     except BlockedAddress as exc:
         return AttemptResult("blocked", error=exc.reason)
     except aiohttp.ClientConnectorError as exc:

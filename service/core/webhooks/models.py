@@ -8,9 +8,10 @@ from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic.json_schema import JsonDict
 
 EventType = Literal["job.completed", "job.failed"]
-EVENT_TYPES: tuple[str, ...] = ("job.completed", "job.failed")
+EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed")
 MessageStatus = Literal["pending", "delivered", "failed"]
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "blocked", "gone"]
 MAX_OVERLAP_SECONDS = 30 * 24 * 3600
@@ -18,7 +19,7 @@ MAX_OVERLAP_SECONDS = 30 * 24 * 3600
 # Postgres text cannot hold NUL: such input is a 400 here, not a failed query.
 URL_PATTERN = r"^[^\x00-\x20\x7f]+$"  # no whitespace or control characters
 # What ``ssrf.split_url`` accepts besides (scheme, a host, no credentials); stated for clients.
-HTTP_URL = {"pattern": r"^https?://[^\x00-\x20\x7f/?#@:]+(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f]*)?$"}
+HTTP_URL: JsonDict = {"pattern": r"^https?://[^\x00-\x20\x7f/?#@:]+(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f]*)?$"}
 TEXT_PATTERN = r"^[^\x00]*$"
 
 
@@ -33,12 +34,13 @@ class WebhookIn(BaseModel):
 
 class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str | None = Field(default=None, min_length=1, max_length=2048, pattern=URL_PATTERN, json_schema_extra=HTTP_URL)
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2048, pattern=URL_PATTERN, json_schema_extra=HTTP_URL
+    )
     description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
     eventTypes: list[EventType] | None = Field(default=None, min_length=1, max_length=2)
-    studyOid: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN
-    )  # null: every study
+    # null: every study
+    studyOid: str | None = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)
     enabled: StrictBool | None = None
 
 

@@ -57,7 +57,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 def backoff_seconds(attempt: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
     """Delay after failed attempt number ``attempt`` (1-based): exponential, capped, with ±25% jitter."""
-    base = settings.webhook_backoff_base_seconds * 2 ** min(attempt - 1, 40)
+    base: float = settings.webhook_backoff_base_seconds * 2 ** min(attempt - 1, 40)
     return min(base, settings.webhook_backoff_max_seconds) * (0.75 + 0.5 * rand())
 
 

@@ -49,7 +49,7 @@ def endpoint_view(row: asyncpg.Record) -> WebhookOut:
 async def _study_id(conn: asyncpg.Connection, study_oid: str | None) -> int | None:
     if study_oid is None:
         return None
-    study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", study_oid)
+    study_id: int | None = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", study_oid)
     if study_id is None:
         raise ApiError("studyNotExist", {"studyOid": study_oid})
     return study_id
