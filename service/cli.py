@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from service.core.logs import setup_logging
 from service.launch.dev import dev
@@ -16,6 +17,8 @@ from service.launch.startup import require_verification, with_conn
 from service.launch.workers import queues, workers_until_stopped
 from service.settings import Settings
 from service.web.tokens import mint_token
+
+T = TypeVar("T")
 
 
 def _require_urls(settings: Settings) -> None:
@@ -37,7 +40,7 @@ def _read_new_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover
@@ -50,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sv = sub.add_parser("serve", help="run the HTTP API (applies migrations first)")
     sv.add_argument(
-        "--processes", type=int, default=None, metavar="N",
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
         help="API processes on the one port (default PARTICIPANTS_PROCESSES, else one per core)",
     )
     sv.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
@@ -62,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     cu.add_argument("username")
     cu.add_argument("--full-name", default="")
     cu.add_argument("--admin", action="store_true")
-    for name, what in (("disable-user", "switch USERNAME off: tokens and password refused at once"),
-                       ("enable-user", "switch USERNAME on again")):
+    for name, what in (
+        ("disable-user", "switch USERNAME off: tokens and password refused at once"),
+        ("enable-user", "switch USERNAME on again"),
+    ):
         sub.add_parser(name, help=what + " (audited, actor 'cli')").add_argument("username")
     sp = sub.add_parser("set-password", help="set USERNAME's password (stdin, or asked without echo)")
     sp.add_argument("username")
@@ -76,10 +84,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     settings = Settings()
     setup_logging(settings.log_level, settings.log_json)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _dispatch(args, settings)
-    except KeyboardInterrupt:
-        pass
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
@@ -93,7 +99,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
             settings.jwt_secret = read_dev_secret(settings.data_dir)  # the one `participants dev` made
         if not settings.jwt_secret:
-            sys.exit("PARTICIPANTS_JWT_SECRET is not set (and `participants dev` made none): cannot mint tokens")
+            sys.exit(
+                "PARTICIPANTS_JWT_SECRET is not set (and `participants dev` made none): cannot mint tokens"
+            )
         print(mint_token(settings, args.username, args.ttl))
     elif args.command == "dev":
         _run(dev(settings))
@@ -153,4 +161,4 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main(os.sys.argv[1:])
+    main(sys.argv[1:])

@@ -77,8 +77,8 @@ async def test_the_sql_right_agrees_with_authorize(world, pool):
     """The SQL condition that decides who sees a job (list, status, download, the extract's start)
     agrees with the API's rule (roles.authorize) for every role held at the study, at the job's site
     or at another site, on both job types and both levels."""
-    from service.core.jobs import lifecycle, model, rights, store
     from service.core.errors import ApiError
+    from service.core.jobs import lifecycle, model, rights, store
     from service.core.roles import ALL_ROLES, authorize, load_scope
 
     await world.standard()
@@ -95,7 +95,12 @@ async def test_the_sql_right_agrees_with_authorize(world, pool):
                     if job_type == model.EXTRACT_PARTICIPANTS and site is None:
                         continue  # an extract is always of one site
                     async with pool.acquire() as conn:
-                        row = await lifecycle.create_job(conn, model.NewJob(job_type=job_type, study_id=study_id, site_id=site, owner_id=user_id))
+                        row = await lifecycle.create_job(
+                            conn,
+                            model.NewJob(
+                                job_type=job_type, study_id=study_id, site_id=site, owner_id=user_id
+                            ),
+                        )
                         job = await conn.fetchrow(store.JOB_SELECT + " WHERE j.uuid = $1", row["uuid"])
                         scope = await load_scope(conn, username, STUDY, SITE_A if site else None)
                         try:

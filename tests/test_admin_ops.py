@@ -9,7 +9,7 @@ import warnings
 import pytest
 from arq import create_pool
 
-from service.core.jobs import lifecycle, model, rights, store
+from service.core.jobs import lifecycle, model
 from service.core.jobs.attempts import Beat, beat_jobs
 from service.core.redis import redis_settings
 from service.core.storage import Storage, StorageNotFound

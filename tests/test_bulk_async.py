@@ -237,8 +237,7 @@ async def test_async_job_cancelled_before_it_runs_adds_nothing(client, world, se
 
 async def test_sweeper_knows_how_to_rerun_a_bulk_job(client, world, settings):
     """A bulk job Redis lost is enqueued again by the sweeper, by name, on the default queue."""
-    from service.core.jobs import queue
-    from service.core.jobs import lifecycle, model, rights, store
+    from service.core.jobs import model, queue
     from service.worker.tasks import DEFAULT_FUNCTIONS
 
     function_name, queue_field = model.JOB_FUNCTIONS["BULK_ADD_PARTICIPANTS"]

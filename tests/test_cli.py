@@ -198,9 +198,9 @@ def test_docker_compose_carries_no_usable_secret():
 
 
 async def test_make_run_gives_every_demo_user_a_fresh_password(pool):
-    from service.launch.dev import demo_passwords
     from service.core import accounts
     from service.dev.demo import DEMO_USERS, seed_demo
+    from service.launch.dev import demo_passwords
 
     async with pool.acquire() as conn:
         await seed_demo(conn)

@@ -166,8 +166,8 @@ async def test_make_run_prints_the_console_url_with_a_working_demo_password(
 ):
     import re
 
-    from service.launch.dev import demo_passwords, print_demo
     from service.dev.demo import seed_demo
+    from service.launch.dev import demo_passwords, print_demo
 
     async with pool.acquire() as conn:
         users = await seed_demo(conn)

@@ -318,7 +318,7 @@ async def test_download_is_generic_over_job_types(client, world, pool, settings)
     """Another job type (an async bulk upload's report) is served from its own object_key and file_name."""
     import hashlib as _h
 
-    from service.core.jobs import lifecycle, model, rights, store
+    from service.core.jobs import lifecycle, model
     from service.core.storage import Storage
 
     await world.standard()
@@ -327,19 +327,26 @@ async def test_download_is_generic_over_job_types(client, world, pool, settings)
         ids = await conn.fetchrow(
             "SELECT st.id AS study_id, u.id AS owner_id FROM studies st, users u WHERE u.username = 'crc_a'"
         )
-        job = await lifecycle.create_job(conn, model.NewJob(job_type=model.BULK_ADD_PARTICIPANTS,
-            study_id=ids["study_id"],
-            site_id=None,
-            owner_id=ids["owner_id"],
-            file_name="bulk report.json",
-            object_key="bulk/r.json"))
+        job = await lifecycle.create_job(
+            conn,
+            model.NewJob(
+                job_type=model.BULK_ADD_PARTICIPANTS,
+                study_id=ids["study_id"],
+                site_id=None,
+                owner_id=ids["owner_id"],
+                file_name="bulk report.json",
+                object_key="bulk/r.json",
+            ),
+        )
         await conn.execute(
             "UPDATE jobs SET status = 'IN_PROGRESS', attempts = 1 WHERE uuid = $1", job["uuid"]
         )
         async with Storage.from_settings(settings).open_upload("bulk/r.json") as up:
             await up.write(data)
         made = model.JobFile(byte_size=len(data), sha256=_h.sha256(data).hexdigest())
-        assert await lifecycle.complete_job(conn, job["uuid"], 1, made, __import__("datetime").timedelta(hours=1))
+        assert await lifecycle.complete_job(
+            conn, job["uuid"], 1, made, __import__("datetime").timedelta(hours=1)
+        )
     resp = await download(client, world, str(job["uuid"]))
     assert resp.status == 200 and await resp.read() == data
     assert resp.headers["Content-Type"] == "application/json"

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from service.dev.embedded import free_port, reachable
-from service.settings import Settings
 from service.launch.processes import pool_max_per_process, process_count
+from service.settings import Settings
 from tests.test_cli import ROOT, cli_env
 
 

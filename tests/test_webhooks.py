@@ -7,7 +7,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.core.jobs import lifecycle, model, rights, store
+from service.core.jobs import lifecycle, model
 from service.core.webhooks import models as wm
 from tests.test_webhooks_support import (
     ALLOW_LOCAL,
@@ -405,7 +405,7 @@ async def test_new_messages_are_queued_the_moment_the_job_commits(world, pool, s
 
     from arq import create_pool
 
-    from service.core.jobs import lifecycle, model, rights, store
+    from service.core.jobs import lifecycle, model
     from service.core.redis import redis_settings
     from service.core.webhooks import store as ws
     from service.worker.webhooks import start_outbox_listener, stop_outbox_listener

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service.core.jobs import lifecycle, model, rights, store
+from service.core.jobs import lifecycle, model
 from service.settings import Settings
 from tests.world import SITE_A, STUDY
 
@@ -71,7 +71,9 @@ async def finished_job(
         if status == "COMPLETED":
             import datetime as dt
 
-            made = model.JobFile(row_count=3, byte_size=120, sha256="ab" * 32, object_key=f"extracts/{row['uuid']}.csv")
+            made = model.JobFile(
+                row_count=3, byte_size=120, sha256="ab" * 32, object_key=f"extracts/{row['uuid']}.csv"
+            )
             await lifecycle.complete_job(conn, row["uuid"], 1, made, dt.timedelta(hours=24))
         elif status == "FAILED":
             await lifecycle.fail_job(conn, row["uuid"], "storage: unavailable")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.core.jobs import lifecycle, model, rights, store
+from service.core.jobs import model
 from service.settings import Settings
 from service.worker import tasks
 from service.worker.main import build_worker

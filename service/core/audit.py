@@ -180,7 +180,10 @@ async def list_entries(conn: asyncpg.Connection, filters: AuditFilters, page: in
     args = (filters.username, filters.action, filters.study_oid, filters.site_oid, filters.start, filters.end)
     total = await conn.fetchval("SELECT count(*)" + AUDIT_FROM + AUDIT_FILTERED, *args)
     rows = await conn.fetch(
-        AUDIT_SELECT + AUDIT_FILTERED + " ORDER BY a.at DESC, a.id DESC LIMIT $7 OFFSET $8", *args, size, (page - 1) * size
+        AUDIT_SELECT + AUDIT_FILTERED + " ORDER BY a.at DESC, a.id DESC LIMIT $7 OFFSET $8",
+        *args,
+        size,
+        (page - 1) * size,
     )
     return AuditPage(entries=[audit_entry(r) for r in rows], page=page, pageSize=size, total=total)
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -183,7 +183,7 @@ class Storage:
             raise _translate(exc, key) from exc
         return ObjectInfo(size=int(meta["size"]), etag=meta.get("e_tag"))
 
-    async def read_stream(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read_stream(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes]:
         """Bytes ``[start, end)`` of the object (``end`` None: to the end), in chunks.
 
         The first request is made before the first chunk is yielded, so not-found and

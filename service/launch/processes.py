@@ -82,7 +82,8 @@ def supervise(settings: Settings, processes: int) -> int:
                 subprocess.Popen([sys.executable, "-m", "service.cli", "serve", CHILD_FLAG], env=env)
             )
         log.info(
-            "serving", extra={"processes": processes, "port": settings.port, "db_pool_max_per_process": pool_max}
+            "serving",
+            extra={"processes": processes, "port": settings.port, "db_pool_max_per_process": pool_max},
         )
         while not stopping:
             if any(c.poll() is not None for c in children):

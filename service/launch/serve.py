@@ -27,7 +27,10 @@ async def serve(settings: Settings, stop: asyncio.Event, *, child: bool = False)
         await migrate_dsn(settings.database_url)
     # ApiRunner: aiohttp's own parse errors answer the JSON error body and log no request bytes.
     runner = ApiRunner(
-        create_app(settings), access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds
+        create_app(settings),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
     )
     await runner.setup()
     # What starting made (modules, the app, its pools) lives as long as the process: frozen out of
@@ -36,7 +39,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, child: bool = False)
     gc.collect()
     gc.freeze()
     try:
-        await web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_port=child or None).start()
+        await web.TCPSite(
+            runner, settings.host, settings.port, backlog=1024, reuse_port=child or None
+        ).start()
         log.info("listening", extra={"host": settings.host, "port": settings.port})
         await stop.wait()
     finally:

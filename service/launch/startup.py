@@ -8,8 +8,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
 
 from service.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger("participants.cli")
 
@@ -26,7 +32,7 @@ def require_verification(settings: Settings) -> None:
         log.warning("no OIDC audience configured: tokens the provider issued to any client are accepted")
 
 
-async def with_conn(settings: Settings, fn):  # type: ignore[no-untyped-def]
+async def with_conn(settings: Settings, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     from service.core.db import connect
 
     conn = await connect(settings.database_url)  # type: ignore[arg-type]

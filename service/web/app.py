@@ -5,14 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.settings import Settings
+from service.web.console.routes import add_routes as add_console_routes
 from service.web.logs import echo_request_id
 from service.web.metrics import METRICS, Metrics
 from service.web.middleware import error_middleware, nul_guard_middleware
 from service.web.openapi import OPENAPI_DOCUMENT
 from service.web.resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
-from service.web.timing import timing_middleware
-from service.web.console.routes import add_routes as add_console_routes
 from service.web.routes import setup_routes
+from service.web.timing import timing_middleware
 
 JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploads stream past this
 

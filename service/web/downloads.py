@@ -152,7 +152,9 @@ async def send_job_file(request: web.Request, actor: Actor) -> web.StreamRespons
                 await response.write(chunk)
         except StorageError as exc:
             # Headers are gone: all we can do is cut the connection, so the client sees a short body.
-            log.warning("download interrupted", extra={"job_uuid": str(job["uuid"]), "error": type(exc).__name__})
+            log.warning(
+                "download interrupted", extra={"job_uuid": str(job["uuid"]), "error": type(exc).__name__}
+            )
             if request.transport is not None:
                 request.transport.close()
             return response

@@ -15,20 +15,21 @@ from aiohttp import web
 REQUEST_ID = web.RequestKey("request_id", str)
 access_log = logging.getLogger("participants.access")
 
+
 def route_template(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
 
 
 def _valid_request_id(value: str | None) -> bool:
-    return bool(value) and len(value) <= 128 and value.isascii() and value.isprintable()  # type: ignore[union-attr]
+    return value is not None and 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
 def assign_request_id(request: web.Request) -> str:
     """The caller's ``X-Request-ID`` when it is a sane one (so its logs and ours join), else a fresh
     id; kept on the request for the access log and ``echo_request_id``."""
     incoming = request.headers.get("X-Request-ID")
-    request_id = incoming if _valid_request_id(incoming) else uuid.uuid4().hex
+    request_id: str = incoming if incoming is not None and _valid_request_id(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     return request_id
 

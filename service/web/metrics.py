@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.core.stats import JOB_BUCKETS, JobStats, job_stats
@@ -169,4 +169,3 @@ class Metrics:
 
 
 METRICS = web.AppKey("metrics", Metrics)
-

@@ -20,8 +20,8 @@ from service.core.redis import redis_settings
 from service.core.storage import Storage
 from service.core.throttle import LoginThrottle
 from service.settings import Settings
-from service.web.tokens import TOKEN_VERIFIER, TokenVerifier
 from service.web.oidc import KeySet, OidcProvider
+from service.web.tokens import TOKEN_VERIFIER, TokenVerifier
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
@@ -56,8 +56,14 @@ async def http_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession()  # for the identity provider: discovery, keys, password grant
     oidc = None
     if s.oidc_issuer:
-        oidc = app[OIDC] = OidcProvider(s.oidc_issuer, session, s.jwks_cache_seconds, s.jwks_min_refresh_seconds)
-    jwks = KeySet.static(s.jwks_url, session, s.jwks_cache_seconds, s.jwks_min_refresh_seconds) if s.jwks_url else None
+        oidc = app[OIDC] = OidcProvider(
+            s.oidc_issuer, session, s.jwks_cache_seconds, s.jwks_min_refresh_seconds
+        )
+    jwks = (
+        KeySet.static(s.jwks_url, session, s.jwks_cache_seconds, s.jwks_min_refresh_seconds)
+        if s.jwks_url
+        else None
+    )
     app[TOKEN_VERIFIER] = TokenVerifier(s, jwks, oidc)
     yield
     await session.close()

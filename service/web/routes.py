@@ -49,7 +49,12 @@ def oc4_routes() -> list[Route]:
     for suffix, spelling in (("", "extractPartcipantsInfo"), ("_spelled", "extractParticipantsInfo")):
         found += [
             ("GET", SITE_PATH + "/participants/" + spelling, extracts.submit_extract, f"extract_get{suffix}"),
-            ("POST", SITE_PATH + "/participants/" + spelling, extracts.submit_extract, f"extract_post{suffix}"),
+            (
+                "POST",
+                SITE_PATH + "/participants/" + spelling,
+                extracts.submit_extract,
+                f"extract_post{suffix}",
+            ),
         ]
     found += [
         ("GET", JOBS_PATH, jobs.list_jobs, "list_jobs"),

@@ -125,7 +125,11 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
 
         async def on_decided(tx: asyncpg.Connection, outcome: staging.Outcome) -> None:
             made = await copy_query_to_storage(
-                tx, storage, result_key, RESULT_SELECT, content_disposition_value=content_disposition(job["file_name"])
+                tx,
+                storage,
+                result_key,
+                RESULT_SELECT,
+                content_disposition_value=content_disposition(job["file_name"]),
             )
             summary = await job_summary(tx, outcome, scope.full_name, created_at)
             made = dataclasses.replace(made, result=summary, rows_expected=beat.rows_expected)
@@ -154,7 +158,9 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.
             body = failure_body(err.code, scope.full_name, created_at)
-            return await end(lifecycle.fail_job(conn, job_uuid, f"errorCode.{err.code}", attempt, result=body), FAILED)
+            return await end(
+                lifecycle.fail_job(conn, job_uuid, f"errorCode.{err.code}", attempt, result=body), FAILED
+            )
         except StopRequested:
             return await cancelled()
         except Superseded:

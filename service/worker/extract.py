@@ -76,7 +76,9 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                 # still running at its first progress tick. A short job never pays the round trip:
                 # its rows_expected is its row count, written with the final status.
                 async with pool.acquire() as count_conn:
-                    beat.rows_expected = options.rows_in_slice(await count_conn.fetchval(COUNT_SQL, job["site_id"]))
+                    beat.rows_expected = options.rows_in_slice(
+                        await count_conn.fetchval(COUNT_SQL, job["site_id"])
+                    )
 
             async def on_progress(rows_done: int) -> None:
                 nonlocal counting
@@ -110,7 +112,9 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
             except Exception as exc:
                 reason = failure_reason(exc)
                 detail = str(exc)[:500] if isinstance(exc, StorageError) else reason
-                log.warning("extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail})
+                log.warning(
+                    "extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail}
+                )
                 # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
                 # sweeper runs the job again once Postgres is back.
                 await lifecycle.fail_job(conn, job_uuid, reason, attempt)

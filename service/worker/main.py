@@ -22,24 +22,26 @@ from service.worker.prompt_worker import PromptWorker
 
 def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
     is_extract = queue == settings.extract_queue
-    kwargs: dict[str, Any] = dict(
-        functions=tasks.EXTRACT_FUNCTIONS if is_extract else tasks.DEFAULT_FUNCTIONS,
-        cron_jobs=[] if is_extract else tasks.CRON_JOBS,
-        redis_settings=redis_settings(settings),
-        queue_name=queue,
-        on_startup=context.startup,
-        on_shutdown=context.shutdown,
+    kwargs: dict[str, Any] = {
+        "functions": tasks.EXTRACT_FUNCTIONS if is_extract else tasks.DEFAULT_FUNCTIONS,
+        "cron_jobs": [] if is_extract else tasks.CRON_JOBS,
+        "redis_settings": redis_settings(settings),
+        "queue_name": queue,
+        "on_startup": context.startup,
+        "on_shutdown": context.shutdown,
         # The default queue's workers deliver webhooks, so they also listen for new outbox rows
         # (on a connection of their own, as the heartbeat). Every job, cron jobs included, holds
         # one pooled connection at a time: one more for a job's short second query.
-        ctx={"settings": settings, "listen_outbox": True, "db_pool_max": settings.default_max_jobs + 1},
-        max_jobs=settings.default_max_jobs,
-        poll_delay=settings.worker_poll_delay,
-        job_timeout=settings.extract_job_timeout_seconds if is_extract else settings.default_job_timeout_seconds,
-        max_tries=5,
-        health_check_key=f"{queue}:health-check",
-        handle_signals=False,
-    )
+        "ctx": {"settings": settings, "listen_outbox": True, "db_pool_max": settings.default_max_jobs + 1},
+        "max_jobs": settings.default_max_jobs,
+        "poll_delay": settings.worker_poll_delay,
+        "job_timeout": settings.extract_job_timeout_seconds
+        if is_extract
+        else settings.default_job_timeout_seconds,
+        "max_tries": 5,
+        "health_check_key": f"{queue}:health-check",
+        "handle_signals": False,
+    }
     if is_extract:
         # Postgres counts the attempts (job_max_attempts); arq's own count must never stop a re-run
         # first. No results kept in Redis, so the sweeper can enqueue the same UUID again. Each

@@ -49,7 +49,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
             f"""
             SELECT uuid, type, attempts, status FROM jobs
             WHERE (status = 'IN_QUEUE' AND created_at < now() - $1::float8 * interval '1 second')
-               OR (status = 'IN_PROGRESS' AND {attempts.stale_after('$3', '$4')})
+               OR (status = 'IN_PROGRESS' AND {attempts.stale_after("$3", "$4")})
             ORDER BY created_at
             LIMIT $2
             """,
@@ -90,7 +90,9 @@ async def forget_idempotency_keys(ctx: dict[str, Any]) -> int:
     """Drop Idempotency-Key answers past retention, and the stored bodies of large ones."""
     settings: Settings = ctx["settings"]
     async with ctx["db"].acquire() as conn:
-        body_keys = await idempotency.purge_expired(conn, settings.idempotency_retention_seconds, EXPIRE_BATCH)
+        body_keys = await idempotency.purge_expired(
+            conn, settings.idempotency_retention_seconds, EXPIRE_BATCH
+        )
     for key in filter(None, body_keys):
         with contextlib.suppress(StorageError):  # an object left behind holds no job; retried never
             await ctx["storage"].delete(key)

@@ -64,5 +64,7 @@ async def submit_bulk_job(
         with contextlib.suppress(Exception):
             await storage.delete(key)
         raise
-    await queue.enqueue_or_withdraw(conn, conns.redis, settings, BULK_ADD_PARTICIPANTS, job_uuid, storage, key)
+    await queue.enqueue_or_withdraw(
+        conn, conns.redis, settings, BULK_ADD_PARTICIPANTS, job_uuid, storage, key
+    )
     return job_submitted(job_uuid, IN_QUEUE, base_url)

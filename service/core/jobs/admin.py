@@ -23,7 +23,9 @@ log = logging.getLogger("participants.admin_jobs")
 PURGE_BATCH = 1000
 
 
-async def list_jobs(conn: asyncpg.Connection, filters: JobFilters, page: int, size: int, base_url: str) -> AdminJobList:
+async def list_jobs(
+    conn: asyncpg.Connection, filters: JobFilters, page: int, size: int, base_url: str
+) -> AdminJobList:
     """Every job, newest first, filtered."""
     total, rows = await store.list_filtered(conn, filters, page, size)
     return AdminJobList(jobs=[admin_job(r, base_url) for r in rows], page=page, pageSize=size, total=total)

@@ -74,7 +74,9 @@ async def fail_if_exhausted(conn: asyncpg.Connection, job_uuid: UUID, settings: 
     return await fail_job(conn, job_uuid, f"gave up after {attempts} attempts")
 
 
-async def claim_or_give_up(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings) -> asyncpg.Record | None:
+async def claim_or_give_up(
+    conn: asyncpg.Connection, job_uuid: UUID, settings: Settings
+) -> asyncpg.Record | None:
     """The job, claimed for a new attempt; None when it is not to run now (finished, alive
     elsewhere, or out of attempts, in which case it ends FAILED)."""
     job = await claim_job(conn, job_uuid, settings)

@@ -134,7 +134,9 @@ async def complete_job(
 ) -> bool:
     """``attempt`` made ``made``: the job is COMPLETED, its file kept for ``retention``, unless the
     attempt was superseded or a cancel was requested meanwhile (then False, and nothing changed)."""
-    return await _finish(conn, job_uuid, COMPLETED, attempt, retention=retention, made=made, unless_cancelled=True)
+    return await _finish(
+        conn, job_uuid, COMPLETED, attempt, retention=retention, made=made, unless_cancelled=True
+    )
 
 
 async def fail_job(
@@ -174,7 +176,9 @@ async def retry_job(conn: asyncpg.Connection, actor: Actor, job_uuid: UUID) -> a
         if job["status"] != FAILED:
             raise ApiError("jobNotRetryable", {"jobUuid": str(job_uuid), "status": job["status"]})
         if job["type"] not in RETRYABLE_TYPES:
-            raise ApiError("jobNotRetryable", {"jobUuid": str(job_uuid), "status": job["status"], "type": job["type"]})
+            raise ApiError(
+                "jobNotRetryable", {"jobUuid": str(job_uuid), "status": job["status"], "type": job["type"]}
+            )
         await conn.execute(RETRY_SQL, job_uuid)
         details = {"previousAttempts": job["attempts"], "previousError": (job["error"] or "")[:200]}
         await audit.record_on_job(conn, actor, "admin.job.retry", job, details)
@@ -208,7 +212,8 @@ async def delete_file(conn: asyncpg.Connection, storage: Storage, actor: Actor, 
             raise ApiError("serviceUnavailable", params, headers={"Retry-After": "5"}) from None
     async with conn.transaction():
         await conn.execute(
-            "UPDATE jobs SET status = 'DELETED', expires_at = least(expires_at, now()) WHERE uuid = $1", job["uuid"]
+            "UPDATE jobs SET status = 'DELETED', expires_at = least(expires_at, now()) WHERE uuid = $1",
+            job["uuid"],
         )
         await audit.record_on_job(conn, actor, "job.delete", job)
 
@@ -237,7 +242,8 @@ async def expire_due_jobs(conn: asyncpg.Connection, storage: Storage, limit: int
                 log.warning("could not delete an expired file", extra=extra)
                 continue
         done = await conn.fetchval(
-            "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid", row["uuid"]
+            "UPDATE jobs SET status = 'EXPIRED' WHERE uuid = $1 AND status = 'COMPLETED' RETURNING uuid",
+            row["uuid"],
         )
         if done is not None:
             expired.append(done)

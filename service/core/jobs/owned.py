@@ -85,4 +85,6 @@ def check_downloadable(job: asyncpg.Record) -> None:
 async def record_download(
     conn: asyncpg.Connection, actor: Actor, job: asyncpg.Record, *, ranged: bool, redirect: bool
 ) -> None:
-    await audit.record_on_job(conn, actor, "job.download", job, details={"range": ranged, "redirect": redirect})
+    await audit.record_on_job(
+        conn, actor, "job.download", job, details={"range": ranged, "redirect": redirect}
+    )

@@ -16,6 +16,7 @@ from arq.jobs import serialize_job
 
 from service.core.jobs.lifecycle import withdraw
 from service.core.jobs.model import JOB_FUNCTIONS
+from service.core.redis import eval_script
 from service.core.storage import Storage
 from service.settings import Settings
 
@@ -35,7 +36,13 @@ return 1
 
 
 async def enqueue(
-    redis: ArqRedis, settings: Settings, job_type: str, job_uuid: UUID, *, rerun: bool = False, release: bool = False
+    redis: ArqRedis,
+    settings: Settings,
+    job_type: str,
+    job_uuid: UUID,
+    *,
+    rerun: bool = False,
+    release: bool = False,
 ) -> bool:
     """Hand the job to arq, by its type's function name on its type's queue, with the job UUID as
     arq's job id.
@@ -53,7 +60,7 @@ async def enqueue(
     now_ms = int(time.time() * 1000)
     message = serialize_job(function_name, (job_id,), {}, None, now_ms, serializer=redis.job_serializer)
     keys = [job_key_prefix + job_id, result_key_prefix + job_id, getattr(settings, queue_field), *drop]
-    taken = await redis.eval(ENQUEUE_SCRIPT, len(keys), *keys, redis.expires_extra_ms, message, now_ms, job_id)
+    taken = await eval_script(redis, ENQUEUE_SCRIPT, keys, redis.expires_extra_ms, message, now_ms, job_id)
     return bool(taken)
 
 

@@ -19,7 +19,11 @@ def _owner_holds_right_sql() -> str:
     one query (paging counts only what is shown) and a claim or a lookup reads it with the row."""
 
     def roles(names: frozenset[str]) -> str:
-        return "ARRAY[" + ", ".join(f"'{n}'" for n in sorted(names)) + "]::text[]" if names else "ARRAY[]::text[]"
+        return (
+            "ARRAY[" + ", ".join(f"'{n}'" for n in sorted(names)) + "]::text[]"
+            if names
+            else "ARRAY[]::text[]"
+        )
 
     cases = []
     for job_type, action in sorted(RIGHT_FOR_TYPE.items()):

@@ -51,10 +51,18 @@ LIMIT $4 OFFSET $5
 
 
 async def list_owned(
-    conn: asyncpg.Connection, user_id: int | None, study_id: int | None, site_id: int | None, page: int, size: int
+    conn: asyncpg.Connection,
+    user_id: int | None,
+    study_id: int | None,
+    site_id: int | None,
+    page: int,
+    size: int,
 ) -> list[asyncpg.Record]:
     """The owner's jobs, newest first, where the owner still holds the right that made them."""
-    return await conn.fetch(OWNED_LIST_SQL, user_id, study_id, site_id, size, (page - 1) * size)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        OWNED_LIST_SQL, user_id, study_id, site_id, size, (page - 1) * size
+    )
+    return rows
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,9 @@ async def study_and_site_ids(
             raise ApiError("studyNotExist", params)
     if site_oid is not None:
         params["siteOid"] = site_oid
-        site_id = await conn.fetchval("SELECT id FROM sites WHERE oid = $1 AND study_id = $2", site_oid, study_id)
+        site_id = await conn.fetchval(
+            "SELECT id FROM sites WHERE oid = $1 AND study_id = $2", site_oid, study_id
+        )
         if site_id is None:
             raise ApiError("siteNotExist", params)
     return study_id, site_id

@@ -34,7 +34,8 @@ async def check_target(settings: Settings, url: str) -> None:
     """A URL we would refuse to call is refused now, with the reason (not later, silently)."""
     try:
         await asyncio.wait_for(
-            check_url(url, AddressPolicy(settings.webhook_allow_private, settings.webhook_allowed_networks)), 5.0
+            check_url(url, AddressPolicy(settings.webhook_allow_private, settings.webhook_allowed_networks)),
+            5.0,
         )
     except TimeoutError:
         return  # a slow resolver: every delivery checks again
@@ -78,7 +79,9 @@ async def delete_webhook(conns: Connections, actor: Actor, endpoint_id: int) -> 
         await _audit(conn, actor, "admin.webhook.delete", endpoint_id)
 
 
-async def rotate_secret(conns: Connections, actor: Actor, endpoint_id: int, overlap: int | None) -> SecretRotated:
+async def rotate_secret(
+    conns: Connections, actor: Actor, endpoint_id: int, overlap: int | None
+) -> SecretRotated:
     """A new signing secret; the old ones sign alongside for ``overlap`` seconds (default: the setting)."""
     if overlap is None:
         overlap = conns.settings.webhook_default_overlap_seconds

@@ -70,7 +70,9 @@ async def job_detail(request: web.Request) -> web.StreamResponse:
 async def job_retry(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
     async with request.app[DB].acquire() as conn:
-        await admin.retry_job(request.app[CONNECTIONS], conn, request[ACCOUNT].actor, job_uuid, base_url(request))
+        await admin.retry_job(
+            request.app[CONNECTIONS], conn, request[ACCOUNT].actor, job_uuid, base_url(request)
+        )
     raise redirect(request, f"/ops/jobs/{job_uuid}")
 
 
@@ -110,4 +112,6 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
     page_no, size = page_params(request)
     async with request.app[DB].acquire() as conn:
         data = await audit.list_entries(conn, audit_filters(request), page_no, size)
-    return render(request, "ops_audit.html", {"data": _data(data), "filters": _filters(request, AUDIT_FILTERS)})
+    return render(
+        request, "ops_audit.html", {"data": _data(data), "filters": _filters(request, AUDIT_FILTERS)}
+    )

@@ -177,7 +177,9 @@ async def extract(request: web.Request) -> web.StreamResponse:
         scope = await extracts.extract_scope(
             conn, request[ACCOUNT].username, request.match_info["studyOID"], request.match_info["siteOID"]
         )
-        await extracts.submit_extract(request.app[CONNECTIONS], conn, scope, ExtractOptions(), base_url(request))
+        await extracts.submit_extract(
+            request.app[CONNECTIONS], conn, scope, ExtractOptions(), base_url(request)
+        )
     raise redirect(
         request,
         f"/studies/{request.match_info['studyOID']}/sites/{request.match_info['siteOID']}?done=extract",
@@ -215,14 +217,20 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         async with request.app[DB].acquire() as conn:
             scope = await _site_scope(request, conn)
             check_bulk_allowed(scope)
-            submitted = await submit_bulk_job(request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request))
+            submitted = await submit_bulk_job(
+                request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request)
+            )
     raise redirect(request, f"/jobs/{submitted.jobUuid}")
 
 
 @page()
 async def job_page(request: web.Request) -> web.StreamResponse:
     async with request.app[DB].acquire() as conn:  # the owner only, as in the API
-        job = _view(await owned.get_job(conn, request[ACCOUNT].actor, request.match_info["jobUuid"], base_url(request)))
+        job = _view(
+            await owned.get_job(
+                conn, request[ACCOUNT].actor, request.match_info["jobUuid"], base_url(request)
+            )
+        )
     result = job.get("result") or {}
     # Failed rows first, each code beside its explanation; then the rows that were added.
     rows = [

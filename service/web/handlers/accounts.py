@@ -31,7 +31,6 @@ from service.web.tokens import mint_token
 log = logging.getLogger("participants.signin")
 
 
-
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OC4 clients may send more (e.g. a client id)
     username: str = Field(min_length=1, max_length=255)
@@ -41,8 +40,13 @@ class Credentials(BaseModel):
 class PasswordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The lengths are the password rule's (its own error codes), stated here for clients.
-    password: str = Field(json_schema_extra={"minLength": accounts.MIN_PASSWORD_LENGTH,
-                                             "maxLength": accounts.MAX_PASSWORD_LENGTH, "pattern": "^[^\\x00]*$"})
+    password: str = Field(
+        json_schema_extra={
+            "minLength": accounts.MIN_PASSWORD_LENGTH,
+            "maxLength": accounts.MAX_PASSWORD_LENGTH,
+            "pattern": "^[^\\x00]*$",
+        }
+    )
 
 
 def _user_digest(username: str) -> str:
@@ -117,8 +121,7 @@ async def set_password(request: web.Request) -> web.Response:
     actor = (await require_admin(request)).actor
     username = request.match_info["username"]
     body = await read_json_model(request, PasswordIn, {"username": username})
-    async with request.app[DB].acquire() as conn:
-        async with conn.transaction():
-            await accounts.set_password(conn, username, body.password)
-            await audit.record_by(conn, actor, "admin.password.set", {"user": username})
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        await accounts.set_password(conn, username, body.password)
+        await audit.record_by(conn, actor, "admin.password.set", {"user": username})
     return web.Response(status=204)

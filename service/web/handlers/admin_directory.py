@@ -78,7 +78,11 @@ async def create_site(request: web.Request) -> web.Response:
 async def list_sites(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(SiteList.model_validate({"sites": await directory.list_sites(conn, request.match_info["studyOID"])}))
+        return reply(
+            SiteList.model_validate(
+                {"sites": await directory.list_sites(conn, request.match_info["studyOID"])}
+            )
+        )
 
 
 @operation("Change a site", "admin", body=directory.SitePatch, ok={200: SiteOut})
@@ -138,7 +142,11 @@ async def grant_role(request: web.Request) -> web.Response:
 async def list_roles(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(RoleList.model_validate({"roles": await directory.list_roles(conn, request.match_info["username"])}))
+        return reply(
+            RoleList.model_validate(
+                {"roles": await directory.list_roles(conn, request.match_info["username"])}
+            )
+        )
 
 
 @operation("Revoke a role", "admin", body=directory.RoleIn, ok={204: NO_CONTENT})

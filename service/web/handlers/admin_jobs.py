@@ -59,7 +59,9 @@ async def retry_job(request: web.Request) -> web.Response:
     user = await require_admin(request)
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
     async with request.app[DB].acquire() as conn:
-        detail = await admin.retry_job(request.app[CONNECTIONS], conn, user.actor, job_uuid, base_url(request))
+        detail = await admin.retry_job(
+            request.app[CONNECTIONS], conn, user.actor, job_uuid, base_url(request)
+        )
     return reply(detail, 202)
 
 

@@ -11,6 +11,7 @@ file-level failure carries its ``errorCode`` in ``message`` and the status of co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -83,7 +84,9 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         body = await upload_body(request, settings.bulk_max_bytes)
         with await spool(body, settings.bulk_max_bytes) as file:
             async with pool.acquire() as conn:
-                scope = await load_scope(conn, username, study_oid, site_oid)  # the right may have ended meanwhile
+                scope = await load_scope(
+                    conn, username, study_oid, site_oid
+                )  # the right may have ended meanwhile
                 check_bulk_allowed(scope)
                 work = _submit_job if run_async else add_from_csv
                 return await once(
@@ -102,7 +105,9 @@ def _failure(err: ApiError, scope: Scope | None, created_at: str) -> web.Respons
         headers.setdefault("WWW-Authenticate", "Bearer")
     full_name = scope.full_name if scope is not None else ""
     params = err.params if err.code in PARAMS_SHOWN else None
-    return reply(BulkResult.model_validate(failure_body(err.code, full_name, created_at, params)), err.status, headers)
+    return reply(
+        BulkResult.model_validate(failure_body(err.code, full_name, created_at, params)), err.status, headers
+    )
 
 
 # -- the synchronous upload --------------------------------------------------------------------
@@ -120,10 +125,9 @@ async def add_from_csv(
         )
         return await stream_summary(request, conn, scope, outcome, created_at, recorder)
     finally:
-        try:
+        # A broken connection takes its temp table with it.
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             await staging.drop_staging(conn)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            pass  # a broken connection takes its temp table with it
 
 
 async def stream_summary(
@@ -181,5 +185,7 @@ async def _submit_job(
     recorder: Recorder | None,
 ) -> web.StreamResponse:  # fmt: skip
     """``async=y``: the upload becomes a job; answered like an extract submit."""
-    submitted = await submit_bulk_job(request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request))
+    submitted = await submit_bulk_job(
+        request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request)
+    )
     return submitted_reply(request, submitted)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.core.extract_options import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, ExtractOptions
 from service.core import extracts
+from service.core.extract_options import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, ExtractOptions
 from service.core.jobs.views import JobSubmitted
 from service.web.apidoc import PLAIN_JOB, Link, Query, operation
 from service.web.auth import authenticated_username
@@ -39,15 +39,19 @@ from service.web.resources import CONNECTIONS, DB
                 for name, target in (("status", get_job), ("download", download_file), ("delete", delete_job))),
     idempotent=True,
 )  # fmt: skip
-async def submit_extract(request: web.Request) -> web.Response:
+async def submit_extract(request: web.Request) -> web.StreamResponse:
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await extracts.extract_scope(conn, username, request.match_info["studyOID"], request.match_info["siteOID"])
+        scope = await extracts.extract_scope(
+            conn, username, request.match_info["studyOID"], request.match_info["siteOID"]
+        )
         accept_query(request)
         options = ExtractOptions.from_query(request.query)
 
         async def submitted(_: Recorder | None) -> web.Response:
-            job = await extracts.submit_extract(request.app[CONNECTIONS], conn, scope, options, base_url(request))
+            job = await extracts.submit_extract(
+                request.app[CONNECTIONS], conn, scope, options, base_url(request)
+            )
             return submitted_reply(request, job)
 
         return await once(request, conn, username, NO_BODY, submitted)

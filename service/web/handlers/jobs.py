@@ -34,7 +34,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     made by a right the caller no longer holds are left out, as status and download refuse them."""
     actor = await current_actor(request)
     async with request.app[DB].acquire() as conn:
-        place = await owned.job_place(conn, request.match_info.get("studyOID"), request.match_info.get("siteOID"))
+        place = await owned.job_place(
+            conn, request.match_info.get("studyOID"), request.match_info.get("siteOID")
+        )
         accept_query(request)
         page, size = page_params(request)
         return reply(await owned.list_jobs(conn, actor, place, page, size, base_url(request)))

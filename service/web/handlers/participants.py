@@ -81,7 +81,7 @@ def _same_participant(name: str, target: object) -> Link:
     links=(_same_participant("remove", remove_participant), _same_participant("restore", restore_participant)),
     idempotent=True,
 )  # fmt: skip
-async def add_participant(request: web.Request) -> web.Response:
+async def add_participant(request: web.Request) -> web.StreamResponse:
     """POST .../participants: add, update, reassign or register one participant."""
     study_oid, site_oid = _oids(request)
     username = await authenticated_username(request)

@@ -7,6 +7,7 @@ otherwise put it and ``/docs`` behind the network's edge if they must not be pub
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from pathlib import Path
 from typing import Any, Literal
@@ -86,10 +87,8 @@ async def _redis(app: web.Application) -> None:
 
 
 async def _storage(app: web.Application) -> None:
-    try:
+    with contextlib.suppress(StorageNotFound):  # storage answered: the probe key is never there
         await app[STORAGE].head(READINESS_PROBE_KEY)
-    except StorageNotFound:
-        pass  # storage answered: the probe key is never there
 
 
 @_service("Postgres, Redis and storage reachable, migrations applied", Readiness, 503)

@@ -26,6 +26,7 @@ from service.web.input import page_params, path_id, read_json_model
 from service.web.replies import reply
 from service.web.resources import CONNECTIONS, DB
 
+
 @operation(
     "Register a webhook endpoint (answers the secret, once)",
     "webhooks",
@@ -78,7 +79,9 @@ async def rotate_secret(request: web.Request) -> web.Response:
     user = await require_admin(request)
     endpoint_id = path_id(request, "id")
     body = await read_json_model(request, RotateSecretIn)
-    return reply(await admin.rotate_secret(request.app[CONNECTIONS], user.actor, endpoint_id, body.overlapSeconds))
+    return reply(
+        await admin.rotate_secret(request.app[CONNECTIONS], user.actor, endpoint_id, body.overlapSeconds)
+    )
 
 
 @operation("An endpoint's deliveries and every attempt", "webhooks", ok={200: DeliveryList}, query=SMALL_PAGE)
