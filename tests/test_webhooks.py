@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -478,7 +480,10 @@ async def test_a_running_worker_delivers_as_soon_as_the_job_commits(
         await asyncio.gather(running, return_exceptions=True)
         with warnings.catch_warnings():  # arq calls redis' deprecated close()
             warnings.simplefilter("ignore", DeprecationWarning)
-            await worker.close()
+            # A delivery still finishing when the worker is stopped ends cancelled; arq's close()
+            # gathers it and re-raises that (seen on a loaded machine): the test has its answer.
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.close()
 
 
 async def test_the_event_payload_is_the_jobs_metadata_with_python_timestamps(client, world, pool):
