@@ -11,7 +11,7 @@ from service.web.middleware import error_middleware, nul_guard_middleware
 from service.web.openapi import OPENAPI_DOCUMENT
 from service.web.resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
 from service.web.timing import timing_middleware
-from service.web.console.routes import add_routes as add_console_routes
+from service.web.console.app import create_console_app
 from service.web.routes import setup_routes
 
 JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploads stream past this
@@ -28,5 +28,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)
     setup_routes(app, settings.path_prefix)
-    add_console_routes(app, settings.path_prefix)
+    app.add_subapp(settings.path_prefix + "/console", create_console_app(app))
     return app
