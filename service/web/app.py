@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.settings import Settings
-from service.web.console.routes import add_routes as add_console_routes
+from service.web.console.app import create_console_app
 from service.web.logs import echo_request_id
 from service.web.metrics import METRICS, Metrics
 from service.web.middleware import error_middleware, nul_guard_middleware
@@ -28,5 +28,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)
     setup_routes(app, settings.path_prefix)
-    add_console_routes(app, settings.path_prefix)
+    app.add_subapp(settings.path_prefix + "/console", create_console_app(app))
     return app

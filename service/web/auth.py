@@ -28,21 +28,21 @@ def bearer_token(request: web.Request) -> str:
 
 async def authenticated_username(request: web.Request) -> str:
     """The name the request's bearer token carries (401 without a valid one)."""
-    return await request.app[TOKEN_VERIFIER].username(bearer_token(request))
+    return await request.config_dict[TOKEN_VERIFIER].username(bearer_token(request))
 
 
 async def current_actor(request: web.Request) -> Actor:
     """The caller as an actor on their own jobs: the id is None for a name unknown here or a
     disabled user, who then owns nothing (their job lookups answer as for unknown jobs)."""
     username = await authenticated_username(request)
-    user = await active_user(request.app[DB], username)
+    user = await active_user(request.config_dict[DB], username)
     return Actor(user.id if user else None, username)
 
 
 async def require_admin(request: web.Request) -> User:
     """The caller, if the caller is an admin; 401/403 otherwise. The admin API's query strings
     are checked here too, once the caller may act (OC4's order: who before what)."""
-    user = await active_user(request.app[DB], await authenticated_username(request))
+    user = await active_user(request.config_dict[DB], await authenticated_username(request))
     if user is None:
         raise ApiError("noRoleSetUp")
     if not user.admin:

@@ -86,15 +86,15 @@ def _oc4_in_progress(request: web.Request, job: asyncpg.Record, err: ApiError) -
 async def send_job_file(request: web.Request, actor: Actor) -> web.StreamResponse:
     """The file of the job the path names (``jobUuid``), to its owner: whole, a range, a 304, or a
     302 to a pre-signed URL when asked and storage can sign. Audited, except a HEAD or a 304."""
-    storage = request.app[STORAGE]
-    async with request.app[DB].acquire() as conn:
+    storage = request.config_dict[STORAGE]
+    async with request.config_dict[DB].acquire() as conn:
         job = await owned.owned_job(conn, actor, request.match_info["jobUuid"])
         accept_query(request)
         asks_redirect = query_flag(request, "redirect")  # a bad parameter is 400 whatever the job's state
         try:
             owned.check_downloadable(job)
         except ApiError as err:
-            if err.code == "jobInProgress" and request.app[SETTINGS].oc4_polling_compat:
+            if err.code == "jobInProgress" and request.config_dict[SETTINGS].oc4_polling_compat:
                 return _oc4_in_progress(request, job, err)
             raise
         size: int = job["byte_size"]

@@ -36,7 +36,7 @@ def error_response(err: ApiError) -> web.Response:
 def base_url(request: web.Request) -> str:
     """Where clients reach the OC4 API: ``PARTICIPANTS_PUBLIC_URL``, else this request's scheme and
     host, plus the path prefix."""
-    settings = request.app[SETTINGS]
+    settings = request.config_dict[SETTINGS]
     public = settings.public_url or f"{request.scheme}://{request.host}"
     return oc4_base(public, settings.path_prefix)
 

@@ -47,6 +47,6 @@ async def timing_middleware(
                 "request_id": request_id,
             },
         )
-        metrics = request.app.get(METRICS)
+        metrics = request.config_dict.get(METRICS)
         if metrics is not None:  # an app built without a registry still logs
             metrics.count_request(request.method, route, status, seconds)

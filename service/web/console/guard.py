@@ -1,20 +1,26 @@
-"""What every console handler goes through: the session cookie, the signed-in user (who must still
-exist and not be disabled), the CSRF token of every form, and HTML error pages instead of JSON.
+"""What every console request goes through, as the console app's two middlewares: the session
+cookie and the signed-in user (who must still exist and not be disabled), the CSRF token of every
+form, the admin flag for the operator pages, and HTML error pages instead of the API's JSON.
+
+Who may use a route is declared beside the route (``Access`` in service/web/console/routes.py), not
+in the handler, so one table shows what is public and what needs an operator.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from service.core.accounts import active_user
 from service.core.errors import UNAVAILABLE, ApiError
 from service.web.console.render import console_path, error_page, redirect
 from service.web.console.sessions import ACCOUNT, COOKIE_NAME, SESSION, Session, SessionStore
 from service.web.logs import route_template
+from service.web.oidc import ProviderUnavailable
 from service.web.resources import DB, SETTINGS
 
 log = logging.getLogger("participants.console")
@@ -23,8 +29,29 @@ SESSIONS = web.AppKey("console_sessions", SessionStore)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+@dataclass(frozen=True)
+class Access:
+    """Who may use a route. ``public``: anyone; the handler reads the (anonymous) session and checks
+    a form's token itself (sign-in, sign-out, the OIDC flow, assets). ``csrf=False``: the handler
+    checks the token itself (a multipart form, whose token is a part of the body)."""
+
+    public: bool = False
+    admin: bool = False
+    csrf: bool = True
+
+
+SIGNED_IN = Access()
+PUBLIC = Access(public=True, csrf=False)
+OPERATOR = Access(admin=True)
+OWN_CSRF = Access(csrf=False)
+# Route name -> its Access; a console route missing here needs a signed-in user (fail closed).
+ACCESS = web.AppKey("console_access", dict[str, Access])
+# What an HTTPException from aiohttp itself (routing, body size) means, as an errorCode.
+HTTP_CODES = {404: "notFound", 405: "methodNotAllowed", 413: "fileTooLarge"}
+
+
 def is_https(request: web.Request) -> bool:
-    return request.secure or request.app[SETTINGS].public_url.startswith("https://")
+    return request.secure or request.config_dict[SETTINGS].public_url.startswith("https://")
 
 
 def set_cookie(request: web.Request, response: web.StreamResponse, session: Session) -> None:
@@ -39,7 +66,7 @@ def clear_cookie(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def current_session(request: web.Request) -> Session | None:
-    return await request.app[SESSIONS].load(request.cookies.get(COOKIE_NAME))
+    return await request.config_dict[SESSIONS].load(request.cookies.get(COOKIE_NAME))
 
 
 async def check_csrf(request: web.Request, session: Session, sent: str | None = None) -> None:
@@ -53,43 +80,69 @@ async def check_csrf(request: web.Request, session: Session, sent: str | None = 
         raise ApiError("csrfTokenInvalid")
 
 
-def page(*, admin: bool = False, csrf: bool = True) -> Callable[[Handler], Handler]:
-    """Wrap a console handler: signed-in users only (else to the login page), admins only when
-    ``admin``, CSRF checked on every POST unless the handler checks it itself (``csrf=False``)."""
+def _access(request: web.Request) -> Access | None:
+    """The matched route's Access; None for a path no route matches (the 404 or 405 is for anyone)."""
+    if request.match_info.http_exception is not None:
+        return None
+    return request.config_dict[ACCESS].get(request.match_info.route.name or "", SIGNED_IN)
 
-    def wrap(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                session = await current_session(request)
-                account = None
-                if session is not None and session.username:
-                    account = await active_user(request.app[DB], session.username)
-                    if account is None:
-                        await request.app[SESSIONS].end(session)
-                        account = None
-                if account is None or session is None:
-                    if request.method == "GET" and not request.headers.get("X-Console-Fragment"):
-                        raise redirect(request, "/login")
-                    raise ApiError("unauthenticated")
-                request[SESSION] = session
-                request[ACCOUNT] = account
-                if request.method == "POST" and csrf:
-                    await check_csrf(request, session)
-                if admin and not account.admin:
-                    raise ApiError("noSufficientPrivileges")
-                return await handler(request)
-            except ApiError as err:
-                return error_page(request, err)
-            except UNAVAILABLE as exc:
-                log.warning("console: dependency unavailable: %s", type(exc).__name__)
-                return error_page(request, ApiError("serviceUnavailable", headers={"Retry-After": "5"}))
-            except web.HTTPException:
-                raise  # redirects
-            except Exception:
-                log.exception("console: unhandled error on %s %s", request.method, route_template(request))
-                return error_page(request, ApiError("internalError"))
 
-        return guarded
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Signed-in users only (a page to the login form, anything else a 401), CSRF on every POST the
+    handler does not check itself, operators only where the route says so."""
+    access = _access(request)
+    if access is None or access.public:
+        return await handler(request)
+    session = await current_session(request)
+    account = None
+    if session is not None and session.username:
+        account = await active_user(request.config_dict[DB], session.username)
+        if account is None:  # deleted or disabled since signing in: the session dies with it
+            await request.config_dict[SESSIONS].end(session)
+    if account is None or session is None:
+        # The page's script polls fragments: it gets the 401 and stops, a reload shows the form.
+        if request.method == "GET" and not request.headers.get("X-Console-Fragment"):
+            raise redirect(request, "login")
+        raise ApiError("unauthenticated")
+    request[SESSION] = session
+    request[ACCOUNT] = account
+    if request.method == "POST" and access.csrf:
+        await check_csrf(request, session)
+    if access.admin and not account.admin:
+        raise ApiError("noSufficientPrivileges")
+    return await handler(request)
 
-    return wrap
+
+def _unavailable() -> ApiError:
+    return ApiError("serviceUnavailable", headers={"Retry-After": "5"})
+
+
+@web.middleware
+async def html_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every console failure is a page. It runs inside the API's JSON error middleware, so that one
+    sees a finished page (or a redirect, which both let through to the access log as a 303)."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_page(request, err)
+    except RequestPayloadError:
+        # The body could not be read as sent (a Content-Encoding that does not decode).
+        return error_page(request, ApiError("invalidRequestBody"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "invalidRequestBody" if exc.status < 500 else "internalError")
+        # A 405 names the methods the path takes (RFC 9110 requires Allow on it).
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_page(request, ApiError(code, status=exc.status, headers=headers))
+    except ProviderUnavailable as exc:
+        log.warning("console sign-in: provider unavailable: %s", exc)
+        return error_page(request, _unavailable())
+    except UNAVAILABLE as exc:
+        log.warning("console: dependency unavailable: %s", type(exc).__name__)
+        return error_page(request, _unavailable())
+    except Exception:
+        # The route template only: never the path's values, the query or the body (personal data).
+        log.exception("console: unhandled error on %s %s", request.method, route_template(request))
+        return error_page(request, ApiError("internalError"))

@@ -19,7 +19,7 @@ from aiohttp import web
 from service.core import accounts
 from service.core.errors import ApiError
 from service.web.console.guard import SESSIONS, check_csrf, clear_cookie, current_session, set_cookie
-from service.web.console.render import error_page, redirect, render
+from service.web.console.render import redirect, render
 from service.web.console.sessions import SESSION
 from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS
 
@@ -31,13 +31,13 @@ def _digest(username: str) -> str:
 
 
 def oidc_enabled(request: web.Request) -> bool:
-    return request.app.get(OIDC) is not None and bool(request.app[SETTINGS].oidc_client_id)
+    return request.config_dict.get(OIDC) is not None and bool(request.config_dict[SETTINGS].oidc_client_id)
 
 
 async def _login_form(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
     session = await current_session(request)
     if session is None or session.username:
-        session = await request.app[SESSIONS].new()
+        session = await request.config_dict[SESSIONS].new()
     request[SESSION] = session
     context = {"error": error, "oidc": oidc_enabled(request), "local": True}
     response = render(request, "login.html", context, status=status)
@@ -48,26 +48,23 @@ async def _login_form(request: web.Request, error: str | None = None, status: in
 async def login_page(request: web.Request) -> web.StreamResponse:
     session = await current_session(request)
     if session is not None and session.username:
-        raise redirect(request, "/")
+        raise redirect(request, "home")
     return await _login_form(request)
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    session = await current_session(request)
-    try:
-        if session is None:
-            raise ApiError("csrfTokenInvalid")
-        request[SESSION] = session
-        await check_csrf(request, session)
-    except ApiError as err:
-        return error_page(request, err)
+    session = await current_session(request)  # public route: the anonymous session is checked here
+    if session is None:
+        raise ApiError("csrfTokenInvalid")
+    request[SESSION] = session
+    await check_csrf(request, session)
     form = await request.post()
     username, password = form.get("username"), form.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         return await _login_form(request, "invalidCredentials", 401)
     if len(username) > 255 or "\x00" in username:
         return await _login_form(request, "invalidCredentials", 401)
-    throttle = request.app[LOGIN_THROTTLE]
+    throttle = request.config_dict[LOGIN_THROTTLE]
     address = request.remote
     fields = {"backend": "console", "user": _digest(username)}
     try:
@@ -78,7 +75,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         response.headers.update(err.headers)
         return response
     ok = await accounts.verify_password(
-        request.app[DB], username, password
+        request.config_dict[DB], username, password
     )  # no connection held while hashing
     if not ok:
         await throttle.record_failure(username, address)
@@ -91,11 +88,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 async def start_session(request: web.Request, anonymous: object, username: str) -> web.StreamResponse:
     """End the anonymous session, make a signed-in one, send the browser to the console's home."""
-    store = request.app[SESSIONS]
+    store = request.config_dict[SESSIONS]
     if anonymous is not None:
         await store.end(anonymous)  # type: ignore[arg-type]
     session = await store.new(username)
-    response = redirect(request, "/")
+    response = redirect(request, "home")
     set_cookie(request, response, session)
     raise response
 
@@ -104,11 +101,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session = await current_session(request)
     if session is not None:
         request[SESSION] = session
-        try:
-            await check_csrf(request, session)
-        except ApiError as err:
-            return error_page(request, err)
-        await request.app[SESSIONS].end(session)
-    response = redirect(request, "/login")
+        await check_csrf(request, session)
+        await request.config_dict[SESSIONS].end(session)
+    response = redirect(request, "login")
     clear_cookie(request, response)
     raise response

@@ -23,7 +23,7 @@ from service.core.accounts import active_user
 from service.core.errors import ApiError
 from service.web.console.guard import SESSIONS, current_session, set_cookie
 from service.web.console.login import oidc_enabled, start_session
-from service.web.console.render import console_path, error_page
+from service.web.console.render import page_url
 from service.web.console.sessions import SESSION
 from service.web.oidc import FETCH_TIMEOUT, ProviderUnavailable
 from service.web.resources import DB, OIDC, SETTINGS
@@ -33,8 +33,8 @@ log = logging.getLogger("participants.signin")
 
 
 def _callback_url(request: web.Request) -> str:
-    public = request.app[SETTINGS].public_url.rstrip("/") or f"{request.scheme}://{request.host}"
-    return public + console_path(request, "/login/oidc/callback")
+    public = request.config_dict[SETTINGS].public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+    return public + page_url(request, "oidc_callback")
 
 
 def _challenge(verifier: str) -> str:
@@ -43,22 +43,19 @@ def _challenge(verifier: str) -> str:
 
 async def start(request: web.Request) -> web.StreamResponse:
     if not oidc_enabled(request):
-        return error_page(request, ApiError("notFound"))
-    try:
-        metadata = await request.app[OIDC].metadata()
-        endpoint = metadata.get("authorization_endpoint")
-        if not isinstance(endpoint, str):
-            raise ProviderUnavailable("the discovery document has no authorization_endpoint")
-    except ProviderUnavailable as exc:
-        log.warning("console sign-in: provider unavailable: %s", exc)
-        return error_page(request, ApiError("serviceUnavailable", headers={"Retry-After": "5"}))
+        raise ApiError("notFound")
+    # ProviderUnavailable, here or in the callback, is the console's 503 page (guard.py).
+    metadata = await request.config_dict[OIDC].metadata()
+    endpoint = metadata.get("authorization_endpoint")
+    if not isinstance(endpoint, str):
+        raise ProviderUnavailable("the discovery document has no authorization_endpoint")
     flow = {
         "state": secrets.token_urlsafe(24),
         "nonce": secrets.token_urlsafe(24),
         "verifier": secrets.token_urlsafe(48),
     }
     session = await current_session(request)
-    store = request.app[SESSIONS]
+    store = request.config_dict[SESSIONS]
     if session is None or session.username:
         session = await store.new(data={"oidc": flow})
     else:
@@ -66,7 +63,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         await store.save(session)
     query = {
         "response_type": "code",
-        "client_id": request.app[SETTINGS].oidc_client_id or "",
+        "client_id": request.config_dict[SETTINGS].oidc_client_id or "",
         "redirect_uri": _callback_url(request),
         "scope": "openid",
         "state": flow["state"],
@@ -80,8 +77,8 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 
 async def _exchange(request: web.Request, code: str, verifier: str) -> str:
-    s = request.app[SETTINGS]
-    endpoint = (await request.app[OIDC].metadata())["token_endpoint"]
+    s = request.config_dict[SETTINGS]
+    endpoint = (await request.config_dict[OIDC].metadata())["token_endpoint"]
     form = {
         "grant_type": "authorization_code", "code": code, "redirect_uri": _callback_url(request),
         "client_id": s.oidc_client_id or "", "code_verifier": verifier,
@@ -89,7 +86,7 @@ async def _exchange(request: web.Request, code: str, verifier: str) -> str:
     if s.oidc_client_secret:
         form["client_secret"] = s.oidc_client_secret
     try:
-        post = request.app[OIDC].session.post(
+        post = request.config_dict[OIDC].session.post(
             endpoint, data=form, timeout=FETCH_TIMEOUT, allow_redirects=False
         )
         async with post as resp:
@@ -107,23 +104,17 @@ async def callback(request: web.Request) -> web.StreamResponse:
     session = await current_session(request)
     flow = session.data.get("oidc") if session is not None and not session.username else None
     state, code = request.query.get("state", ""), request.query.get("code", "")
-    try:
-        if session is None or not isinstance(flow, dict) or not code:
-            raise ApiError("csrfTokenInvalid")
-        request[SESSION] = session
-        if not hmac.compare_digest(str(flow["state"]).encode(), state.encode()):
-            raise ApiError("csrfTokenInvalid")
-        session.data.pop("oidc", None)
-        await request.app[SESSIONS].save(session)  # a code is good for one try
-        token = await _exchange(request, code, str(flow["verifier"]))
-        username = await request.app[TOKEN_VERIFIER].username(token)
-        if await active_user(request.app[DB], username) is None:
-            log.info("console sign-in refused: unknown or disabled user", extra={"backend": "oidc"})
-            raise ApiError("noRoleSetUp")
-    except ProviderUnavailable as exc:
-        log.warning("console sign-in: provider unavailable: %s", exc)
-        return error_page(request, ApiError("serviceUnavailable", headers={"Retry-After": "5"}))
-    except ApiError as err:
-        return error_page(request, err)
+    if session is None or not isinstance(flow, dict) or not code:
+        raise ApiError("csrfTokenInvalid")
+    request[SESSION] = session
+    if not hmac.compare_digest(str(flow["state"]).encode(), state.encode()):
+        raise ApiError("csrfTokenInvalid")
+    session.data.pop("oidc", None)
+    await request.config_dict[SESSIONS].save(session)  # a code is good for one try
+    token = await _exchange(request, code, str(flow["verifier"]))
+    username = await request.config_dict[TOKEN_VERIFIER].username(token)
+    if await active_user(request.config_dict[DB], username) is None:
+        log.info("console sign-in refused: unknown or disabled user", extra={"backend": "oidc"})
+        raise ApiError("noRoleSetUp")
     log.info("sign-in", extra={"backend": "oidc", "outcome": "ok"})
     return await start_session(request, session, username)

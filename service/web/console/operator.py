@@ -19,7 +19,6 @@ from service.core.jobs.model import JOB_STATUSES, JOB_TYPES, parse_job_uuid
 from service.core.webhooks import admin as webhook_admin
 from service.core.webhooks import store as webhook_store
 from service.core.webhooks.models import WebhookList
-from service.web.console.guard import page
 from service.web.console.render import redirect, render
 from service.web.console.sessions import ACCOUNT
 from service.web.filters import audit_filters, job_filters
@@ -40,17 +39,16 @@ def _data(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
 
-@page(admin=True)
 async def queue(request: web.Request) -> web.StreamResponse:
-    report = await stats.queue_report(request.app[DB], request.app[REDIS], request.app[SETTINGS])
+    config = request.config_dict  # the parent app's resources
+    report = await stats.queue_report(config[DB], config[REDIS], config[SETTINGS])
     return render(request, "ops_queue.html", {"report": _data(report)})
 
 
-@page(admin=True)
 async def job_list(request: web.Request) -> web.StreamResponse:
     page_no, size = page_params(request)
     filters = job_filters(request)
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         data = await admin.list_jobs(conn, filters, page_no, size, base_url(request))
     context = {
         "data": _data(data), "filters": _filters(request, JOB_FILTERS), "statuses": JOB_STATUSES, "types": JOB_TYPES,
@@ -58,59 +56,53 @@ async def job_list(request: web.Request) -> web.StreamResponse:
     return render(request, "ops_jobs.html", context)
 
 
-@page(admin=True)
 async def job_detail(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         job = await admin.job_detail(conn, job_uuid, base_url(request))
     return render(request, "ops_job.html", {"job": _data(job)})
 
 
-@page(admin=True)
 async def job_retry(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         await admin.retry_job(
-            request.app[CONNECTIONS], conn, request[ACCOUNT].actor, job_uuid, base_url(request)
+            request.config_dict[CONNECTIONS], conn, request[ACCOUNT].actor, job_uuid, base_url(request)
         )
-    raise redirect(request, f"/ops/jobs/{job_uuid}")
+    raise redirect(request, "ops_job", jobUuid=job_uuid)
 
 
-@page(admin=True)
 async def job_cancel(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         await admin.cancel_job(conn, request[ACCOUNT].actor, job_uuid, base_url(request))
-    raise redirect(request, f"/ops/jobs/{job_uuid}")
+    raise redirect(request, "ops_job", jobUuid=job_uuid)
 
 
-@page(admin=True)
 async def webhook_list(request: web.Request) -> web.StreamResponse:
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         data = WebhookList(webhooks=await webhook_store.list_endpoints(conn))
     return render(request, "ops_webhooks.html", {"data": _data(data)})
 
 
-@page(admin=True)
 async def delivery_list(request: web.Request) -> web.StreamResponse:
     endpoint = path_id(request, "id")
     page_no, size = page_params(request, default_size=50, max_size=500)
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         data = await webhook_store.list_deliveries(conn, endpoint, page_no, size)
     return render(request, "ops_deliveries.html", {"data": _data(data), "endpoint": str(endpoint)})
 
 
-@page(admin=True)
 async def redeliver(request: web.Request) -> web.StreamResponse:
     message_id = path_id(request, "deliveryId")
-    delivery = await webhook_admin.redeliver(request.app[CONNECTIONS], request[ACCOUNT].actor, message_id)
-    raise redirect(request, f"/ops/webhooks/{delivery.endpointId}/deliveries")
+    actor = request[ACCOUNT].actor
+    delivery = await webhook_admin.redeliver(request.config_dict[CONNECTIONS], actor, message_id)
+    raise redirect(request, "ops_deliveries", id=delivery.endpointId)
 
 
-@page(admin=True)
 async def audit_log(request: web.Request) -> web.StreamResponse:
     page_no, size = page_params(request)
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         data = await audit.list_entries(conn, audit_filters(request), page_no, size)
     return render(
         request, "ops_audit.html", {"data": _data(data), "filters": _filters(request, AUDIT_FILTERS)}

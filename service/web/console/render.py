@@ -5,6 +5,7 @@ from this origin only, nothing inline, no framing).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 # errorCode -> what it means, in words, for people reading a page.
 EXPLAINED = {
@@ -89,6 +83,9 @@ EXPLAINED = {
     "csrfTokenInvalid": "The form had expired or did not come from this console: reload the page and try again.",
     "invalidRequestBody": "Some of the values are not valid.",
     "notFound": "There is no such page.",
+    "methodNotAllowed": "This page cannot be used that way.",
+    "unauthenticated": "You are not signed in (or your session has ended): reload the page to sign in.",
+    "internalError": "Something went wrong on our side: try again, and tell an operator if it persists.",
 }
 
 
@@ -97,12 +94,43 @@ def explain(code: str) -> str:
     return EXPLAINED.get(code, code)
 
 
-ENV.filters["explain"] = explain
+# Every console route is named with this prefix: the OpenAPI document of the API leaves routes so
+# named out (service/web/openapi.py), and they are HTML pages, not API operations.
+ROUTE_NAME_PREFIX = "console."
+
+# The console app's own Jinja environment (templates, filters, the ``url`` global), made per app.
+JINJA = web.AppKey("console_jinja", jinja2.Environment)
+
+
+def console_url(router: web.UrlDispatcher, name: str, /, **parts: object) -> str:
+    """The path of the console route ``name`` with ``parts`` filled in, each one percent-encoded by
+    the router (so an OID or id can never change which page the link names). ``name`` is
+    positional-only: a route may have a part called ``name`` (the assets' route does)."""
+    return str(router[ROUTE_NAME_PREFIX + name].url_for(**{k: str(v) for k, v in parts.items()}))
+
+
+def page_url(request: web.Request, name: str, /, **parts: object) -> str:
+    """``console_url`` for a console handler (whose ``request.app`` is the console app)."""
+    return console_url(request.app.router, name, **parts)
+
+
+def build_environment(router: web.UrlDispatcher) -> jinja2.Environment:
+    """Templates shipped in the package, HTML autoescaped; ``url(name, **parts)`` builds links from
+    ``router`` (the console app's), so templates never glue paths together."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["explain"] = explain
+    env.globals["url"] = functools.partial(console_url, router)
+    return env
 
 
 def console_path(request: web.Request, path: str = "") -> str:
-    """``/console/...`` under the configured path prefix."""
-    return request.app[SETTINGS].path_prefix.rstrip("/") + "/console" + path
+    """``/console...`` under the configured path prefix (the session cookie's path is this plus ``/``)."""
+    return request.config_dict[SETTINGS].path_prefix.rstrip("/") + "/console" + path
 
 
 def render(
@@ -110,22 +138,30 @@ def render(
 ) -> web.Response:
     session = request.get(SESSION)
     page = {
-        "root": console_path(request),
         "user": request.get(ACCOUNT),
         "csrf": session.csrf if session is not None else "",
         **(context or {}),
     }
-    html = ENV.get_template(template).render(page)
-    return web.Response(text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS)
+    html = request.config_dict[JINJA].get_template(template).render(page)
+    return web.Response(text=html, status=status, content_type="text/html")  # + add_security_headers
 
 
 def error_page(request: web.Request, err: ApiError) -> web.Response:
     response = render(request, "error.html", {"code": err.code}, status=err.status)
     for name, value in err.headers.items():
-        if name.lower() == "retry-after":
+        if name.lower() in ("retry-after", "allow"):
             response.headers[name] = value
     return response
 
 
-def redirect(request: web.Request, path: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(console_path(request, path), headers=SECURITY_HEADERS)
+def redirect(request: web.Request, name: str, /, query: str = "", **parts: object) -> web.HTTPSeeOther:
+    """A 303 to the console route ``name`` (``query`` appended as is), to raise from a handler."""
+    location = page_url(request, name, **parts) + (f"?{query}" if query else "")
+    return web.HTTPSeeOther(location)  # add_security_headers adds them
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: whatever a console answer is (a page, a redirect, a file, an error made
+    by aiohttp itself), it carries the security headers; one it set itself (an asset's caching) stays."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)

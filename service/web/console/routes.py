@@ -1,68 +1,81 @@
-"""The console's routes, its static assets (served from the package, never from a CDN) and the
-session store it needs at startup."""
+"""The console's routes, relative to the console app's mount point (``{prefix}/console``), each with
+its name (templates and redirects build links from names: ``render.console_url``) and who may use
+it (``guard.Access``); and its static assets, served from the package, never from a CDN."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import web
 
 from service.web.console import login, oidc_login, operator, site
-from service.web.console.guard import SESSIONS
-from service.web.console.render import SECURITY_HEADERS, STATIC
-from service.web.console.sessions import SessionStore
-from service.web.resources import REDIS, SETTINGS
+from service.web.console.guard import ACCESS, OPERATOR, OWN_CSRF, PUBLIC, SIGNED_IN, Access
+from service.web.console.render import ROUTE_NAME_PREFIX, STATIC
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROUTE_NAME_PREFIX = "console.r"
 ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
+SITE = "/studies/{studyOID}/sites/{siteOID}"
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise web.HTTPNotFound()
-    headers = {**SECURITY_HEADERS, "Content-Type": ASSETS[name], "Cache-Control": "public, max-age=3600"}
+    headers = {"Content-Type": ASSETS[name], "Cache-Control": "public, max-age=3600"}
     return web.FileResponse(STATIC / name, headers=headers)
 
 
-async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
-    s = app[SETTINGS]
-    app[SESSIONS] = SessionStore(app[REDIS], s.console_idle_seconds, s.console_max_seconds)
-    yield
+class Route(NamedTuple):
+    method: str
+    path: str
+    handler: Handler
+    name: str  # one name per path: the GET and the POST of one path share it
+    access: Access = SIGNED_IN
 
 
-def add_routes(app: web.Application, prefix: str) -> None:
-    """Everything under ``{prefix}/console``; needs the Redis pool, so call after ``redis_ctx``."""
-    app.cleanup_ctx.append(sessions_ctx)
-    routes: list[tuple[str, str, Handler]] = []
-    c = prefix + "/console"
-    site_path = c + "/studies/{studyOID}/sites/{siteOID}"
-    routes.append(("GET", c + "/static/{name}", asset))
-    routes.append(("GET", c + "/login", login.login_page))
-    routes.append(("POST", c + "/login", login.login_submit))
-    routes.append(("GET", c + "/login/oidc", oidc_login.start))
-    routes.append(("GET", c + "/login/oidc/callback", oidc_login.callback))
-    routes.append(("POST", c + "/logout", login.logout))
-    routes.append(("GET", c, site.home))
-    routes.append(("GET", c + "/", site.home))
-    routes.append(("GET", site_path, site.site_page))
-    routes.append(("GET", site_path + "/jobs", site.jobs_fragment))
-    routes.append(("POST", site_path + "/participants", site.save_participant_form))
-    routes.append(("POST", site_path + "/extract", site.extract))
-    routes.append(("POST", site_path + "/bulk", site.bulk_upload))
-    routes.append(("GET", c + "/jobs/{jobUuid}", site.job_page))
-    routes.append(("GET", c + "/jobs/{jobUuid}/download", site.download))
-    routes.append(("POST", c + "/jobs/{jobUuid}/delete", site.delete))
-    routes.append(("GET", c + "/ops", operator.queue))
-    routes.append(("GET", c + "/ops/jobs", operator.job_list))
-    routes.append(("GET", c + "/ops/jobs/{jobUuid}", operator.job_detail))
-    routes.append(("POST", c + "/ops/jobs/{jobUuid}/retry", operator.job_retry))
-    routes.append(("POST", c + "/ops/jobs/{jobUuid}/cancel", operator.job_cancel))
-    routes.append(("GET", c + "/ops/webhooks", operator.webhook_list))
-    routes.append(("GET", c + "/ops/webhooks/{id}/deliveries", operator.delivery_list))
-    routes.append(("POST", c + "/ops/webhooks/deliveries/{deliveryId}/redeliver", operator.redeliver))
-    routes.append(("GET", c + "/ops/audit", operator.audit_log))
-    # Named "console.*": these are HTML pages, so the OpenAPI document of the API leaves them out.
-    for i, (method, path, handler) in enumerate(routes):
-        app.router.add_route(method, path, handler, name=f"{ROUTE_NAME_PREFIX}{i}")
+ROUTES = (
+    Route("GET", "/static/{name}", asset, "asset", PUBLIC),
+    Route("GET", "/login", login.login_page, "login", PUBLIC),
+    Route("POST", "/login", login.login_submit, "login", PUBLIC),
+    Route("GET", "/login/oidc", oidc_login.start, "oidc_login", PUBLIC),
+    Route("GET", "/login/oidc/callback", oidc_login.callback, "oidc_callback", PUBLIC),
+    Route("POST", "/logout", login.logout, "logout", PUBLIC),  # works without a session too
+    Route("GET", "", site.home, "root"),  # /console without the slash
+    Route("GET", "/", site.home, "home"),
+    Route("GET", SITE, site.site_page, "site"),
+    Route("GET", SITE + "/jobs", site.jobs_fragment, "site_jobs"),
+    Route("POST", SITE + "/participants", site.save_participant_form, "site_participants"),
+    Route("POST", SITE + "/extract", site.extract, "site_extract"),
+    Route("POST", SITE + "/bulk", site.bulk_upload, "site_bulk", OWN_CSRF),  # the token is a multipart part
+    Route("GET", "/jobs/{jobUuid}", site.job_page, "job"),
+    Route("GET", "/jobs/{jobUuid}/download", site.download, "job_download"),
+    Route("POST", "/jobs/{jobUuid}/delete", site.delete, "job_delete"),
+    Route("GET", "/ops", operator.queue, "ops_queue", OPERATOR),
+    Route("GET", "/ops/jobs", operator.job_list, "ops_jobs", OPERATOR),
+    Route("GET", "/ops/jobs/{jobUuid}", operator.job_detail, "ops_job", OPERATOR),
+    Route("POST", "/ops/jobs/{jobUuid}/retry", operator.job_retry, "ops_job_retry", OPERATOR),
+    Route("POST", "/ops/jobs/{jobUuid}/cancel", operator.job_cancel, "ops_job_cancel", OPERATOR),
+    Route("GET", "/ops/webhooks", operator.webhook_list, "ops_webhooks", OPERATOR),
+    Route("GET", "/ops/webhooks/{id}/deliveries", operator.delivery_list, "ops_deliveries", OPERATOR),
+    Route(
+        "POST",
+        "/ops/webhooks/deliveries/{deliveryId}/redeliver",
+        operator.redeliver,
+        "ops_redeliver",
+        OPERATOR,
+    ),
+    Route("GET", "/ops/audit", operator.audit_log, "ops_audit", OPERATOR),
+)
+
+
+def add_routes(console: web.Application) -> None:
+    """Every route of ``ROUTES`` on the console app, and the table the session middleware reads."""
+    access: dict[str, Access] = {}
+    for route in ROUTES:
+        name = ROUTE_NAME_PREFIX + route.name
+        console.router.add_route(route.method, route.path, route.handler, name=name)
+        # Per name (one path), not per method: a path whose GET and POST differed needs two names.
+        if access.setdefault(name, route.access) != route.access:
+            raise ValueError(f"{name}: one Access per route name")
+    console[ACCESS] = access

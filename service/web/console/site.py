@@ -27,7 +27,7 @@ from service.core.jobs.owned import JobPlace
 from service.core.jobs.views import JobView
 from service.core.participants import ParticipantIn, list_participants, save_participant
 from service.core.roles import Action, Scope, authorize, check_bulk_allowed, load_scope
-from service.web.console.guard import check_csrf, page
+from service.web.console.guard import check_csrf
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT, SESSION
 from service.web.downloads import send_job_file
@@ -70,10 +70,9 @@ async def _site_jobs(request: web.Request, conn: asyncpg.Connection, scope: Scop
     return [_view(j) for j in jobs.jobs]
 
 
-@page()
 async def home(request: web.Request) -> web.StreamResponse:
     account = request[ACCOUNT]
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         roles = await directory.list_roles(conn, account.username)
         places: dict[str, dict[str, Any]] = {}
         for role in roles:
@@ -113,7 +112,7 @@ async def _site_page(
         page_no = max(1, min(int(request.query.get("page", "1")), 100_000))
     except ValueError:
         page_no = 1
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         scope = scope or await _site_scope(request, conn)
         participants = await list_participants(conn, scope, page_no, PAGE_SIZE)
         site_jobs = await _site_jobs(request, conn, scope)
@@ -133,7 +132,6 @@ async def _site_page(
     return render(request, "site.html", context, status=status)
 
 
-@page()
 async def site_page(request: web.Request) -> web.StreamResponse:
     notice = {"added": "The participant was saved.", "extract": "The extract was started."}.get(
         request.query.get("done", "")
@@ -141,19 +139,17 @@ async def site_page(request: web.Request) -> web.StreamResponse:
     return await _site_page(request, notice=notice)
 
 
-@page()
 async def jobs_fragment(request: web.Request) -> web.StreamResponse:
     """The jobs table alone, which the page's script fetches every few seconds while a job runs."""
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         site_jobs = await _site_jobs(request, conn, await _site_scope(request, conn))
     return render(request, "jobs_table.html", {"jobs": site_jobs})
 
 
-@page()
 async def save_participant_form(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     values = {name: str(form.get(name, "")).strip() for name in FORM_FIELDS}
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         scope = await _site_scope(request, conn)
         authorize(scope, Action.WRITE_AT_SITE)
         body = ParticipantIn(**{k: (v or None) for k, v in values.items()})
@@ -167,26 +163,21 @@ async def save_participant_form(request: web.Request) -> web.StreamResponse:
             for code in codes:
                 errors.setdefault(field_of(code) or "form", []).append(explain(code))
             return await _site_page(request, scope, values, errors, status=err.status)
-    raise redirect(request, f"/studies/{scope.study_oid}/sites/{scope.site_oid}?done=added")
+    raise redirect(request, "site", query="done=added", studyOID=scope.study_oid, siteOID=scope.site_oid)
 
 
-@page()
 async def extract(request: web.Request) -> web.StreamResponse:
     # The API's submit: role check, job row, audit, quota, queue (every option at its default).
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         scope = await extracts.extract_scope(
             conn, request[ACCOUNT].username, request.match_info["studyOID"], request.match_info["siteOID"]
         )
-        await extracts.submit_extract(
-            request.app[CONNECTIONS], conn, scope, ExtractOptions(), base_url(request)
-        )
-    raise redirect(
-        request,
-        f"/studies/{request.match_info['studyOID']}/sites/{request.match_info['siteOID']}?done=extract",
-    )
+        connections = request.config_dict[CONNECTIONS]
+        await extracts.submit_extract(connections, conn, scope, ExtractOptions(), base_url(request))
+    study, site = request.match_info["studyOID"], request.match_info["siteOID"]
+    raise redirect(request, "site", query="done=extract", studyOID=study, siteOID=site)
 
 
-@page(csrf=False)
 async def bulk_upload(request: web.Request) -> web.StreamResponse:
     """A multipart form whose first field is the CSRF token and whose ``file`` is the CSV; the upload
     runs as the API's asynchronous bulk job, and the job's page shows its result."""
@@ -212,25 +203,20 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
     ):
         raise ApiError("notSupportedFileFormat")
     created_at = oc4_timestamp(dt.datetime.now(dt.UTC))
-    max_bytes = request.app[SETTINGS].bulk_max_bytes
+    max_bytes = request.config_dict[SETTINGS].bulk_max_bytes
     with await spool(part_chunks(part), max_bytes) as file:  # no connection held while the file arrives
-        async with request.app[DB].acquire() as conn:
+        async with request.config_dict[DB].acquire() as conn:
             scope = await _site_scope(request, conn)
             check_bulk_allowed(scope)
-            submitted = await submit_bulk_job(
-                request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request)
-            )
-    raise redirect(request, f"/jobs/{submitted.jobUuid}")
+            connections = request.config_dict[CONNECTIONS]
+            submitted = await submit_bulk_job(connections, conn, scope, file, created_at, base_url(request))
+    raise redirect(request, "job", jobUuid=submitted.jobUuid)
 
 
-@page()
 async def job_page(request: web.Request) -> web.StreamResponse:
-    async with request.app[DB].acquire() as conn:  # the owner only, as in the API
-        job = _view(
-            await owned.get_job(
-                conn, request[ACCOUNT].actor, request.match_info["jobUuid"], base_url(request)
-            )
-        )
+    job_uuid = request.match_info["jobUuid"]
+    async with request.config_dict[DB].acquire() as conn:  # the owner only, as in the API
+        job = _view(await owned.get_job(conn, request[ACCOUNT].actor, job_uuid, base_url(request)))
     result = job.get("result") or {}
     # Failed rows first, each code beside its explanation; then the rows that were added.
     rows = [
@@ -248,15 +234,13 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@page()
 async def download(request: web.Request) -> web.StreamResponse:
     return await send_job_file(request, request[ACCOUNT].actor)
 
 
-@page()
 async def delete(request: web.Request) -> web.StreamResponse:
     actor = request[ACCOUNT].actor
-    async with request.app[DB].acquire() as conn:
+    async with request.config_dict[DB].acquire() as conn:
         job = await owned.owned_job(conn, actor, request.match_info["jobUuid"])
-        await owned.delete_job(conn, request.app[STORAGE], actor, job, base_url(request))
-    raise redirect(request, f"/jobs/{request.match_info['jobUuid']}")
+        await owned.delete_job(conn, request.config_dict[STORAGE], actor, job, base_url(request))
+    raise redirect(request, "job", jobUuid=request.match_info["jobUuid"])
