@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from service.core import audit, stats
 from service.core.jobs import admin
 from service.core.jobs.model import JOB_STATUSES, JOB_TYPES, parse_job_uuid
-from service.core.webhooks import admin as webhook_admin
-from service.core.webhooks import store as webhook_store
+from service.core.webhooks.admin import redeliver
 from service.core.webhooks.models import WebhookList
+from service.core.webhooks.store import list_deliveries, list_endpoints
 from service.web.console.render import redirect, render
 from service.web.console.sessions import ACCOUNT
 from service.web.filters import audit_filters, job_filters
@@ -81,7 +81,7 @@ async def job_cancel(request: web.Request) -> web.StreamResponse:
 
 async def webhook_list(request: web.Request) -> web.StreamResponse:
     async with request.config_dict[DB].acquire() as conn:
-        data = WebhookList(webhooks=await webhook_store.list_endpoints(conn))
+        data = WebhookList(webhooks=await list_endpoints(conn))
     return render(request, "ops_webhooks.html", {"data": _data(data)})
 
 
@@ -89,14 +89,14 @@ async def delivery_list(request: web.Request) -> web.StreamResponse:
     endpoint = path_id(request, "id")
     page_no, size = page_params(request, default_size=50, max_size=500)
     async with request.config_dict[DB].acquire() as conn:
-        data = await webhook_store.list_deliveries(conn, endpoint, page_no, size)
+        data = await list_deliveries(conn, endpoint, page_no, size)
     return render(request, "ops_deliveries.html", {"data": _data(data), "endpoint": str(endpoint)})
 
 
-async def redeliver(request: web.Request) -> web.StreamResponse:
+async def redeliver_delivery(request: web.Request) -> web.StreamResponse:
     message_id = path_id(request, "deliveryId")
     actor = request[ACCOUNT].actor
-    delivery = await webhook_admin.redeliver(request.config_dict[CONNECTIONS], actor, message_id)
+    delivery = await redeliver(request.config_dict[CONNECTIONS], actor, message_id)
     raise redirect(request, "ops_deliveries", id=delivery.endpointId)
 
 

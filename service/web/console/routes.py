@@ -16,6 +16,7 @@ from service.web.console.render import ROUTE_NAME_PREFIX, STATIC
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
 SITE = "/studies/{studyOID}/sites/{siteOID}"
+DELIVERY = "/ops/webhooks/deliveries/{deliveryId}"
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
@@ -58,13 +59,7 @@ ROUTES = (
     Route("POST", "/ops/jobs/{jobUuid}/cancel", operator.job_cancel, "ops_job_cancel", OPERATOR),
     Route("GET", "/ops/webhooks", operator.webhook_list, "ops_webhooks", OPERATOR),
     Route("GET", "/ops/webhooks/{id}/deliveries", operator.delivery_list, "ops_deliveries", OPERATOR),
-    Route(
-        "POST",
-        "/ops/webhooks/deliveries/{deliveryId}/redeliver",
-        operator.redeliver,
-        "ops_redeliver",
-        OPERATOR,
-    ),
+    Route("POST", DELIVERY + "/redeliver", operator.redeliver_delivery, "ops_redeliver", OPERATOR),
     Route("GET", "/ops/audit", operator.audit_log, "ops_audit", OPERATOR),
 )
 

@@ -9,7 +9,7 @@ would be allowed, and the action checks again when it is used.
 
 from __future__ import annotations
 
-import datetime as dt
+import datetime
 from typing import Any
 
 import asyncpg
@@ -202,7 +202,7 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
         or not (part.filename or "").lower().endswith(".csv")
     ):
         raise ApiError("notSupportedFileFormat")
-    created_at = oc4_timestamp(dt.datetime.now(dt.UTC))
+    created_at = oc4_timestamp(datetime.datetime.now(datetime.UTC))
     max_bytes = request.config_dict[SETTINGS].bulk_max_bytes
     with await spool(part_chunks(part), max_bytes) as file:  # no connection held while the file arrives
         async with request.config_dict[DB].acquire() as conn:
