@@ -126,7 +126,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "create-user":
         _require_urls(settings)
         user = directory.UserIn(username=args.username, fullName=args.full_name, admin=args.admin)
-        print(_run(with_conn(settings, lambda c: directory.create_user(c, user))))
+        print(_run(with_conn(settings, lambda c: directory.create_user(c, user))).model_dump())
     elif args.command in ("disable-user", "enable-user"):
         _require_urls(settings)
         from service.core.audit import CLI

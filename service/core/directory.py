@@ -7,7 +7,7 @@ and the tests: one way to set things up. Functions take a connection and plain v
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
@@ -144,21 +144,20 @@ STUDY_COLUMNS = {
 }
 
 
-def study_view(row: asyncpg.Record) -> dict[str, Any]:
-    return {"oid": row["oid"], **{api: row[col] for api, col in STUDY_COLUMNS.items()}}
+def study_view(row: asyncpg.Record) -> StudyOut:
+    return StudyOut.model_validate(
+        {"oid": row["oid"], **{api: row[col] for api, col in STUDY_COLUMNS.items()}}
+    )
 
 
-def site_view(row: asyncpg.Record, study_oid: str) -> dict[str, Any]:
-    return {"oid": row["oid"], "name": row["name"], "status": row["status"], "studyOid": study_oid}
+def site_view(row: asyncpg.Record, study_oid: str) -> SiteOut:
+    return SiteOut(oid=row["oid"], name=row["name"], status=row["status"], studyOid=study_oid)
 
 
-def user_view(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "username": row["username"],
-        "fullName": row["full_name"],
-        "admin": row["admin"],
-        "disabled": row["disabled"],
-    }
+def user_view(row: asyncpg.Record) -> UserOut:
+    return UserOut(
+        username=row["username"], fullName=row["full_name"], admin=row["admin"], disabled=row["disabled"]
+    )
 
 
 def _check_template(template: str | None) -> None:
@@ -166,7 +165,7 @@ def _check_template(template: str | None) -> None:
         raise ApiError("invalidRequestBody", {"fields": ["idTemplate"], "reason": problems[0]})
 
 
-async def create_study(conn: asyncpg.Connection, s: StudyIn) -> dict[str, Any]:
+async def create_study(conn: asyncpg.Connection, s: StudyIn) -> StudyOut:
     _check_template(s.idTemplate)
     if await conn.fetchval("SELECT 1 FROM sites WHERE oid = $1", s.oid):
         raise ApiError("alreadyExists", {"studyOid": s.oid})  # study and site OIDs share one namespace
@@ -189,7 +188,7 @@ async def get_study(conn: asyncpg.Connection, oid: str) -> asyncpg.Record:
     return row
 
 
-async def patch_study(conn: asyncpg.Connection, oid: str, patch: StudyPatch) -> dict[str, Any]:
+async def patch_study(conn: asyncpg.Connection, oid: str, patch: StudyPatch) -> StudyOut:
     _check_template(patch.idTemplate)
     changes = {STUDY_COLUMNS[k]: v for k, v in patch.model_dump(exclude_unset=True).items() if v is not None}
     row = await get_study(conn, oid)
@@ -201,11 +200,11 @@ async def patch_study(conn: asyncpg.Connection, oid: str, patch: StudyPatch) -> 
     return study_view(row)
 
 
-async def list_studies(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    return [study_view(r) for r in await conn.fetch("SELECT * FROM studies ORDER BY oid")]
+async def list_studies(conn: asyncpg.Connection) -> StudyList:
+    return StudyList(studies=[study_view(r) for r in await conn.fetch("SELECT * FROM studies ORDER BY oid")])
 
 
-async def create_site(conn: asyncpg.Connection, study_oid: str, s: SiteIn) -> dict[str, Any]:
+async def create_site(conn: asyncpg.Connection, study_oid: str, s: SiteIn) -> SiteOut:
     study = await get_study(conn, study_oid)
     if await conn.fetchval("SELECT 1 FROM studies WHERE oid = $1", s.oid):
         raise ApiError("alreadyExists", {"siteOid": s.oid})
@@ -219,15 +218,13 @@ async def create_site(conn: asyncpg.Connection, study_oid: str, s: SiteIn) -> di
     return site_view(row, study_oid)
 
 
-async def list_sites(conn: asyncpg.Connection, study_oid: str) -> list[dict[str, Any]]:
+async def list_sites(conn: asyncpg.Connection, study_oid: str) -> SiteList:
     study = await get_study(conn, study_oid)
     rows = await conn.fetch("SELECT * FROM sites WHERE study_id = $1 ORDER BY oid", study["id"])
-    return [site_view(r, study_oid) for r in rows]
+    return SiteList(sites=[site_view(r, study_oid) for r in rows])
 
 
-async def patch_site(
-    conn: asyncpg.Connection, study_oid: str, site_oid: str, patch: SitePatch
-) -> dict[str, Any]:
+async def patch_site(conn: asyncpg.Connection, study_oid: str, site_oid: str, patch: SitePatch) -> SiteOut:
     study = await get_study(conn, study_oid)
     row = await conn.fetchrow("SELECT * FROM sites WHERE oid = $1 AND study_id = $2", site_oid, study["id"])
     if row is None:
@@ -241,7 +238,7 @@ async def patch_site(
     return site_view(row, study_oid)
 
 
-async def create_user(conn: asyncpg.Connection, u: UserIn) -> dict[str, Any]:
+async def create_user(conn: asyncpg.Connection, u: UserIn) -> UserOut:
     row = await conn.fetchrow(
         "INSERT INTO users (username, full_name, admin) VALUES ($1, $2, $3)"
         " ON CONFLICT (username) DO NOTHING RETURNING *",
@@ -252,7 +249,7 @@ async def create_user(conn: asyncpg.Connection, u: UserIn) -> dict[str, Any]:
     return user_view(row)
 
 
-async def patch_user(conn: asyncpg.Connection, username: str, patch: UserPatch) -> dict[str, Any]:
+async def patch_user(conn: asyncpg.Connection, username: str, patch: UserPatch) -> UserOut:
     """Takes effect at once: every check that reads the user reads these flags (no token cache)."""
     row = await conn.fetchrow(
         "UPDATE users SET disabled = coalesce($2, disabled), admin = coalesce($3, admin)"
@@ -266,7 +263,7 @@ async def patch_user(conn: asyncpg.Connection, username: str, patch: UserPatch) 
 
 async def update_user(
     conn: asyncpg.Connection, actor: audit.Actor, username: str, patch: UserPatch
-) -> dict[str, Any]:
+) -> UserOut:
     """``patch_user`` and its audit row (``admin.user.update``: the user and the flags set), in one
     transaction: the admin API's ``PATCH /admin/api/users/{username}`` and the CLI's
     ``disable-user`` / ``enable-user`` (actor ``audit.CLI``) change a user the same way."""
@@ -284,8 +281,8 @@ async def get_user(conn: asyncpg.Connection, username: str) -> asyncpg.Record:
     return row
 
 
-async def list_users(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    return [user_view(r) for r in await conn.fetch("SELECT * FROM users ORDER BY username")]
+async def list_users(conn: asyncpg.Connection) -> UserList:
+    return UserList(users=[user_view(r) for r in await conn.fetch("SELECT * FROM users ORDER BY username")])
 
 
 async def _role_target(conn: asyncpg.Connection, r: RoleIn) -> tuple[int, int | None]:
@@ -302,7 +299,7 @@ async def _role_target(conn: asyncpg.Connection, r: RoleIn) -> tuple[int, int | 
     return study["id"], site_id
 
 
-async def grant_role(conn: asyncpg.Connection, username: str, r: RoleIn) -> dict[str, Any]:
+async def grant_role(conn: asyncpg.Connection, username: str, r: RoleIn) -> RoleOut:
     user = await get_user(conn, username)
     study_id, site_id = await _role_target(conn, r)
     inserted = await conn.fetchval(
@@ -312,7 +309,7 @@ async def grant_role(conn: asyncpg.Connection, username: str, r: RoleIn) -> dict
     )  # fmt: skip
     if inserted is None:
         raise ApiError("alreadyExists", {"username": username, "role": r.role})
-    return {"studyOid": r.studyOid, "siteOid": r.siteOid, "role": r.role}
+    return RoleOut(studyOid=r.studyOid, siteOid=r.siteOid, role=r.role)
 
 
 async def revoke_role(conn: asyncpg.Connection, username: str, r: RoleIn) -> None:
@@ -327,7 +324,7 @@ async def revoke_role(conn: asyncpg.Connection, username: str, r: RoleIn) -> Non
         raise ApiError("roleNotFound", {"username": username, "role": r.role})
 
 
-async def list_roles(conn: asyncpg.Connection, username: str) -> list[dict[str, Any]]:
+async def list_roles(conn: asyncpg.Connection, username: str) -> RoleList:
     user = await get_user(conn, username)
     rows = await conn.fetch(
         """SELECT st.oid AS study_oid, si.oid AS site_oid, r.role FROM role_assignments r
@@ -335,4 +332,6 @@ async def list_roles(conn: asyncpg.Connection, username: str) -> list[dict[str, 
            WHERE r.user_id = $1 ORDER BY st.oid, si.oid NULLS FIRST, r.role""",
         user["id"],
     )
-    return [{"studyOid": r["study_oid"], "siteOid": r["site_oid"], "role": r["role"]} for r in rows]
+    return RoleList(
+        roles=[RoleOut(studyOid=r["study_oid"], siteOid=r["site_oid"], role=r["role"]) for r in rows]
+    )

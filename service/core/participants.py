@@ -72,14 +72,14 @@ class ParticipantList(BaseModel):
     studyParticipants: list[ListedParticipant]
 
 
-def view(row: asyncpg.Record | dict[str, Any], site_oid: str | None) -> dict[str, Any]:
-    return {
-        "subjectKey": row["subject_key"],
-        "subjectOid": row["oid"],
-        "status": STATUS_LABELS[row["status"]],
-        "participateStatus": row["participate_status"],
-        "siteOid": site_oid,
-    }
+def view(row: asyncpg.Record | dict[str, Any], site_oid: str | None) -> ParticipantOut:
+    return ParticipantOut(
+        subjectKey=row["subject_key"],
+        subjectOid=row["oid"],
+        status=STATUS_LABELS[row["status"]],
+        participateStatus=row["participate_status"],
+        siteOid=site_oid,
+    )
 
 
 def _clean(value: str | None) -> str | None:
@@ -120,7 +120,7 @@ async def lock_study_and_check_cap(conn: asyncpg.Connection, study: dict[str, An
 
 async def save_participant(
     conn: asyncpg.Connection, scope: Scope, data: ParticipantIn, register: bool
-) -> dict[str, Any]:
+) -> ParticipantOut:
     """Add, update, reassign and/or register one participant; return its view."""
     study, site = scope.study, scope.site
     assert study is not None
@@ -183,7 +183,7 @@ SELECT * FROM created
 
 async def _create_in_one_statement(
     conn: asyncpg.Connection, scope: Scope, key: str, contact: dict[str, str | None], register: bool
-) -> dict[str, Any] | None:
+) -> ParticipantOut | None:
     study, site = scope.study, scope.site
     assert study is not None
     fields = [k for k in CONTACT_COLUMNS if contact.get(k)]
@@ -209,7 +209,7 @@ async def _create(
     contact: dict[str, str | None],
     register: bool,
     params: dict[str, Any],
-) -> dict[str, Any] | None:
+) -> ParticipantOut | None:
     study, site = scope.study, scope.site
     assert study is not None
     if await lock_study_and_check_cap(conn, study) < 1:
@@ -249,7 +249,7 @@ async def _update(
     contact: dict[str, str | None],
     register: bool,
     params: dict[str, Any],
-) -> dict[str, Any]:
+) -> ParticipantOut:
     site = scope.site
     if existing["status"] in REMOVED_STATUSES:
         raise ApiError("participantNotAvailable", params)
@@ -303,7 +303,7 @@ async def _update(
 
 async def set_status(
     conn: asyncpg.Connection, scope: Scope, subject_key: str, remove: bool
-) -> dict[str, Any]:
+) -> ParticipantOut:
     """Remove (soft) or restore a participant. Doing either twice is a no-op, not an error."""
     study, site = scope.study, scope.site
     assert study is not None
@@ -349,9 +349,7 @@ LIMIT $4 OFFSET $5
 """
 
 
-async def list_participants(
-    conn: asyncpg.Connection, scope: Scope, page: int, size: int
-) -> list[dict[str, Any]]:
+async def list_participants(conn: asyncpg.Connection, scope: Scope, page: int, size: int) -> ParticipantList:
     """OC4's listing shape, without personal data. Site-level roles see their own sites only."""
     assert scope.study is not None
     rows = await conn.fetch(
@@ -362,16 +360,17 @@ async def list_participants(
         size,
         (page - 1) * size,
     )
-    return [
-        {
-            "subjectKey": r["subject_key"],
-            "subjectOid": r["oid"],
-            "status": STATUS_LABELS[r["status"]],
-            "siteOid": r["site_oid"],
-            "createdBy": r["created_by"],
-            "createdAt": r["created_at"].isoformat(),
-            "lastModifiedBy": r["updated_by"],
-            "lastModified": r["updated_at"].isoformat(),
-        }
+    listed = [
+        ListedParticipant(
+            subjectKey=r["subject_key"],
+            subjectOid=r["oid"],
+            status=STATUS_LABELS[r["status"]],
+            siteOid=r["site_oid"],
+            createdBy=r["created_by"],
+            createdAt=r["created_at"].isoformat(),
+            lastModifiedBy=r["updated_by"],
+            lastModified=r["updated_at"].isoformat(),
+        )
         for r in rows
     ]
+    return ParticipantList(studyParticipants=listed)

@@ -75,16 +75,16 @@ async def home(request: web.Request) -> web.StreamResponse:
     async with request.config_dict[DB].acquire() as conn:
         roles = await directory.list_roles(conn, account.username)
         places: dict[str, dict[str, Any]] = {}
-        for role in roles:
-            study = places.setdefault(role["studyOid"], {"roles": set(), "sites": {}})
-            if role["siteOid"] is None:
-                study["roles"].add(role["role"])
+        for role in roles.roles:
+            study = places.setdefault(role.studyOid, {"roles": set(), "sites": {}})
+            if role.siteOid is None:
+                study["roles"].add(role.role)
             else:
-                study["sites"].setdefault(role["siteOid"], set()).add(role["role"])
+                study["sites"].setdefault(role.siteOid, set()).add(role.role)
         for oid, study in places.items():
             if study["roles"]:  # a study-level role reaches every site of the study
-                for site in await directory.list_sites(conn, oid):
-                    study["sites"].setdefault(site["oid"], set())
+                for site in (await directory.list_sites(conn, oid)).sites:
+                    study["sites"].setdefault(site.oid, set())
     return render(request, "home.html", {"places": places})
 
 
@@ -114,7 +114,7 @@ async def _site_page(
         page_no = 1
     async with request.config_dict[DB].acquire() as conn:
         scope = scope or await _site_scope(request, conn)
-        participants = await list_participants(conn, scope, page_no, PAGE_SIZE)
+        participants = (await list_participants(conn, scope, page_no, PAGE_SIZE)).studyParticipants
         site_jobs = await _site_jobs(request, conn, scope)
     context = {
         "study": scope.study_oid,

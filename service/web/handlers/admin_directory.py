@@ -31,14 +31,14 @@ async def create_study(request: web.Request) -> web.Response:
         await audit.record_by(
             conn, actor, "admin.study.create", {"studyOid": body.oid, "fields": audit.field_names(body)}
         )
-    return reply(StudyOut.model_validate(study), status=201)
+    return reply(study, status=201)
 
 
 @operation("List studies", "admin", ok={200: StudyList})
 async def list_studies(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(StudyList.model_validate({"studies": await directory.list_studies(conn)}))
+        return reply(await directory.list_studies(conn))
 
 
 @operation("One study", "admin", ok={200: StudyOut})
@@ -46,7 +46,7 @@ async def get_study(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
         row = await directory.get_study(conn, request.match_info["studyOID"])
-        return reply(StudyOut.model_validate(directory.study_view(row)))
+        return reply(directory.study_view(row))
 
 
 @operation("Change a study", "admin", body=directory.StudyPatch, ok={200: StudyOut})
@@ -59,7 +59,7 @@ async def patch_study(request: web.Request) -> web.Response:
         await audit.record_by(
             conn, actor, "admin.study.update", {"studyOid": study_oid, "fields": audit.field_names(body)}
         )
-    return reply(StudyOut.model_validate(study))
+    return reply(study)
 
 
 @operation("Create a site", "admin", body=directory.SiteIn, ok={201: SiteOut}, errors=(409,))
@@ -71,18 +71,14 @@ async def create_site(request: web.Request) -> web.Response:
         site = await directory.create_site(conn, study_oid, body)
         details = {"studyOid": study_oid, "siteOid": body.oid, "fields": audit.field_names(body)}
         await audit.record_by(conn, actor, "admin.site.create", details)
-    return reply(SiteOut.model_validate(site), status=201)
+    return reply(site, status=201)
 
 
 @operation("List a study's sites", "admin", ok={200: SiteList})
 async def list_sites(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(
-            SiteList.model_validate(
-                {"sites": await directory.list_sites(conn, request.match_info["studyOID"])}
-            )
-        )
+        return reply(await directory.list_sites(conn, request.match_info["studyOID"]))
 
 
 @operation("Change a site", "admin", body=directory.SitePatch, ok={200: SiteOut})
@@ -94,7 +90,7 @@ async def patch_site(request: web.Request) -> web.Response:
         site = await directory.patch_site(conn, study_oid, site_oid, body)
         details = {"studyOid": study_oid, "siteOid": site_oid, "fields": audit.field_names(body)}
         await audit.record_by(conn, actor, "admin.site.update", details)
-    return reply(SiteOut.model_validate(site))
+    return reply(site)
 
 
 @operation("Create a user", "admin", body=directory.UserIn, ok={201: UserOut}, errors=(409,))
@@ -105,7 +101,7 @@ async def create_user(request: web.Request) -> web.Response:
         user = await directory.create_user(conn, body)
         # The username is the account's identifier; the full name is personal data and stays out.
         await audit.record_by(conn, actor, "admin.user.create", {"user": body.username, "admin": body.admin})
-    return reply(UserOut.model_validate(user), status=201)
+    return reply(user, status=201)
 
 
 @operation(
@@ -117,14 +113,14 @@ async def patch_user(request: web.Request) -> web.Response:
     username = request.match_info["username"]
     async with request.app[DB].acquire() as conn:
         user = await directory.update_user(conn, actor, username, body)
-    return reply(UserOut.model_validate(user))
+    return reply(user)
 
 
 @operation("List users", "admin", ok={200: UserList})
 async def list_users(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(UserList.model_validate({"users": await directory.list_users(conn)}))
+        return reply(await directory.list_users(conn))
 
 
 @operation("Grant a role", "admin", body=directory.RoleIn, ok={201: RoleOut}, errors=(409,))
@@ -135,18 +131,14 @@ async def grant_role(request: web.Request) -> web.Response:
     async with request.app[DB].acquire() as conn, conn.transaction():
         role = await directory.grant_role(conn, username, body)
         await audit.record_by(conn, actor, "admin.role.grant", {"user": username, **body.model_dump()})
-    return reply(RoleOut.model_validate(role), status=201)
+    return reply(role, status=201)
 
 
 @operation("A user's roles", "admin", ok={200: RoleList})
 async def list_roles(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[DB].acquire() as conn:
-        return reply(
-            RoleList.model_validate(
-                {"roles": await directory.list_roles(conn, request.match_info["username"])}
-            )
-        )
+        return reply(await directory.list_roles(conn, request.match_info["username"]))
 
 
 @operation("Revoke a role", "admin", body=directory.RoleIn, ok={204: NO_CONTENT})

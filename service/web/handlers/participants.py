@@ -41,8 +41,8 @@ async def get_participants(request: web.Request) -> web.Response:
         authorize(scope, Action.LIST)
         accept_query(request)
         page, size = page_params(request)
-        rows = await list_participants(conn, scope, page, size)
-    return reply(ParticipantList.model_validate({"studyParticipants": rows}))
+        listed = await list_participants(conn, scope, page, size)
+    return reply(listed)
 
 
 async def _set_status(request: web.Request, remove: bool) -> web.Response:
@@ -53,7 +53,7 @@ async def _set_status(request: web.Request, remove: bool) -> web.Response:
         authorize(scope, _write_action(site_oid))
         accept_query(request)
         result = await set_status(conn, scope, request.match_info["subjectKey"], remove)
-    return reply(ParticipantOut.model_validate(result))
+    return reply(result)
 
 
 @operation("Remove a participant", "participants", ok={200: ParticipantOut}, errors=(409,))
@@ -94,6 +94,6 @@ async def add_participant(request: web.Request) -> web.StreamResponse:
         async def save(_: Recorder | None) -> web.Response:
             register = parse_register(request)
             body = await read_json_model(request, ParticipantIn, scope.params)
-            return reply(ParticipantOut.model_validate(await save_participant(conn, scope, body, register)))
+            return reply(await save_participant(conn, scope, body, register))
 
         return await once(request, conn, username, hashlib.sha256(raw).digest(), save)
