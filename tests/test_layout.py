@@ -159,3 +159,16 @@ def test_nothing_below_the_launchers_imports_them():
     below = ("service.core", "service.web", "service.worker", "service.dev")
     for package in below:
         assert _breaking(package, lambda imp: _within(imp, "service.launch")) == set()
+
+
+def test_no_import_aliases():
+    """A module is called by its own name everywhere (``datetime as dt`` is the one idiom kept)."""
+    kept = {("datetime", "dt")}
+    found = set()
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for alias in node.names:
+                    if alias.asname and (alias.name, alias.asname) not in kept:
+                        found.add(f"{path.relative_to(ROOT)}: {alias.name} as {alias.asname}")
+    assert found == set()

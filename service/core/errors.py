@@ -147,8 +147,12 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     StorageUnavailable,
 )
 try:  # redis is a dependency of arq
-    import redis.exceptions as _redis_exc
+    import redis.exceptions
 
-    UNAVAILABLE += (_redis_exc.ConnectionError, _redis_exc.TimeoutError, _redis_exc.ReadOnlyError)
+    UNAVAILABLE += (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ReadOnlyError,
+    )
 except ImportError:  # pragma: no cover
     pass

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.core.errors import ErrorBody
-from service.core.webhooks import models as wm
+from service.core.webhooks.models import EVENT_TYPES, JobEvent
 from service.web.apidoc import NO_CONTENT, Op, declared
 
 TITLE = "Participants service (OpenClinica 4 participant API)"
@@ -41,7 +41,7 @@ def _answer_models(answer: Any) -> list[Any]:
 
 def _models(ops: list[Op]) -> list[tuple[type[BaseModel], Mode]]:
     """Every model the document refers to, each with the side it is seen from."""
-    found: list[tuple[type[BaseModel], Mode]] = [(ErrorBody, "serialization"), (wm.JobEvent, "serialization")]
+    found: list[tuple[type[BaseModel], Mode]] = [(ErrorBody, "serialization"), (JobEvent, "serialization")]
     for op in ops:
         if op.body is not None:
             found.append((op.body, "validation"))
@@ -202,13 +202,13 @@ def build_openapi(app: web.Application, server_url: str = "/") -> dict[str, Any]
             event: {
                 "post": {
                     "summary": f"{event}: Standard Webhooks v1 (webhook-id, webhook-timestamp, webhook-signature)",
-                    "requestBody": {"content": {"application/json": {"schema": ref(wm.JobEvent)}}},
+                    "requestBody": {"content": {"application/json": {"schema": ref(JobEvent)}}},
                     "responses": {
                         "2XX": {"description": "received; 410 disables the endpoint, others are retried"}
                     },
                 }
             }
-            for event in wm.EVENT_TYPES
+            for event in EVENT_TYPES
         },
         "components": {
             "schemas": schemas,

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import arq
 import asyncpg
 from aiohttp import web
-from arq import create_pool
 from arq.connections import ArqRedis
 
+from service.core import db
 from service.core.connections import Connections
-from service.core.db import create_pool as create_db_pool
 from service.core.redis import redis_settings
 from service.core.storage import Storage
 from service.core.throttle import LoginThrottle
@@ -36,7 +36,7 @@ CONNECTIONS = web.AppKey("connections", Connections)
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     assert s.database_url, "PARTICIPANTS_DATABASE_URL must be resolved before the app starts"
-    app[DB] = await create_db_pool(
+    app[DB] = await db.create_pool(
         s.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds, s.db_acquire_timeout_seconds
     )
     yield
@@ -45,7 +45,7 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    app[REDIS] = await create_pool(redis_settings(s), default_queue_name=s.default_queue)
+    app[REDIS] = await arq.create_pool(redis_settings(s), default_queue_name=s.default_queue)
     app[LOGIN_THROTTLE] = LoginThrottle(app[REDIS], s.login_max_failures, s.login_window_seconds)
     yield
     await app[REDIS].aclose()

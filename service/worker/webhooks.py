@@ -26,9 +26,7 @@ from arq.worker import func
 
 from service.core.jobs.model import COMPLETED, EXTRACT_PARTICIPANTS
 from service.core.urls import job_urls, oc4_base
-from service.core.webhooks import models as wm
-from service.core.webhooks import rules as wr
-from service.core.webhooks import store as ws
+from service.core.webhooks import models, rules, store
 from service.core.webhooks.outbox import DELIVER_FUNCTION, NOTIFY_CHANNEL, enqueue_delivery
 from service.core.webhooks.ssrf import AddressPolicy, BlockedAddress, GuardedResolver, check_url
 from service.settings import Settings
@@ -53,7 +51,7 @@ def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
     """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
     stored = payload["data"]
     # The documented order (jsonb sorts keys).
-    data = {name: stored.get(name) for name in wm.JobEventData.model_fields}
+    data = {name: stored.get(name) for name in models.JobEventData.model_fields}
     status_url, download_url = job_urls(oc4_base(settings.public_url, settings.path_prefix), data["jobUuid"])
     data["statusUrl"] = status_url
     completed_extract = data["jobType"] == EXTRACT_PARTICIPANTS and data["status"] == COMPLETED
@@ -156,7 +154,7 @@ async def attempt_delivery(pool: asyncpg.Pool, settings: Settings, message_id: i
         msg = await conn.fetchrow(CLAIM, message_id, lease, window)
         if msg is None:
             return "not_due"  # another attempt holds the lease, or it is not time yet
-        secrets = await ws.active_secrets(conn, endpoint["id"])
+        secrets = await store.active_secrets(conn, endpoint["id"])
 
     body = event_body(msg["payload"], settings)
     started = time.perf_counter()
@@ -187,7 +185,7 @@ async def attempt_delivery(pool: asyncpg.Pool, settings: Settings, message_id: i
             )
         else:
             retry_after = result.retry_after_seconds(now)
-            when = wr.next_attempt_at(msg["attempts"], now, msg["retry_deadline"], settings, retry_after)
+            when = rules.next_attempt_at(msg["attempts"], now, msg["retry_deadline"], settings, retry_after)
             if when is None:
                 await conn.execute(
                     "UPDATE webhook_messages SET status = 'failed', last_error = $2 WHERE id = $1",
@@ -215,7 +213,7 @@ async def attempt_delivery(pool: asyncpg.Pool, settings: Settings, message_id: i
 class AttemptResult:
     def __init__(
         self,
-        outcome: wm.Outcome,
+        outcome: models.Outcome,
         http_status: int | None = None,
         excerpt: str | None = None,
         error: str | None = None,
@@ -231,7 +229,7 @@ class AttemptResult:
         """``Retry-After`` counts for 429 and 5xx only (a 3xx or 4xx's header is not about load)."""
         if self.http_status is None or not (self.http_status == 429 or self.http_status >= 500):
             return None
-        return wr.parse_retry_after(self.retry_after, now)
+        return rules.parse_retry_after(self.retry_after, now)
 
     def summary(self) -> str:
         if self.http_status is not None:
@@ -246,7 +244,7 @@ async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings:
     headers = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": wr.signature_header(secrets, msg_id, timestamp, body),
+        "webhook-signature": rules.signature_header(secrets, msg_id, timestamp, body),
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
     }
@@ -258,11 +256,11 @@ async def send(url: str, msg_id: str, body: bytes, secrets: list[str], settings:
             aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
             session.post(url, data=body, headers=headers, allow_redirects=False) as resp,
         ):
-            text = await resp.content.read(wr.EXCERPT_CHARS * 4)
+            text = await resp.content.read(rules.EXCERPT_CHARS * 4)
             return AttemptResult(
-                wr.classify(resp.status),
+                rules.classify(resp.status),
                 resp.status,
-                wr.excerpt(text),
+                rules.excerpt(text),
                 None,
                 resp.headers.get("Retry-After"),
             )
