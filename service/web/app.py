@@ -18,12 +18,13 @@ JSON_BODY_LIMIT = 1024 * 1024  # single-participant and admin bodies; bulk uploa
 
 
 def create_app(settings: Settings) -> web.Application:
+    metrics = Metrics()  # a registry of its own: apps in one process never share counts
     app = web.Application(
-        middlewares=[timing_middleware, error_middleware, nul_guard_middleware],
+        middlewares=[timing_middleware(metrics), error_middleware, nul_guard_middleware],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()  # a registry of its own: apps in one process never share counts
+    app[METRICS] = metrics
     app[OPENAPI_DOCUMENT] = {}
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)

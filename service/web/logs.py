@@ -8,7 +8,7 @@ which is where personal data travels.
 from __future__ import annotations
 
 import logging
-import uuid
+import secrets
 
 from aiohttp import web
 
@@ -29,7 +29,9 @@ def assign_request_id(request: web.Request) -> str:
     """The caller's ``X-Request-ID`` when it is a sane one (so its logs and ours join), else a fresh
     id; kept on the request for the access log and ``echo_request_id``."""
     incoming = request.headers.get("X-Request-ID")
-    request_id: str = incoming if incoming is not None and _valid_request_id(incoming) else uuid.uuid4().hex
+    request_id: str = (
+        incoming if incoming is not None and _valid_request_id(incoming) else secrets.token_hex(16)
+    )
     request[REQUEST_ID] = request_id
     return request_id
 

@@ -60,10 +60,12 @@ async def nul_guard_middleware(request: web.Request, handler: Handler) -> web.St
     string it is a 400, but only after the access checks (OC4's order: who and where before what).
     Authenticated handlers refuse it through ``accept_query`` once they know the caller may act
     there; a public route (nothing to check first) refuses it here."""
-    for key, value in list(request.match_info.items()):
-        if "\x00" in value:
-            request.match_info[key] = value.replace("\x00", "\ufffd")
-    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+    # One look at the decoded path and query string; the parts only when a NUL is there at all.
+    if "\x00" in request.path:
+        for key, value in list(request.match_info.items()):
+            if "\x00" in value:
+                request.match_info[key] = value.replace("\x00", "\ufffd")
+    if "\x00" in request.query_string and any("\x00" in k or "\x00" in v for k, v in request.query.items()):
         op = declared(request.match_info.handler)
         if op is None or op.public:
             raise ApiError("invalidParameter", {"parameter": "query"})

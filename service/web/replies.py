@@ -23,7 +23,8 @@ def _json(body: bytes, status: int, headers: Mapping[str, str] | None) -> web.Re
 def reply(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """Answer ``model`` as core built it. Optional fields core left unset stay out, as OC4 leaves
     them out (a job without a result has no ``result`` key, not a null one)."""
-    return _json(orjson.dumps(model.model_dump(mode="json", exclude_unset=True)), status, headers)
+    # pydantic writes the JSON itself (no dict of the model built in between).
+    return _json(model.__pydantic_serializer__.to_json(model, exclude_unset=True), status, headers)
 
 
 def error_response(err: ApiError) -> web.Response:

@@ -35,7 +35,9 @@ def oc4_routes() -> list[Route]:
     # A participant ID is any path segment but the words of the sibling routes, so that a 405 there
     # names only their methods (a participant with such an ID is not reachable by URL, as in OC4).
     key = "{subjectKey:(?!(?:bulk|extractPartcipantsInfo|extractParticipantsInfo)$)[^{}/]+}"
-    for level, path in (("study", STUDY_PATH), ("site", SITE_PATH)):
+    # Site level first: a site's calls are the busy ones (a CTMS adding participants), and aiohttp
+    # tries the routes that share a path prefix in the order they were added.
+    for level, path in (("site", SITE_PATH), ("study", STUDY_PATH)):
         found += [
             ("POST", path + "/participants", participants.add_participant, f"add_participant_{level}"),
             ("GET", path + "/participants", participants.get_participants, f"list_participants_{level}"),
