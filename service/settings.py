@@ -5,6 +5,7 @@ Nothing is built at import time: call ``Settings()`` where the process starts.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -57,10 +58,14 @@ class Settings(BaseSettings):
     jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)  # unknown `kid`: refetch at most this often
     token_ttl_seconds: int = Field(default=3600, ge=60)  # tokens the token endpoint mints for local accounts
 
-    # Sign-in at the OC4 token endpoint: failures allowed per username and per client address
-    # within the window before 429.
+    # Sign-in (the OC4 token endpoint and the console): attempts allowed per username, and per client
+    # address (only a bound on the volume of guessing from one place), within the window before 429.
     login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=100, ge=1)
     login_window_seconds: float = Field(default=15 * 60.0, gt=0)
+    # Reverse proxies (CIDRs) whose X-Forwarded-For / Forwarded header names the client; from any
+    # other peer those headers are ignored and the peer is the client. Empty: no proxy is trusted.
+    trusted_proxies: list[str] = []
     console_idle_seconds: float = Field(default=30 * 60.0, gt=0)  # a console session unused this long ends
     # and every session ends this long after sign-in
     console_max_seconds: float = Field(default=8 * 3600.0, gt=0)
@@ -135,6 +140,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # a ValueError here names the bad entry
+        return value
 
     @field_validator(
         "jwt_secret",

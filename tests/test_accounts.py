@@ -89,7 +89,8 @@ async def redis(redis_url, pool):  # `pool` makes the autouse fixture flush Redi
 
 
 async def test_throttle_by_username_and_by_address(redis):
-    t = LoginThrottle(redis, max_failures=5, window_seconds=900)
+    # The address budget is its own (100 by default); five here, to see it work.
+    t = LoginThrottle(redis, max_failures=5, window_seconds=900, address_max_failures=5)
     for _ in range(4):
         await t.record_failure("erin", "10.0.0.1")
     await t.check("erin", "10.0.0.1")  # four failures: still allowed
@@ -110,7 +111,7 @@ async def test_throttle_by_username_and_by_address(redis):
 
 
 async def test_success_clears_the_username_and_its_failures_on_the_address(redis):
-    t = LoginThrottle(redis, max_failures=2, window_seconds=900)
+    t = LoginThrottle(redis, max_failures=2, window_seconds=900, address_max_failures=2)
     await t.record_failure("gina", "10.1.0.1")
     await t.record_failure("gina", "10.1.0.1")
     with pytest.raises(ApiError):

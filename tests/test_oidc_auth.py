@@ -194,3 +194,17 @@ async def test_provider_failures_are_throttled_too(make_client, world, oidc):
     resp = await client.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     await expect(resp, 429)
     assert (await oidc.stats()).get("/token", 0) == before  # refused before the provider is asked
+
+
+async def test_a_provider_yes_for_a_user_disabled_here_is_a_wrong_password(make_client, world, oidc, pool):
+    await world.standard()
+    await keycloak_like(oidc)
+    client = await oidc_client(
+        make_client, oidc, oidc_client_id="participants", oidc_client_secret="client-secret"
+    )
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE users SET disabled = true WHERE username = 'crc_a'")
+    before = (await oidc.stats()).get("/token", 0)
+    resp = await client.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
+    assert (await expect(resp, 401))["message"] == "errorCode.invalidCredentials"
+    assert (await oidc.stats()).get("/token", 0) == before + 1  # asked, as for any password

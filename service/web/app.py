@@ -5,12 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.settings import Settings
+from service.web.clients import networks
 from service.web.console.app import create_console_app
 from service.web.logs import echo_request_id
 from service.web.metrics import METRICS, Metrics
 from service.web.middleware import error_middleware, nul_guard_middleware
 from service.web.openapi import OPENAPI_DOCUMENT
-from service.web.resources import SETTINGS, db_ctx, http_ctx, redis_ctx, storage_ctx
+from service.web.resources import SETTINGS, TRUSTED_PROXIES, db_ctx, http_ctx, redis_ctx, storage_ctx
 from service.web.routes import setup_routes
 from service.web.timing import timing_middleware
 
@@ -25,6 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[TRUSTED_PROXIES] = networks(settings.trusted_proxies)
     app[OPENAPI_DOCUMENT] = {}
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)

@@ -29,6 +29,7 @@ REDIS = web.AppKey("redis", ArqRedis)
 STORAGE = web.AppKey("storage", Storage)
 OIDC = web.AppKey("oidc", OidcProvider)  # present only when PARTICIPANTS_OIDC_ISSUER is set
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)  # parsed PARTICIPANTS_TRUSTED_PROXIES (web/clients.py)
 # The four above as the one value core's use-cases take (made last, from the others).
 CONNECTIONS = web.AppKey("connections", Connections)
 
@@ -46,7 +47,10 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     app[REDIS] = await arq.create_pool(redis_settings(s), default_queue_name=s.default_queue)
-    app[LOGIN_THROTTLE] = LoginThrottle(app[REDIS], s.login_max_failures, s.login_window_seconds)
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        app[REDIS], s.login_max_failures, s.login_window_seconds,
+        address_max_failures=s.login_max_failures_per_address,
+    )  # fmt: skip
     yield
     await app[REDIS].aclose()
 

@@ -18,10 +18,11 @@ from aiohttp import web
 
 from service.core import accounts
 from service.core.errors import ApiError
+from service.web.clients import client_address
 from service.web.console.guard import SESSIONS, check_csrf, clear_cookie, current_session, set_cookie
 from service.web.console.render import redirect, render
 from service.web.console.sessions import SESSION
-from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS
+from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS, TRUSTED_PROXIES
 
 log = logging.getLogger("participants.signin")
 
@@ -64,24 +65,24 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await _login_form(request, "invalidCredentials", 401)
     if len(username) > 255 or "\x00" in username:
         return await _login_form(request, "invalidCredentials", 401)
-    throttle = request.config_dict[LOGIN_THROTTLE]
-    address = request.remote
+    address = client_address(request, request.config_dict[TRUSTED_PROXIES])
     fields = {"backend": "console", "user": _digest(username)}
+
+    async def verify() -> bool:  # given the pool: no connection held while hashing
+        return await accounts.verify_password(request.config_dict[DB], username, password)
+
     try:
-        await throttle.check(username, address)
+        ok = await request.config_dict[LOGIN_THROTTLE].attempt(username, address, verify)
     except ApiError as err:
+        if err.code != "tooManyAttempts":
+            raise
         log.warning("sign-in refused: too many attempts", extra={**fields, "outcome": "throttled"})
         response = await _login_form(request, err.code, err.status)
         response.headers.update(err.headers)
         return response
-    ok = await accounts.verify_password(
-        request.config_dict[DB], username, password
-    )  # no connection held while hashing
     if not ok:
-        await throttle.record_failure(username, address)
         log.info("sign-in failed", extra={**fields, "outcome": "invalid"})
         return await _login_form(request, "invalidCredentials", 401)
-    await throttle.clear(username, address)
     log.info("sign-in", extra={**fields, "outcome": "ok"})
     return await start_session(request, session, username)
 

@@ -23,9 +23,10 @@ from service.core import accounts, audit
 from service.core.errors import ApiError
 from service.web.apidoc import NO_CONTENT, operation
 from service.web.auth import require_admin
+from service.web.clients import client_address
 from service.web.input import read_json_model
 from service.web.oidc import ProviderUnavailable
-from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS
+from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS, TRUSTED_PROXIES
 from service.web.tokens import mint_token
 
 log = logging.getLogger("participants.signin")
@@ -85,32 +86,41 @@ async def token(request: web.Request) -> web.Response:
     if backend is None:
         raise ApiError("notFound")
     creds = await _read_credentials(request)
-    address = request.remote
-    throttle = request.app[LOGIN_THROTTLE]
+    address = client_address(request, request.app[TRUSTED_PROXIES])
     fields = {"backend": backend, "user": _user_digest(creds.username)}
+    issued: str | None = None
+
+    async def verify() -> bool:
+        nonlocal issued
+        if backend == "oidc":
+            assert oidc is not None and s.oidc_client_id
+            try:
+                granted = await oidc.password_grant(
+                    creds.username, creds.password, s.oidc_client_id, s.oidc_client_secret
+                )
+            except ProviderUnavailable:
+                log.warning(
+                    "sign-in failed: provider unavailable", extra={**fields, "outcome": "unavailable"}
+                )
+                raise ApiError("serviceUnavailable", headers={"Retry-After": "5"}) from None
+            # The provider said yes: a user unknown or disabled here is refused all the same, at the
+            # cost of a wrong password (the provider was asked either way).
+            if granted is not None and await accounts.active_user(request.app[DB], creds.username) is None:
+                granted = None
+            issued = granted
+        elif await accounts.verify_password(request.app[DB], creds.username, creds.password):
+            issued = mint_token(s, creds.username, s.token_ttl_seconds)
+        return issued is not None
+
     try:
-        await throttle.check(creds.username, address)
-    except ApiError:
-        log.warning("sign-in refused: too many attempts", extra={**fields, "outcome": "throttled"})
+        ok = await request.app[LOGIN_THROTTLE].attempt(creds.username, address, verify)
+    except ApiError as err:
+        if err.code == "tooManyAttempts":
+            log.warning("sign-in refused: too many attempts", extra={**fields, "outcome": "throttled"})
         raise
-    issued: str | None
-    if backend == "oidc":
-        assert oidc is not None and s.oidc_client_id
-        try:
-            issued = await oidc.password_grant(
-                creds.username, creds.password, s.oidc_client_id, s.oidc_client_secret
-            )
-        except ProviderUnavailable:
-            log.warning("sign-in failed: provider unavailable", extra={**fields, "outcome": "unavailable"})
-            raise ApiError("serviceUnavailable", headers={"Retry-After": "5"}) from None
-    else:
-        ok = await accounts.verify_password(request.app[DB], creds.username, creds.password)
-        issued = mint_token(s, creds.username, s.token_ttl_seconds) if ok else None
-    if issued is None:
-        await throttle.record_failure(creds.username, address)
+    if not ok or issued is None:
         log.info("sign-in failed", extra={**fields, "outcome": "invalid"})
         raise ApiError("invalidCredentials")
-    await throttle.clear(creds.username, address)
     log.info("sign-in", extra={**fields, "outcome": "ok"})
     return web.Response(text=issued, content_type="text/plain", headers={"Cache-Control": "no-store"})
 

@@ -1,0 +1,96 @@
+"""Sign-in budgets under parallel guessing, and client addresses behind reverse proxies: the OC4
+token endpoint and the console share one throttle (core/throttle.py ``attempt``), real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from aiohttp.test_utils import make_mocked_request
+
+from service.web.clients import client_address, networks
+from tests.test_token_endpoint import PASSWORD, TOKEN_URL, sign_in, with_password
+from tests.world import expect
+
+PROXY = ["127.0.0.1/32"]  # the test client's peer plays the reverse proxy
+
+
+def via(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": f"203.0.113.250, {address}"}  # a client-written hop, then the proxy's
+
+
+async def test_parallel_guesses_at_one_username_check_at_most_the_budget(client, world, pool):
+    await world.standard()
+    await with_password(pool, "crc_a")
+    answers = await asyncio.gather(*(sign_in(client, "crc_a", f"guess number {i:02d}") for i in range(30)))
+    statuses = Counter(a.status for a in answers)
+    assert statuses == {401: 5, 429: 25}  # five passwords checked, however parallel the guesses
+    resp = await sign_in(client, "crc_a", PASSWORD)  # the right one, after the budget went
+    assert (await expect(resp, 429))["message"] == "errorCode.tooManyAttempts"
+
+
+async def test_one_users_typos_never_refuse_a_colleague_behind_the_same_proxy(make_client, world, pool):
+    await world.standard()
+    client = await make_client(trusted_proxies=PROXY)
+    for name in ("crc_a", "crc_b"):
+        await with_password(pool, name)
+    for _ in range(5):
+        resp = await client.post(
+            TOKEN_URL, json={"username": "crc_a", "password": "typo typo!"}, headers=via("10.1.1.1")
+        )
+        await expect(resp, 401)
+    resp = await client.post(
+        TOKEN_URL, json={"username": "crc_b", "password": PASSWORD}, headers=via("10.1.1.1")
+    )
+    await expect(resp, 200)  # same hospital address, another person: signed in
+    resp = await client.post(
+        TOKEN_URL, json={"username": "crc_a", "password": PASSWORD}, headers=via("10.1.1.2")
+    )
+    await expect(resp, 429)  # crc_a's own budget is spent wherever crc_a signs in from
+
+
+async def test_the_address_budget_bounds_a_spray_and_spares_other_addresses(make_client, world, pool):
+    await world.standard()
+    await with_password(pool, "crc_a")
+    client = await make_client(trusted_proxies=PROXY, login_max_failures_per_address=10)
+    spray = [
+        client.post(TOKEN_URL, json={"username": f"nobody{i}", "password": "x" * 12}, headers=via("10.2.2.2"))
+        for i in range(15)
+    ]
+    statuses = Counter(a.status for a in await asyncio.gather(*spray))
+    assert statuses == {401: 10, 429: 5}
+    resp = await client.post(
+        TOKEN_URL, json={"username": "crc_a", "password": PASSWORD}, headers=via("10.2.2.3")
+    )
+    await expect(resp, 200)
+
+
+async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(make_client, world):
+    await world.standard()
+    client = await make_client(login_max_failures_per_address=3)  # no trusted proxy
+    for i in range(3):
+        body = {"username": f"nobody{i}", "password": "x" * 12}
+        await expect(await client.post(TOKEN_URL, json=body, headers=via(f"10.3.3.{i}")), 401)
+    # Each claimed another address, but all came from one peer: its budget is spent.
+    body = {"username": "nobody9", "password": "x" * 12}
+    await expect(await client.post(TOKEN_URL, json=body, headers=via("10.3.3.9")), 429)
+
+
+def _request(peer: str, **headers: str):
+    request = make_mocked_request("POST", TOKEN_URL, headers=headers)
+    request._transport_peername = (peer, 40000)  # type: ignore[attr-defined]
+    return request
+
+
+def test_the_client_is_the_right_most_hop_no_trusted_proxy_wrote():
+    proxies = networks(["10.0.0.0/8", "2001:db8::/32"])
+    forwarded_for = {"X-Forwarded-For": "198.51.100.7, 192.0.2.1, 10.0.0.5"}
+    assert client_address(_request("10.0.0.9", **forwarded_for), proxies) == "192.0.2.1"
+    assert client_address(_request("192.0.2.99", **forwarded_for), proxies) == "192.0.2.99"  # not a proxy
+    assert client_address(_request("10.0.0.9", **forwarded_for), ()) == "10.0.0.9"  # none trusted
+    forwarded = {"Forwarded": 'for=198.51.100.7, for="[2001:db8::1]:4711";proto=https, for=192.0.2.44:1234'}
+    assert client_address(_request("10.0.0.9", **forwarded), proxies) == "192.0.2.44"
+    inner = {"Forwarded": 'for=192.0.2.8, for="[2001:db8::1]"'}
+    assert client_address(_request("10.0.0.9", **inner), proxies) == "192.0.2.8"
+    assert client_address(_request("10.0.0.9", **{"X-Forwarded-For": "unknown"}), proxies) == "10.0.0.9"
+    assert client_address(_request("10.0.0.9"), proxies) == "10.0.0.9"  # no header: the proxy itself
