@@ -94,3 +94,33 @@ def test_the_client_is_the_right_most_hop_no_trusted_proxy_wrote():
     assert client_address(_request("10.0.0.9", **inner), proxies) == "192.0.2.8"
     assert client_address(_request("10.0.0.9", **{"X-Forwarded-For": "unknown"}), proxies) == "10.0.0.9"
     assert client_address(_request("10.0.0.9"), proxies) == "10.0.0.9"  # no header: the proxy itself
+
+
+async def test_a_spray_past_the_waiting_hashes_is_503_at_once_and_costs_no_budget(make_client, world, pool):
+    """More sign-ins at once than a process holds hashes for: the rest are told to come back
+    (503, Retry-After) instead of queueing, and their attempts are given back."""
+    from service.core.accounts import HASHES
+
+    await world.standard()
+    await with_password(pool, "crc_a")
+    client = await make_client(trusted_proxies=PROXY)
+    spray = [
+        client.post(
+            TOKEN_URL, json={"username": f"nobody{i}", "password": "guessing!!!!"}, headers=via(f"10.4.{i}.1")
+        )
+        for i in range(HASHES.cap + 20)
+    ]
+    answers = await asyncio.gather(*spray)
+    statuses = Counter(a.status for a in answers)
+    assert set(statuses) == {401, 503}
+    assert statuses[401] <= HASHES.cap + 5  # a few may start as earlier ones finish, never all
+    assert all(a.headers["Retry-After"] == "1" for a in answers if a.status == 503)
+    assert HASHES.held == 0
+    # A 503 was no attempt: the right password of a user refused that way still signs in.
+    refused = next(i for i, a in enumerate(answers) if a.status == 503)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE users SET username = $1 WHERE username = 'crc_a'", f"nobody{refused}")
+    for _ in range(4):  # four more failures: with the refused attempt counted it would be the fifth
+        await client.post(TOKEN_URL, json={"username": f"nobody{refused}", "password": "typo typo!"})
+    resp = await client.post(TOKEN_URL, json={"username": f"nobody{refused}", "password": PASSWORD})
+    await expect(resp, 200)

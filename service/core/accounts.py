@@ -8,7 +8,9 @@ Passwords never leave this module except as a hash, and no function logs or rais
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import argon2
@@ -28,6 +30,31 @@ _HASHER = argon2.PasswordHasher()
 # burst of sign-ins queues instead of multiplying memory (and they are CPU-bound anyway).
 MAX_CONCURRENT_HASHES = 2
 _SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+# Verifications waiting for a slot, at most, per process: past them a sign-in is 503 with Retry-After
+# at once (and its throttle attempt given back) instead of queueing without bound behind a spray,
+# where a colleague's sign-in would wait seconds for a slot.
+MAX_WAITING_HASHES = 16
+
+
+class _HashQueue:
+    """How many verifications this process holds (running or waiting for a slot)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.held = cap, 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.held >= self.cap:
+            raise ApiError("serviceUnavailable", {"reason": "signInsBusy"}, headers={"Retry-After": "1"})
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+
+
+HASHES = _HashQueue(MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES)
+
 # Verified against when the username is unknown or has no password, so that a wrong username costs
 # as much time as a wrong password and timing does not tell which usernames exist.
 _DUMMY_HASH = _HASHER.hash("no such user: this hash only burns the same time")
@@ -90,12 +117,13 @@ async def verify_password(conn: asyncpg.Connection | asyncpg.Pool, username: str
     Unknown users, users without a password and disabled users cost one argon2 verification
     like everyone else and answer False. A hash made with older parameters is upgraded on success.
     """
-    if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
-        await asyncio.to_thread(_matches, _DUMMY_HASH, "x")
-        return False
-    row = await conn.fetchrow("SELECT password_hash, disabled FROM users WHERE username = $1", username)
-    stored = row["password_hash"] if row is not None else None
-    ok = await asyncio.to_thread(_matches, stored or _DUMMY_HASH, password)
+    with HASHES.admit():
+        if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
+            await asyncio.to_thread(_matches, _DUMMY_HASH, "x")
+            return False
+        row = await conn.fetchrow("SELECT password_hash, disabled FROM users WHERE username = $1", username)
+        stored = row["password_hash"] if row is not None else None
+        ok = await asyncio.to_thread(_matches, stored or _DUMMY_HASH, password)
     if not ok or stored is None or row["disabled"]:
         return False
     if _HASHER.check_needs_rehash(stored):
