@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # (its process died) is taken over after the lease, which must exceed any request's duration.
     idempotency_retention_seconds: float = Field(default=24 * 3600.0, gt=0)
     idempotency_lease_seconds: float = Field(default=600.0, gt=0)
-    max_active_jobs_per_user: int = Field(default=10, ge=1)
+    max_active_jobs_per_user: int = Field(default=1000, ge=1)  # an abuse guard: a nightly sync fits
     job_max_attempts: int = Field(default=5, ge=1)
     # concurrent jobs per default-queue worker (bulk: 2 connections each)
     default_max_jobs: int = Field(default=10, ge=1)

@@ -52,3 +52,26 @@ async def test_a_quota_past_32_bits_is_a_quota_not_a_500(make_client, world):
     await world.standard()
     resp = await client.get(SUBMIT, headers=world.auth("crc_a"))
     assert resp.status == 200, await resp.text()
+
+
+async def test_a_nightly_sync_of_200_sites_fits_the_default_quota(client, world, pool):
+    """A CTMS submits one extract per site, all at once, as one user: with the default settings
+    every one is accepted (the quota is an abuse guard, not a pace)."""
+    import asyncio
+
+    from service.core import directory
+
+    await world.standard()
+    sites = [f"S_NIGHT{i:03d}" for i in range(200)]
+    async with pool.acquire() as conn:
+        await directory.create_user(conn, directory.UserIn(username="ctms", fullName="Nightly CTMS"))
+        for site in sites:
+            await directory.create_site(conn, STUDY, directory.SiteIn(oid=site, name=site))
+            role = directory.RoleIn(studyOid=STUDY, siteOid=site, role="ra")
+            await directory.grant_role(conn, "ctms", role)
+    url = "/pages/auth/api/clinicaldata/studies/{}/sites/{}/participants/extractPartcipantsInfo"
+    answers = await asyncio.gather(
+        *(client.get(url.format(STUDY, site), headers=world.auth("ctms")) for site in sites)
+    )
+    assert [r.status for r in answers] == [200] * 200
+    assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'IN_QUEUE'") == 200
