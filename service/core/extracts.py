@@ -91,5 +91,7 @@ async def submit_extract(
             audit=SubmitAudit(scope.username, "extract.submit"),
         ),
     )
-    await queue.enqueue_or_withdraw(conn, conns.redis, conns.settings, EXTRACT_PARTICIPANTS, job_uuid)
+    await queue.enqueue_or_withdraw(
+        conn, conns.redis, conns.settings, EXTRACT_PARTICIPANTS, job_uuid, scope.user_id
+    )
     return job_submitted(job_uuid, job["status"], base_url)

@@ -47,7 +47,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             f"""
-            SELECT uuid, type, attempts, status FROM jobs
+            SELECT uuid, type, attempts, status, owner_id FROM jobs
             WHERE (status = 'IN_QUEUE' AND created_at < now() - $1::float8 * interval '1 second')
                OR (status = 'IN_PROGRESS' AND {attempts.stale_after("$3", "$4")})
             ORDER BY created_at
@@ -70,7 +70,9 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
             # that ended without finishing the job (e.g. it failed to reach Postgres before its
             # claim), which makes arq refuse the same id. If a live worker holds it after all, the
             # claim in Postgres lets only one attempt run (core/jobs/attempts.py).
-            if await queue.enqueue(redis, settings, row["type"], row["uuid"], release=True):
+            if await queue.enqueue(
+                redis, settings, row["type"], row["uuid"], owner_id=row["owner_id"], release=True
+            ):
                 taken += 1
     if taken:
         log.info("re-enqueued unfinished jobs", extra={"count": taken})

@@ -15,6 +15,13 @@ atomically by the script: a job is taken only if it is still queued, due, and ha
 key, and taking it sets that key. So a job is still never run by two workers at once, and ids
 another worker took in the meantime are skipped. Everything after the take (``run_job``: reading
 the job, counting tries, the result) is arq's own.
+
+Fair across owners: a submitted job also joins its owner's line (core/jobs/queue.py), and the take
+serves the lines before arq's own order: each free slot goes to the oldest due job of the owner
+with the fewest jobs running, so one user's backlog of 500 extracts never starves another user's
+one. "Running" is counted from arq's in-progress keys (which end with the job, or expire after a
+crash), so a worker that died leaves no count behind. Ids in no line (webhook deliveries, messages
+enqueued before lines existed) are then taken in arq's order, as before.
 """
 
 from __future__ import annotations
@@ -26,20 +33,74 @@ from arq import Worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
+from service.core.jobs.queue import fair_prefix
 from service.core.redis import eval_script
 
-# KEYS: the queue, then the in-progress key of each id; ARGV: now (ms), the in-progress key's
-# lifetime (ms), then the ids in the order of their keys. Returns id, score, id, score... taken.
+# KEYS: the queue. ARGV: now (ms), the in-progress key's lifetime (ms), the free slots, the queue's
+# fairness prefix, arq's in-progress key prefix, then arq's due ids in its order (taken after the
+# owners' lines). Returns id, score, id, score... taken. The owners' keys are named from the prefix
+# (one Redis server, as arq's own keys: no cluster slots to declare).
 TAKE_SCRIPT = """
+local queue, now, life, free = KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local prefix, inprogress = ARGV[4], ARGV[5]
+local owners = prefix .. 'owners'
 local taken = {}
-for i = 2, #KEYS do
-    local id = ARGV[i + 1]
-    local score = redis.call('ZSCORE', KEYS[1], id)
-    if score and tonumber(score) <= tonumber(ARGV[1]) and redis.call('EXISTS', KEYS[i]) == 0 then
-        redis.call('PSETEX', KEYS[i], ARGV[2], '1')
-        taken[#taken + 1] = id
-        taken[#taken + 1] = score
+
+local function take(id)
+  local score = redis.call('ZSCORE', queue, id)
+  if score and tonumber(score) <= now and redis.call('EXISTS', inprogress .. id) == 0 then
+    redis.call('PSETEX', inprogress .. id, life, '1')
+    taken[#taken + 1] = id
+    taken[#taken + 1] = score
+    return true
+  end
+  return false
+end
+
+-- Jobs running per owner with queued work: the taken ids whose in-progress key still exists.
+local running = {}
+for _, owner in ipairs(redis.call('SMEMBERS', owners)) do
+  local key, n = prefix .. 'r:' .. owner, 0
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    if redis.call('EXISTS', inprogress .. id) == 1 then n = n + 1 else redis.call('SREM', key, id) end
+  end
+  running[owner] = n
+end
+
+while free > 0 do
+  local best, best_id, best_score = nil, nil, nil
+  for owner, n in pairs(running) do
+    local line = prefix .. 'q:' .. owner
+    while true do
+      local head = redis.call('ZRANGE', line, 0, 0, 'WITHSCORES')
+      if #head == 0 then
+        redis.call('SREM', owners, owner)
+        running[owner] = nil
+        break
+      end
+      local id, at = head[1], tonumber(head[2])
+      if redis.call('ZSCORE', queue, id) and redis.call('EXISTS', inprogress .. id) == 0 then
+        if at <= now and (best == nil or n < running[best] or (n == running[best] and at < best_score)) then
+          best, best_id, best_score = owner, id, at
+        end
+        break
+      end
+      redis.call('ZREM', line, id)  -- finished, or taken in arq's order: no longer waiting
     end
+  end
+  if best == nil then break end
+  redis.call('ZREM', prefix .. 'q:' .. best, best_id)
+  if take(best_id) then
+    redis.call('SADD', prefix .. 'r:' .. best, best_id)
+    redis.call('PEXPIRE', prefix .. 'r:' .. best, life)
+    running[best] = running[best] + 1
+    free = free - 1
+  end
+end
+
+for i = 6, #ARGV do
+  if free <= 0 then break end
+  if take(ARGV[i]) then free = free - 1 end
 end
 return taken
 """
@@ -69,14 +130,17 @@ class PromptWorker(Worker):
                     return  # back to the poll loop: heartbeat, aborts, then (no sleep left) a fresh read
                 continue
             batch, waiting = waiting[:free], waiting[free:]
-            await self._take(batch)
+            await self._take(batch, free)
 
-    async def _take(self, job_ids: list[bytes]) -> None:
-        """Take every id of ``job_ids`` that is free to run (at most the free slots) and start it."""
+    async def _take(self, job_ids: list[bytes], free: int | None = None) -> None:
+        """Take up to ``free`` jobs (default: as many as ``job_ids``), the owners' lines first, then
+        those of ``job_ids`` that are free to run, and start them."""
         ids = [job_id.decode() for job_id in job_ids]
-        keys = [self.queue_name, *(in_progress_key_prefix + job_id for job_id in ids)]
         lifetime_ms = int(self.in_progress_timeout_s * 1000)
-        taken = await eval_script(self.pool, TAKE_SCRIPT, keys, timestamp_ms(), lifetime_ms, *ids)
+        taken = await eval_script(
+            self.pool, TAKE_SCRIPT, [self.queue_name], timestamp_ms(), lifetime_ms,
+            len(ids) if free is None else free, fair_prefix(self.queue_name), in_progress_key_prefix, *ids,
+        )  # fmt: skip
         for job_id_b, score in zip(taken[::2], taken[1::2], strict=False):
             job_id = job_id_b.decode()
             await self.sem.acquire()  # never waits: the slots were counted free

@@ -65,6 +65,6 @@ async def submit_bulk_job(
             await storage.delete(key)
         raise
     await queue.enqueue_or_withdraw(
-        conn, conns.redis, settings, BULK_ADD_PARTICIPANTS, job_uuid, storage, key
+        conn, conns.redis, settings, BULK_ADD_PARTICIPANTS, job_uuid, scope.user_id, storage, key
     )
     return job_submitted(job_uuid, IN_QUEUE, base_url)

@@ -48,7 +48,9 @@ async def retry_job(
 ) -> AdminJobDetail:
     """A FAILED job runs again from scratch (same UUID, a fresh set of attempts)."""
     job = await lifecycle.retry_job(conn, actor, job_uuid)
-    await queue.enqueue(conns.redis, conns.settings, job["type"], job_uuid, rerun=True)
+    await queue.enqueue(
+        conns.redis, conns.settings, job["type"], job_uuid, owner_id=job["owner_id"], rerun=True
+    )
     return await job_detail(conn, job_uuid, base_url)
 
 

@@ -25,14 +25,28 @@ log = logging.getLogger("participants.jobs")
 
 # arq's enqueue_job in one round trip instead of three (WATCH, EXISTS, MULTI ... EXEC): the same
 # keys, the same message (arq's serializer), the same refusal of an id arq still holds. KEYS: the
-# job, its result, the queue, then any keys to drop first.
+# job, its result, the queue, then any keys to drop first. ARGV: the message's lifetime, the
+# message, the score, the id, then the owner and the queue's fairness prefix (``fair_prefix``):
+# an owned job also joins its owner's line, which the workers' take serves fairly
+# (worker/prompt_worker.py).
 ENQUEUE_SCRIPT = """
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', ARGV[6] .. 'q:' .. ARGV[5], ARGV[3], ARGV[4])
+  redis.call('SADD', ARGV[6] .. 'owners', ARGV[5])
+end
 return 1
 """
+
+
+def fair_prefix(queue_name: str) -> str:
+    """Where a queue's owners' lines live in Redis: ``{queue}:fair:owners`` (the owners with queued
+    jobs), ``{queue}:fair:q:{owner}`` (an owner's queued ids, oldest first), ``{queue}:fair:r:{owner}``
+    (the ids of theirs that were taken)."""
+    return f"{queue_name}:fair:"
 
 
 async def enqueue(
@@ -41,6 +55,7 @@ async def enqueue(
     job_type: str,
     job_uuid: UUID,
     *,
+    owner_id: int | None = None,
     rerun: bool = False,
     release: bool = False,
 ) -> bool:
@@ -50,7 +65,8 @@ async def enqueue(
     arq refuses a job id it already holds (queued, running, or a kept result): that is the point,
     a job is never queued twice. ``rerun`` drops a kept result first (an admin retry of a finished
     job); ``release`` also drops arq's in-progress key (the sweeper, for a job nobody runs). Returns
-    whether arq took a new message.
+    whether arq took a new message. ``owner_id``: the job's owner, whose line it joins, so that
+    workers share their slots fairly across owners.
     """
     function_name, queue_field = JOB_FUNCTIONS[job_type]
     job_id = str(job_uuid)
@@ -59,8 +75,20 @@ async def enqueue(
         drop.append(in_progress_key_prefix + job_id)
     now_ms = int(time.time() * 1000)
     message = serialize_job(function_name, (job_id,), {}, None, now_ms, serializer=redis.job_serializer)
-    keys = [job_key_prefix + job_id, result_key_prefix + job_id, getattr(settings, queue_field), *drop]
-    taken = await eval_script(redis, ENQUEUE_SCRIPT, keys, redis.expires_extra_ms, message, now_ms, job_id)
+    queue_name = getattr(settings, queue_field)
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue_name, *drop]
+    owner = "" if owner_id is None else str(owner_id)
+    taken = await eval_script(
+        redis,
+        ENQUEUE_SCRIPT,
+        keys,
+        redis.expires_extra_ms,
+        message,
+        now_ms,
+        job_id,
+        owner,
+        fair_prefix(queue_name),
+    )
     return bool(taken)
 
 
@@ -70,6 +98,7 @@ async def enqueue_or_withdraw(
     settings: Settings,
     job_type: str,
     job_uuid: UUID,
+    owner_id: int,
     storage: Storage | None = None,
     upload_key: str | None = None,
 ) -> None:
@@ -77,7 +106,7 @@ async def enqueue_or_withdraw(
     upload, and re-raise: the caller answers 503 and never learns the UUID. Withdrawing is best
     effort: if Postgres is gone too, the sweeper runs the job later, which is harmless."""
     try:
-        await enqueue(redis, settings, job_type, job_uuid)
+        await enqueue(redis, settings, job_type, job_uuid, owner_id=owner_id)
     except Exception:
         try:
             await withdraw(conn, job_uuid)
