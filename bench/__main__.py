@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.bulk_memory",
     "bench.extract",
     "bench.many_extracts",
+    "bench.fairness",
 ]
 
 

@@ -21,6 +21,8 @@ RATIO_LINES = {
     "bulk_memory": r"bulk memory: worst peak RSS growth .* ratio \d+\.\d+x .* ratio \d+\.\d+x",
     "extract": r"ratio job/floor\s+\d+\.\d+x",
     "many_extracts": r"1 worker process\(es\): all COMPLETED .* ratio \d+\.\d+x",
+    "fairness (user B)": r"user B behind A's backlog: .* ratio \d+\.\d+x",
+    "fairness (user A)": r"user A's \d+ extracts: .* ratio \d+\.\d+x",
 }
 
 
