@@ -1,6 +1,6 @@
 """One user's backlog against another user's one job: fair slots across owners.
 
-    python -m bench.fairness [--sites 500] [--rows 100]
+    python -m bench.fairness [--sites 500] [--rows 1000]
 
 User A (a CTMS) submits one extract for each of N sites at once; the moment those are accepted,
 user B submits one extract of their own site. With DEFAULT settings and one
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--sites", type=int, default=500, help="user A's extracts (one site each)")
-    parser.add_argument("--rows", type=int, default=100, help="participants per site")
+    parser.add_argument(
+        "--rows", type=int, default=1000, help="participants per site (small: a COPY of ~10 ms)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
