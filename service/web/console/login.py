@@ -96,7 +96,6 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()  # public route: the form's token is checked here
     await _check_login_token(request, form.get("csrf"))
-    form = await request.post()
     username, password = form.get("username"), form.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         return await _login_form(request, "invalidCredentials", 401)
