@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import asyncpg
 
 from service.core.logs import setup_logging
 from service.launch.dev import dev
@@ -38,6 +40,41 @@ def _read_new_password() -> str:
             sys.exit("the two passwords differ")
         return password
     return sys.stdin.readline().rstrip("\r\n")
+
+
+def _refuse_token(reason: str) -> NoReturn:
+    print(f"no token: {reason}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_token_request(settings: Settings, username: str, ttl: int) -> None:
+    """Refuse (exit 2, the reason on stderr) a token the service would refuse: a lifetime it does
+    not accept, or a user unknown here or disabled."""
+    from service.core.accounts import active_user
+
+    if not 0 < ttl <= settings.jwt_max_lifetime_seconds:
+        _refuse_token(
+            f"--ttl must be between 1 and PARTICIPANTS_JWT_MAX_LIFETIME_SECONDS "
+            f"({settings.jwt_max_lifetime_seconds}); the service refuses longer-lived tokens"
+        )
+    embedded = None
+    if not settings.database_url and (settings.data_dir / "pg").is_dir():
+        from service.dev.embedded import EmbeddedServers
+
+        embedded = EmbeddedServers(settings.data_dir.resolve())  # the one `participants dev` runs
+        settings.database_url = embedded.postgres_url()
+    try:
+        if not settings.database_url:
+            _refuse_token("PARTICIPANTS_DATABASE_URL is not set: cannot check that the user exists")
+        try:
+            user = _run(with_conn(settings, lambda c: active_user(c, username)))
+        except (OSError, asyncpg.PostgresError) as exc:  # unreachable, not migrated
+            _refuse_token(f"cannot check that the user exists: {type(exc).__name__}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if user is None:
+        _refuse_token(f"no enabled user {username!r} here (create-user, enable-user)")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -77,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     sp.add_argument("username")
     t = sub.add_parser("token", help="print an HS256 bearer token for USERNAME")
     t.add_argument("username")
-    t.add_argument("--ttl", type=int, default=3600)
+    t.add_argument(
+        "--ttl", type=int, default=None,
+        help="seconds (default 3600, at most PARTICIPANTS_JWT_MAX_LIFETIME_SECONDS)",
+    )  # fmt: skip
     sub.add_parser("seed-demo", help="create the demo study, sites, users and participants")
     sub.add_parser("worker-health", help="exit 0 if a worker reported healthy recently (for orchestrators)")
     args = parser.parse_args(argv)
@@ -102,7 +142,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             sys.exit(
                 "PARTICIPANTS_JWT_SECRET is not set (and `participants dev` made none): cannot mint tokens"
             )
-        print(mint_token(settings, args.username, args.ttl))
+        ttl = min(3600, settings.jwt_max_lifetime_seconds) if args.ttl is None else args.ttl
+        _check_token_request(settings, args.username, ttl)
+        print(mint_token(settings, args.username, ttl))
     elif args.command == "dev":
         _run(dev(settings))
     elif args.command == "serve":
@@ -142,11 +184,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "set-password":
         _require_urls(settings)
         from service.core.accounts import set_password
+        from service.core.audit import CLI, record_by
         from service.core.errors import ApiError
+
+        async def set_and_audit(conn: asyncpg.Connection) -> None:
+            # As the admin API's PUT /admin/api/users/{username}/password: its audit row, actor "cli".
+            async with conn.transaction():
+                await set_password(conn, args.username, password)
+                await record_by(conn, CLI, "admin.password.set", {"user": args.username})
 
         password = _read_new_password()
         try:
-            _run(with_conn(settings, lambda c: set_password(c, args.username, password)))
+            _run(with_conn(settings, set_and_audit))
         except ApiError as err:
             sys.exit(f"password not set: {err.code} {err.params}")
         print(f"password set for {args.username}")

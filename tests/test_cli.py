@@ -159,10 +159,15 @@ async def test_set_password_from_stdin(settings, world, pool):
     assert nobody.returncode == 1 and "userNotFound" in nobody.stderr
     async with pool.acquire() as conn:
         assert await accounts.verify_password(conn, "pat", "a long enough password")  # unchanged
+    # Audited as the admin API's PUT .../password is, the actor being "cli"; refusals write nothing.
+    rows = await pool.fetch("SELECT user_id, username, action, details FROM audit_log ORDER BY id")
+    assert [tuple(r) for r in rows] == [(None, "cli", "admin.password.set", {"user": "pat"})]
 
 
-def test_the_dev_secret_is_random_kept_and_private(tmp_path, settings):
+async def test_the_dev_secret_is_random_kept_and_private(tmp_path, settings, world):
     from service.dev.secret import dev_secret, secret_path
+
+    await world.user("crc_a")
 
     first = dev_secret(tmp_path)
     assert len(first) >= 32 and dev_secret(tmp_path) == first
@@ -178,6 +183,31 @@ def test_the_dev_secret_is_random_kept_and_private(tmp_path, settings):
         settings, "token", "crc_a", PARTICIPANTS_JWT_SECRET="", PARTICIPANTS_DATA_DIR=str(tmp_path / "empty")
     )
     assert none.returncode == 1 and "PARTICIPANTS_JWT_SECRET is not set" in none.stderr
+
+
+async def test_token_refuses_what_the_service_would_refuse(settings, world, pool):
+    await world.user("pat")
+    await world.user("gone")
+    assert run_cli(settings, "disable-user", "gone").returncode == 0
+    short = {"PARTICIPANTS_JWT_MAX_LIFETIME_SECONDS": "600"}
+    for args, env, reason in (
+        (["pat", "--ttl", str(24 * 3600 + 1)], {}, "PARTICIPANTS_JWT_MAX_LIFETIME_SECONDS (86400)"),
+        (["pat", "--ttl", "601"], short, "PARTICIPANTS_JWT_MAX_LIFETIME_SECONDS (600)"),
+        (["pat", "--ttl", "0"], {}, "--ttl must be between 1 and"),
+        (["nobody"], {}, "no enabled user 'nobody' here"),
+        (["gone"], {}, "no enabled user 'gone' here"),
+    ):
+        done = run_cli(settings, "token", *args, **env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert reason in done.stderr and not done.stdout, (args, done.stderr)
+    done = run_cli(settings, "token", "pat", **short)  # the default TTL, within the maximum
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(
+        done.stdout.strip(), settings.jwt_secret, algorithms=["HS256"], options={"verify_aud": False}
+    )
+    assert claims["exp"] - claims["iat"] == 600 and claims["preferred_username"] == "pat"
+    done = run_cli(settings, "token", "pat", "--ttl", "86400")
+    assert done.returncode == 0, done.stderr
 
 
 def test_docker_compose_carries_no_usable_secret():

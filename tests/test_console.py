@@ -7,6 +7,7 @@ import time
 import orjson
 import pytest
 
+from service.web.console.login import LOGIN_COOKIE
 from service.web.console.sessions import COOKIE_NAME, KEY_PREFIX
 from tests.console_helpers import PASSWORD, give_password, page_csrf, sign_in
 from tests.world import SITE_A, SITE_B, STUDY
@@ -234,7 +235,7 @@ async def test_the_cookie_is_secure_when_the_console_is_served_over_https(make_c
     client = await make_client(public_url="https://console.example.org")
     resp = await client.get("/console/login")
     cookie = resp.headers["Set-Cookie"]
-    assert COOKIE_NAME in cookie and "Secure" in cookie and "HttpOnly" in cookie
+    assert LOGIN_COOKIE in cookie and "Secure" in cookie and "HttpOnly" in cookie
     # Such a cookie never comes back over plain http, so the form cannot be used there.
     assert (await sign_in(client, "crc_a")).status == 403
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.core.deployment_key import deployment_key
 from service.web.console.guard import SESSIONS, html_error_middleware, session_middleware
 from service.web.console.render import JINJA, add_security_headers, build_environment
 from service.web.console.routes import add_routes
@@ -34,6 +35,7 @@ def create_console_app(parent: web.Application) -> web.Application:
         # Nothing to close: the pool is the parent's, and the parent closes it.
         s = parent[SETTINGS]
         app[SESSIONS] = SessionStore(parent[REDIS], s.console_idle_seconds, s.console_max_seconds)
+        await deployment_key(parent[REDIS])  # made (once per deployment) or read now, not per visitor
         yield
 
     console.cleanup_ctx.append(sessions_ctx)

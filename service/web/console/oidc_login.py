@@ -1,8 +1,11 @@
 """ "Sign in with your organisation": the OpenID Connect authorization code flow with PKCE (RFC 7636).
 
-``start`` keeps a fresh ``state``, ``nonce`` and PKCE verifier in the browser's anonymous session
-and sends the browser to the provider; ``callback`` checks ``state``, exchanges the code (with the
-verifier) at the provider's token endpoint, and verifies the access token exactly as the API
+``start`` puts a fresh ``state``, ``nonce`` and PKCE verifier in a cookie signed with the
+deployment's key (``core.deployment_key``; ``HttpOnly``, ``SameSite=Lax`` so that it comes back on the
+provider's redirect, valid ``FLOW_SECONDS``) and sends the browser to the provider: nothing is kept
+in Redis for a visitor who has not signed in. ``callback`` checks the cookie's signature and age and
+its ``state`` against the query's, drops the cookie (a flow is good for one try), exchanges the code
+(with the verifier) at the provider's token endpoint, and verifies the access token exactly as the API
 verifies bearer tokens (signature, issuer, audience, expiry), which also names the user through
 the configured username claim. The user must exist here and not be disabled.
 """
@@ -14,22 +17,32 @@ import hashlib
 import hmac
 import logging
 import secrets
+from typing import NoReturn
 from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 
 from service.core.accounts import active_user
+from service.core.deployment_key import deployment_key, sign, unsign
 from service.core.errors import ApiError
-from service.web.console.guard import SESSIONS, current_session, set_cookie
-from service.web.console.login import oidc_enabled, start_session
-from service.web.console.render import page_url
-from service.web.console.sessions import SESSION
+from service.web.console.guard import current_session
+from service.web.console.login import (
+    clear_signed_cookie,
+    oidc_enabled,
+    set_signed_cookie,
+    start_session,
+)
+from service.web.console.render import error_page, page_url, redirect
 from service.web.oidc import FETCH_TIMEOUT, ProviderUnavailable
-from service.web.resources import DB, OIDC, SETTINGS
+from service.web.resources import DB, OIDC, REDIS, SETTINGS
 from service.web.tokens import TOKEN_VERIFIER
 
 log = logging.getLogger("participants.signin")
+
+FLOW_COOKIE = "participants_console_oidc"
+FLOW_PURPOSE = "console-oidc-flow"
+FLOW_SECONDS = 15 * 60  # a trip to the identity provider that takes longer starts again
 
 
 def _callback_url(request: web.Request) -> str:
@@ -44,6 +57,9 @@ def _challenge(verifier: str) -> str:
 async def start(request: web.Request) -> web.StreamResponse:
     if not oidc_enabled(request):
         raise ApiError("notFound")
+    session = await current_session(request)
+    if session is not None and session.username:
+        raise redirect(request, "home")  # signed in already: nothing to do, nothing ended
     # ProviderUnavailable, here or in the callback, is the console's 503 page (guard.py).
     metadata = await request.config_dict[OIDC].metadata()
     endpoint = metadata.get("authorization_endpoint")
@@ -54,13 +70,8 @@ async def start(request: web.Request) -> web.StreamResponse:
         "nonce": secrets.token_urlsafe(24),
         "verifier": secrets.token_urlsafe(48),
     }
-    session = await current_session(request)
-    store = request.config_dict[SESSIONS]
-    if session is None or session.username:
-        session = await store.new(data={"oidc": flow})
-    else:
-        session.data["oidc"] = flow
-        await store.save(session)
+    key = await deployment_key(request.config_dict[REDIS])
+    cookie = sign(key, FLOW_PURPOSE, "~".join((flow["state"], flow["nonce"], flow["verifier"])))
     query = {
         "response_type": "code",
         "client_id": request.config_dict[SETTINGS].oidc_client_id or "",
@@ -72,7 +83,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         "code_challenge_method": "S256",
     }
     response = web.HTTPFound(endpoint + ("&" if "?" in endpoint else "?") + urlencode(query))
-    set_cookie(request, response, session)
+    set_signed_cookie(request, response, FLOW_COOKIE, cookie, FLOW_SECONDS)
     raise response
 
 
@@ -101,20 +112,34 @@ async def _exchange(request: web.Request, code: str, verifier: str) -> str:
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
-    session = await current_session(request)
-    flow = session.data.get("oidc") if session is not None and not session.username else None
+    try:
+        return await _callback(request)
+    except ApiError as err:  # the flow is over either way: its cookie goes with the error page
+        response = error_page(request, err)
+        clear_signed_cookie(request, response, FLOW_COOKIE)
+        return response
+
+
+def _refused() -> NoReturn:
+    raise ApiError("csrfTokenInvalid")
+
+
+async def _callback(request: web.Request) -> web.StreamResponse:
+    key = await deployment_key(request.config_dict[REDIS])
+    payload = unsign(key, FLOW_PURPOSE, request.cookies.get(FLOW_COOKIE), FLOW_SECONDS)
     state, code = request.query.get("state", ""), request.query.get("code", "")
-    if session is None or not isinstance(flow, dict) or not code:
-        raise ApiError("csrfTokenInvalid")
-    request[SESSION] = session
-    if not hmac.compare_digest(str(flow["state"]).encode(), state.encode()):
-        raise ApiError("csrfTokenInvalid")
-    session.data.pop("oidc", None)
-    await request.config_dict[SESSIONS].save(session)  # a code is good for one try
-    token = await _exchange(request, code, str(flow["verifier"]))
+    if payload is None or not code:
+        _refused()
+    parts = payload.split("~")
+    if len(parts) != 3:
+        _refused()
+    expected, _nonce, verifier = parts
+    if not hmac.compare_digest(expected.encode(), state.encode()):
+        _refused()
+    token = await _exchange(request, code, verifier)
     username = await request.config_dict[TOKEN_VERIFIER].username(token)
     if await active_user(request.config_dict[DB], username) is None:
         log.info("console sign-in refused: unknown or disabled user", extra={"backend": "oidc"})
         raise ApiError("noRoleSetUp")
     log.info("sign-in", extra={"backend": "oidc", "outcome": "ok"})
-    return await start_session(request, session, username)
+    return await start_session(request, username, FLOW_COOKIE)

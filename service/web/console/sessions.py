@@ -4,8 +4,8 @@ A session is a random token in an ``HttpOnly`` cookie; Redis holds only the toke
 the key (a copy of Redis does not hand out live cookies) and, as the value, the username, the
 creation time and the session's CSRF token. The key's TTL is the idle timeout and is renewed on
 every request; the creation time enforces the absolute lifetime. Signing in always starts a new
-session (no fixation). Before sign-in an anonymous session carries the login form's CSRF token and
-the OIDC flow's state, nonce and PKCE verifier.
+session (no fixation). Nothing is stored before a sign-in: the login form's CSRF token and the
+OIDC flow's state are signed cookies (login.py, oidc_login.py).
 """
 
 from __future__ import annotations

@@ -6,13 +6,12 @@
   set: the password grant is forwarded to its token endpoint and its access token is the answer;
 - else local accounts (argon2id hashes in ``users.password_hash``): the service mints its own
   HS256 token, so ``PARTICIPANTS_JWT_SECRET`` is needed; without it the endpoint is 404.
-Both sit behind the login throttle. Attempts are logged with their outcome and a digest of the
+Both sit behind the login throttle. Attempts are logged with their outcome and a keyed digest of the
 username (usernames can be email addresses); the password never reaches a log, an error or Redis.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import orjson
@@ -20,13 +19,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core import accounts, audit
+from service.core.deployment_key import log_digest
 from service.core.errors import ApiError
 from service.web.apidoc import NO_CONTENT, operation
 from service.web.auth import require_admin
 from service.web.clients import client_address
 from service.web.input import read_json_model
 from service.web.oidc import ProviderUnavailable
-from service.web.resources import DB, LOGIN_THROTTLE, OIDC, SETTINGS, TRUSTED_PROXIES
+from service.web.resources import DB, LOGIN_THROTTLE, OIDC, REDIS, SETTINGS, TRUSTED_PROXIES
 from service.web.tokens import mint_token
 
 log = logging.getLogger("participants.signin")
@@ -48,10 +48,6 @@ class PasswordIn(BaseModel):
             "pattern": "^[^\\x00]*$",
         }
     )
-
-
-def _user_digest(username: str) -> str:
-    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 async def _read_credentials(request: web.Request) -> Credentials:
@@ -87,7 +83,7 @@ async def token(request: web.Request) -> web.Response:
         raise ApiError("notFound")
     creds = await _read_credentials(request)
     address = client_address(request, request.app[TRUSTED_PROXIES])
-    fields = {"backend": backend, "user": _user_digest(creds.username)}
+    fields = {"backend": backend, "user": await log_digest(request.config_dict[REDIS], creds.username)}
     issued: str | None = None
 
     async def verify() -> bool:
