@@ -68,8 +68,14 @@ async def test_bad_tokens_are_401(client, world, settings, case):
         "no_username": (jwt.encode({"exp": now + 60}, secret, algorithm="HS256"), "Bearer"),
     }[case]
     resp = await get(client, token, scheme)
-    assert await expect(resp, 401) == UNAUTHENTICATED
-    assert resp.headers["WWW-Authenticate"] == "Bearer"
+    if case in ("missing", "basic", "empty"):  # no bearer token at all: nothing to say about one
+        assert await expect(resp, 401) == UNAUTHENTICATED
+        assert resp.headers["WWW-Authenticate"] == "Bearer"
+        return
+    reason = "expired" if case == "expired" else "invalid"
+    assert await expect(resp, 401) == {**UNAUTHENTICATED, "params": {"reason": reason}}
+    challenge = resp.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer error="invalid_token", error_description="'), challenge
 
 
 async def test_audience_and_issuer_are_checked(make_client, world, settings):

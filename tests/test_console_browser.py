@@ -72,7 +72,16 @@ async def test_sign_in_and_sign_out(console):
     assert "Wrong username or password" in await page.locator("#login-error").inner_text()
     page = await sign_in(client, context, "crc_a")
     assert await page.title() == "Studies and sites · Participants"
-    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_role("button", name="Sign out", exact=True).click()
+    await page.wait_for_url("**/console/login")
+    await page.goto(url(client, "/console/"))
+    await page.wait_for_url("**/console/login")
+
+
+async def test_sign_out_everywhere_button(console):
+    client, context = console
+    page = await sign_in(client, context, "crc_a")
+    await page.get_by_role("button", name="Sign out everywhere").click()
     await page.wait_for_url("**/console/login")
     await page.goto(url(client, "/console/"))
     await page.wait_for_url("**/console/login")

@@ -18,6 +18,7 @@ import asyncpg
 
 from service.core.audit import Actor
 from service.core.errors import ApiError
+from service.core.roles import check_token_epoch
 
 MIN_PASSWORD_LENGTH = 12
 # argon2 is fed the whole password: a cap keeps a megabyte "password" from being a cheap way to
@@ -88,10 +89,12 @@ def _matches(stored: str, password: str) -> bool:
 
 
 async def set_password(conn: asyncpg.Connection, username: str, password: str) -> None:
-    """Store ``password`` for ``username``; ``userNotFound`` (404) when there is no such user."""
+    """Store ``password`` for ``username``; ``userNotFound`` (404) when there is no such user.
+    Ends the user's console sessions and refuses the tokens issued before (the credentials epoch)."""
     hashed = await asyncio.to_thread(hash_password, password)
     done = await conn.fetchval(
-        "UPDATE users SET password_hash = $2, password_changed_at = now() WHERE username = $1 RETURNING 1",
+        "UPDATE users SET password_hash = $2, password_changed_at = now(), credentials_changed_at = now()"
+        " WHERE username = $1 RETURNING 1",
         username, hashed,
     )  # fmt: skip
     if not done:
@@ -99,9 +102,11 @@ async def set_password(conn: asyncpg.Connection, username: str, password: str) -
 
 
 async def clear_password(conn: asyncpg.Connection, username: str) -> None:
-    """Remove the user's password: they can no longer sign in at the token endpoint."""
+    """Remove the user's password: they can no longer sign in at the token endpoint, and their
+    sessions and earlier tokens end (the credentials epoch)."""
     done = await conn.fetchval(
-        "UPDATE users SET password_hash = NULL, password_changed_at = now() WHERE username = $1 RETURNING 1",
+        "UPDATE users SET password_hash = NULL, password_changed_at = now(), credentials_changed_at = now()"
+        " WHERE username = $1 RETURNING 1",
         username,
     )
     if not done:
@@ -148,18 +153,41 @@ class User:
     username: str
     full_name: str
     admin: bool
+    # When the user's credentials last changed (Unix seconds): sessions and tokens from before end.
+    credentials_changed_at: float = 0.0
+
+    def session_outdated(self, created: float) -> bool:
+        """A console session created (``time.time()``) before the last credentials change."""
+        return created < self.credentials_changed_at
 
     @property
     def actor(self) -> Actor:
         return Actor(self.id, self.username)
 
 
-ACTIVE_USER_SQL = "SELECT id, username, full_name, admin FROM users WHERE username = $1 AND NOT disabled"
+ACTIVE_USER_SQL = """
+SELECT id, username, full_name, admin, date_part('epoch', credentials_changed_at) AS credentials_changed_at
+FROM users WHERE username = $1 AND NOT disabled
+"""
 
 
 async def active_user(conn: asyncpg.Connection | asyncpg.Pool, username: str) -> User | None:
-    """The one lookup of who is acting: None when the name is unknown here or the user is disabled."""
+    """The one lookup of who is acting: None when the name is unknown here or the user is disabled.
+    ``username`` a token's ``Identity`` issued before the user's credentials changed: 401 ``revoked``."""
     row = await conn.fetchrow(ACTIVE_USER_SQL, username)
     if row is None:
         return None
-    return User(row["id"], row["username"], row["full_name"] or "", row["admin"])
+    check_token_epoch(username, row["credentials_changed_at"])
+    return User(
+        row["id"], row["username"], row["full_name"] or "", row["admin"], row["credentials_changed_at"]
+    )
+
+
+async def revoke_sessions(conn: asyncpg.Connection, username: str) -> None:
+    """Sign ``username`` out everywhere: every console session and every token issued before now
+    is refused from the next request on. ``userNotFound`` (404) when there is no such user."""
+    done = await conn.fetchval(
+        "UPDATE users SET credentials_changed_at = now() WHERE username = $1 RETURNING 1", username
+    )
+    if not done:
+        raise ApiError("userNotFound", {"username": username[:255]})

@@ -12,7 +12,7 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from service.core import audit
+from service.core import accounts, audit
 from service.core.errors import ApiError
 from service.core.participant_ids import template_errors
 from service.core.roles import ALL_ROLES
@@ -250,10 +250,16 @@ async def create_user(conn: asyncpg.Connection, u: UserIn) -> UserOut:
 
 
 async def patch_user(conn: asyncpg.Connection, username: str, patch: UserPatch) -> UserOut:
-    """Takes effect at once: every check that reads the user reads these flags (no token cache)."""
+    """Takes effect at once: every check that reads the user reads these flags (no token cache).
+    A change of either flag moves the credentials epoch (``credentials_changed_at``) in the same
+    statement: the user's console sessions end and tokens issued before are refused, so disable,
+    reset the password, enable revives nothing."""
     row = await conn.fetchrow(
-        "UPDATE users SET disabled = coalesce($2, disabled), admin = coalesce($3, admin)"
-        " WHERE username = $1 RETURNING *",
+        """UPDATE users SET disabled = coalesce($2, disabled), admin = coalesce($3, admin),
+               credentials_changed_at = CASE
+                   WHEN coalesce($2, disabled) <> disabled OR coalesce($3, admin) <> admin THEN now()
+                   ELSE credentials_changed_at END
+           WHERE username = $1 RETURNING *""",
         username, patch.disabled, patch.admin,
     )  # fmt: skip
     if row is None:
@@ -272,6 +278,17 @@ async def update_user(
         changes = patch.model_dump(exclude_none=True)
         await audit.record_by(conn, actor, "admin.user.update", {"user": username, **changes})
     return user
+
+
+async def revoke_user_sessions(
+    conn: asyncpg.Connection, actor: audit.Actor, username: str, action: str = "admin.user.revokeSessions"
+) -> None:
+    """Sign ``username`` out everywhere (``accounts.revoke_sessions``) and its audit row, in one
+    transaction: the admin API's ``POST /admin/api/users/{username}/sessions/revoke`` and the
+    console's own "sign out everywhere" (``action`` ``user.revokeSessions``, the user as actor)."""
+    async with conn.transaction():
+        await accounts.revoke_sessions(conn, username)
+        await audit.record_by(conn, actor, action, {"user": username})
 
 
 async def get_user(conn: asyncpg.Connection, username: str) -> asyncpg.Record:

@@ -1,12 +1,13 @@
 """Who may do what: the allow table of contract.md, implemented once.
 
-``load_scope`` reads, in one query, the caller, the study, the site and the caller's roles in that
-study; ``authorize`` applies OC4's check order to it and raises the first error that applies.
+``load_scope`` reads, in one query, the caller (and when their credentials last changed), the
+study, the site and the caller's roles in that study; ``authorize`` applies OC4's check order to it and raises the first error that applies.
 The rules are plain functions of plain data so they can be tested without a server.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -17,6 +18,48 @@ from service.core.errors import ApiError
 
 ALL_ROLES = frozenset({"coordinator", "director", "investigator", "ra", "ra2", "monitor", "viewer"})
 WRITERS = frozenset({"coordinator", "investigator", "ra"})
+
+
+# Why a token was refused, as ``params.reason`` of the 401 and RFC 6750's ``error_description``.
+TOKEN_REFUSALS = {
+    "expired": "the token has expired",
+    "invalid": "the token is malformed, not signed by a trusted key, or not for this service",
+    "revoked": "the user's credentials changed after the token was issued: sign in again",
+    "disabled": "the user is disabled",
+}
+
+
+def token_refused(reason: str) -> ApiError:
+    """The 401 for a bearer token that was sent but is not accepted (RFC 6750 ``invalid_token``)."""
+    header = f'Bearer error="invalid_token", error_description="{TOKEN_REFUSALS[reason]}"'
+    return ApiError("unauthenticated", {"reason": reason}, headers={"WWW-Authenticate": header})
+
+
+class Identity(str):
+    """The name a verified bearer token carries, as the plain ``str`` every use-case takes, with
+    when the token was issued (``issued_at``, Unix seconds). The one lookup of the user
+    (``active_user``, ``core.roles.load_scope``) refuses it as ``revoked`` when the user's
+    credentials changed after that, so the check costs no query of its own."""
+
+    issued_at: float
+
+    def __new__(cls, name: str, issued_at: float) -> Identity:
+        identity = super().__new__(cls, name)
+        identity.issued_at = issued_at
+        return identity
+
+
+def issued_before_epoch(issued_at: float, credentials_changed_at: float | None) -> bool:
+    """True when a token issued at ``issued_at`` predates the user's last credentials change. A
+    token's ``iat`` has whole seconds: one issued in the very second of the change counts as
+    after it (else a sign-in right after a password reset would be refused for up to a second)."""
+    return credentials_changed_at is not None and issued_at < math.floor(credentials_changed_at)
+
+
+def check_token_epoch(username: str, credentials_changed_at: float | None) -> None:
+    """Raise 401 ``revoked`` when ``username`` is a token's ``Identity`` issued before the epoch."""
+    if isinstance(username, Identity) and issued_before_epoch(username.issued_at, credentials_changed_at):
+        raise token_refused("revoked")
 
 
 class Action(Enum):
@@ -85,6 +128,7 @@ class Scope:
 
 SCOPE_SQL = """
 SELECT u.id AS user_id, u.full_name,
+       date_part('epoch', u.credentials_changed_at) AS credentials_changed_at,
        to_jsonb(st) AS study, to_jsonb(si) AS site,
        -- At a site, the roles of other sites play no part: a CTMS user with a role at each of
        -- hundreds of sites would otherwise carry them all into every request.
@@ -99,8 +143,11 @@ LEFT JOIN sites si ON si.oid = $3
 
 
 async def load_scope(conn: asyncpg.Connection, username: str, study_oid: str, site_oid: str | None) -> Scope:
+    """The caller (``username``, a token's ``Identity`` on the API: 401 ``revoked`` when issued
+    before the user's credentials changed), the study, the site and the caller's roles there."""
     row = await conn.fetchrow(SCOPE_SQL, username, study_oid, site_oid)
     assert row is not None
+    check_token_epoch(username, row["credentials_changed_at"])
     study_roles: set[str] = set()
     site_roles: dict[int, set[str]] = {}
     for role, site_id in row["roles"]:

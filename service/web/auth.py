@@ -1,7 +1,9 @@
 """Who is calling: the name a request's bearer token carries (web/tokens.py verifies it), and the
 user behind it, looked up once through ``core.accounts.active_user`` whichever face asks: the job
 endpoints' ``current_actor``, every admin endpoint's ``require_admin``. The participant endpoints
-read the user with their scope instead (core/roles.py ``load_scope``: one query for both).
+read the user with their scope instead (core/roles.py ``load_scope``: one query for both). The name
+is an ``Identity`` (it knows when its token was issued), so that one lookup also refuses a token
+issued before the user's credentials last changed (401, ``params.reason`` ``revoked``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from aiohttp import web
 from service.core.accounts import User, active_user
 from service.core.audit import Actor
 from service.core.errors import ApiError
+from service.core.roles import Identity
 from service.web.input import accept_query
 from service.web.resources import DB
 from service.web.tokens import TOKEN_VERIFIER
@@ -26,8 +29,9 @@ def bearer_token(request: web.Request) -> str:
     return token
 
 
-async def authenticated_username(request: web.Request) -> str:
-    """The name the request's bearer token carries (401 without a valid one)."""
+async def authenticated_username(request: web.Request) -> Identity:
+    """The name the request's bearer token carries, with its issue time (401 without a valid one:
+    no token at all is a plain ``WWW-Authenticate: Bearer``, a refused one says why)."""
     return await request.config_dict[TOKEN_VERIFIER].username(bearer_token(request))
 
 

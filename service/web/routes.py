@@ -87,6 +87,7 @@ def root_routes() -> list[Route]:
         ("GET", a + "/users", admin_directory.list_users, "list_users"),
         ("PATCH", a + "/users/{username}", admin_directory.patch_user, "patch_user"),
         ("PUT", a + "/users/{username}/password", accounts.set_password, "set_password"),
+        ("POST", a + "/users/{username}/sessions/revoke", admin_directory.revoke_sessions, "revoke_sessions"),
         ("POST", a + "/users/{username}/roles", admin_directory.grant_role, "grant_role"),
         ("GET", a + "/users/{username}/roles", admin_directory.list_roles, "list_roles"),
         ("DELETE", a + "/users/{username}/roles", admin_directory.revoke_role, "revoke_role"),

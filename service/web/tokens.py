@@ -7,9 +7,13 @@ Two ways to verify a token, chosen by its ``alg`` header:
   (issuer and audience checked; see ``oidc.py`` for key caching and rotation), or against a bare
   ``PARTICIPANTS_JWKS_URL``. An HS256 token is never checked against a provider's key, and with no
   secret configured no HS256 token is accepted at all (algorithm confusion).
-Anything else (``alg: none``, wrong key, expired, wrong audience) is 401 ``unauthenticated``; a
-provider that cannot be reached before its keys were ever fetched is 503.
-Who the token names is looked up in web/auth.py; what the caller may do is decided in core/roles.py.
+Anything else is 401 ``unauthenticated`` with ``params.reason`` ``expired`` (past its ``exp``) or
+``invalid`` (``alg: none``, wrong key, wrong audience, too long a lifetime, malformed) and RFC 6750's
+``WWW-Authenticate: Bearer error="invalid_token"``; a provider that cannot be reached before its keys
+were ever fetched is 503.
+A verified token gives an ``Identity``: the name and when the token was issued. Who the token names
+is looked up once (web/auth.py, core/roles.py ``load_scope``), and that lookup refuses a token
+issued before the user's credentials last changed (``revoked``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import jwt
 from aiohttp import web
 
 from service.core.errors import ApiError
+from service.core.roles import Identity, token_refused
 from service.settings import Settings
 from service.web.oidc import KeySet, OidcProvider, ProviderUnavailable
 
@@ -57,28 +62,31 @@ class TokenVerifier:
         self.settings = settings
         self.jwks = jwks
         self.oidc = oidc
-        self._verified: dict[str, tuple[str, float, float]] = {}  # token -> (username, exp, remember until)
+        self._verified: dict[str, tuple[Identity, float, float]] = {}  # token -> (who, exp, remember until)
 
-    async def username(self, token: str) -> str:
+    async def username(self, token: str) -> Identity:
+        """Who ``token`` names and when it was issued (401 ``unauthenticated`` when it is refused)."""
         now = time.time()
         hit = self._verified.get(token)
         if hit is not None:
-            name, exp, until = hit
+            who, exp, until = hit
             if now < exp + self.settings.jwt_leeway_seconds and time.monotonic() < until:
-                return name
+                return who
             del self._verified[token]
-        name, exp = await self._verify(token)
+            if now >= exp + self.settings.jwt_leeway_seconds:
+                raise token_refused("expired")
+        who, exp = await self._verify(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (name, exp, time.monotonic() + VERIFIED_CACHE_SECONDS)
-        return name
+        self._verified[token] = (who, exp, time.monotonic() + VERIFIED_CACHE_SECONDS)
+        return who
 
-    async def _verify(self, token: str) -> tuple[str, float]:
+    async def _verify(self, token: str) -> tuple[Identity, float]:
         s = self.settings
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise ApiError("unauthenticated") from None
+            raise token_refused("invalid") from None
         alg = header.get("alg")
         kid = header.get("kid")
         issuer, audience = s.jwt_issuer, s.jwt_audience
@@ -95,10 +103,10 @@ class TokenVerifier:
                 raise ApiError("serviceUnavailable", headers={"Retry-After": "5"}) from None
             # The key decides the algorithm, not the token: an RSA key never checks an ES256 token.
             if jwk is None or jwk.algorithm_name != alg:
-                raise ApiError("unauthenticated")
+                raise token_refused("invalid")
             key = jwk.key
         else:
-            raise ApiError("unauthenticated")
+            raise token_refused("invalid")
         try:
             claims = jwt.decode(
                 token,
@@ -109,23 +117,29 @@ class TokenVerifier:
                 leeway=s.jwt_leeway_seconds,
                 options={"require": ["exp"], "verify_aud": audience is not None},
             )
+        except jwt.ExpiredSignatureError:
+            raise token_refused("expired") from None
         except jwt.PyJWTError:
-            raise ApiError("unauthenticated") from None
+            raise token_refused("invalid") from None
         name = claims.get(s.jwt_username_claim) or claims.get("sub")
         if not isinstance(name, str) or not name or len(name) > 255:
-            raise ApiError("unauthenticated")
+            raise token_refused("invalid")
         exp = float(claims["exp"])
-        if exp - _issued_at(claims) > s.jwt_max_lifetime_seconds:
-            raise ApiError("unauthenticated")  # a token for years: a leaked one would never end
-        return name, exp
+        iat = _iat(claims)
+        now = time.time()
+        if exp - (now if iat is None else min(iat, now)) > s.jwt_max_lifetime_seconds:
+            raise token_refused("invalid")  # a token for years: a leaked one would never end
+        # Without an iat the token is taken as issued as early as it can have been (its exp minus the
+        # longest lifetime accepted): a change of the user's credentials since then refuses it.
+        issued_at = exp - s.jwt_max_lifetime_seconds if iat is None else min(iat, now)
+        return Identity(name, issued_at), exp
 
 
-def _issued_at(claims: dict[str, Any]) -> float:
-    """``iat`` when the token has a usable one, else now (then the lifetime is what is left of it).
-    Never later than now: a forged future ``iat`` must not make a long-lived token look short."""
-    now = time.time()
+def _iat(claims: dict[str, Any]) -> float | None:
+    """The token's ``iat`` when it has a usable one. Never trusted beyond now (the callers cap it):
+    a forged future ``iat`` must not make a long-lived token look short, or outlive a revocation."""
     iat = claims.get("iat")
-    return min(float(iat), now) if isinstance(iat, int | float) and not isinstance(iat, bool) else now
+    return float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
 
 
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)

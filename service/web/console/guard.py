@@ -1,5 +1,6 @@
 """What every console request goes through, as the console app's two middlewares: the session
-cookie and the signed-in user (who must still exist and not be disabled), the CSRF token of every
+cookie and the signed-in user (who must still exist, not be disabled, and not have had their
+credentials changed since the session began), the CSRF token of every
 form, the admin flag for the operator pages, and HTML error pages instead of the API's JSON.
 
 Who may use a route is declared beside the route (``Access`` in service/web/console/routes.py), not
@@ -98,7 +99,12 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     account = None
     if session is not None and session.username:
         account = await active_user(request.config_dict[DB], session.username)
-        if account is None:  # deleted or disabled since signing in: the session dies with it
+        # Deleted or disabled since signing in, or signed in before the user's credentials last
+        # changed (a new password, disable/enable, the admin flag, "sign out everywhere"): the
+        # session dies with it.
+        if account is not None and account.session_outdated(session.created):
+            account = None
+        if account is None:
             await request.config_dict[SESSIONS].end(session)
     if account is None or session is None:
         # The page's script polls fragments: it gets the 401 and stops, a reload shows the form.

@@ -44,6 +44,7 @@ ROUTES = (
     Route("POST", "/logout", login.logout, "logout", PUBLIC),  # works without a session too
     Route("GET", "", site.home, "root"),  # /console without the slash
     Route("GET", "/", site.home, "home"),
+    Route("POST", "/sessions/revoke", site.sign_out_everywhere, "sign_out_everywhere"),
     Route("GET", SITE, site.site_page, "site"),
     Route("GET", SITE + "/jobs", site.jobs_fragment, "site_jobs"),
     Route("POST", SITE + "/participants", site.save_participant_form, "site_participants"),

@@ -27,7 +27,7 @@ from service.core.jobs.owned import JobPlace
 from service.core.jobs.views import JobView
 from service.core.participants import ParticipantIn, list_participants, save_participant
 from service.core.roles import Action, Scope, authorize, check_bulk_allowed, load_scope
-from service.web.console.guard import check_csrf
+from service.web.console.guard import SESSIONS, check_csrf, clear_cookie
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT, SESSION
 from service.web.downloads import send_job_file
@@ -86,6 +86,19 @@ async def home(request: web.Request) -> web.StreamResponse:
                 for site in (await directory.list_sites(conn, oid)).sites:
                     study["sites"].setdefault(site.oid, set())
     return render(request, "home.html", {"places": places})
+
+
+async def sign_out_everywhere(request: web.Request) -> web.StreamResponse:
+    """POST /console/sessions/revoke (CSRF checked by the guard): the signed-in user's every console
+    session and every token issued to them so far end (audited ``user.revokeSessions``); this
+    browser is signed out too and lands on the sign-in form."""
+    account = request[ACCOUNT]
+    async with request.config_dict[DB].acquire() as conn:
+        await directory.revoke_user_sessions(conn, account.actor, account.username, "user.revokeSessions")
+    await request.config_dict[SESSIONS].end(request[SESSION])
+    response = redirect(request, "login")
+    clear_cookie(request, response)
+    raise response
 
 
 async def _site_scope(request: web.Request, conn: Any) -> Scope:

@@ -116,6 +116,16 @@ async def patch_user(request: web.Request) -> web.Response:
     return reply(user)
 
 
+@operation("Sign a user out everywhere", "admin", ok={204: NO_CONTENT})
+async def revoke_sessions(request: web.Request) -> web.Response:
+    """POST /admin/api/users/{username}/sessions/revoke: every console session of the user ends and
+    every token issued to them before now is refused (401, ``params.reason`` ``revoked``)."""
+    actor = (await require_admin(request)).actor
+    async with request.app[DB].acquire() as conn:
+        await directory.revoke_user_sessions(conn, actor, request.match_info["username"])
+    return web.Response(status=204)
+
+
 @operation("List users", "admin", ok={200: UserList})
 async def list_users(request: web.Request) -> web.Response:
     await require_admin(request)
