@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import argon2
@@ -31,30 +31,59 @@ _HASHER = argon2.PasswordHasher()
 # burst of sign-ins queues instead of multiplying memory (and they are CPU-bound anyway).
 MAX_CONCURRENT_HASHES = 2
 _SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
-# Verifications waiting for a slot, at most, per process: past them a sign-in is 503 with Retry-After
-# at once (and its throttle attempt given back) instead of queueing without bound behind a spray,
-# where a colleague's sign-in would wait seconds for a slot.
-MAX_WAITING_HASHES = 16
+# Verifications a process holds at most (running, or waiting for one of the MAX_CONCURRENT_HASHES
+# slots): past them a sign-in is 503 with Retry-After at once, and its throttle attempt given
+# back, instead of queueing without bound.
+MAX_HELD_HASHES = MAX_CONCURRENT_HASHES + 16
+# One client address holds at most this many of them; its further sign-ins wait their turn in its
+# own line (at most LINE_LENGTH of them, then 503), so a spray from one place never fills the
+# process and a colleague's sign-in from elsewhere meanwhile finds a slot at once.
+MAX_HASHES_PER_ADDRESS = 2
+LINE_LENGTH = 32
+
+
+class _Line:
+    def __init__(self, slots: int) -> None:
+        self.turn = asyncio.Semaphore(slots)  # wakes its waiters in order of arrival
+        self.users = 0  # holding or waiting
 
 
 class _HashQueue:
-    """How many verifications this process holds (running or waiting for a slot)."""
+    """The verifications this process holds, in all and per client address."""
 
-    def __init__(self, cap: int) -> None:
-        self.cap, self.held = cap, 0
+    def __init__(self, cap: int, per_address: int, line_length: int) -> None:
+        self.cap, self.per_address, self.line_length = cap, per_address, line_length
+        self.held = 0
+        self.lines: dict[str | None, _Line] = {}
 
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        if self.held >= self.cap:
-            raise ApiError("serviceUnavailable", {"reason": "signInsBusy"}, headers={"Retry-After": "1"})
-        self.held += 1
+    @contextlib.asynccontextmanager
+    async def admit(self, address: str | None = None) -> AsyncIterator[None]:
+        line = self.lines.get(address)
+        if line is None:
+            line = self.lines[address] = _Line(self.per_address)
+        if line.users >= self.per_address + self.line_length:
+            raise _busy()
+        line.users += 1
         try:
-            yield
+            async with line.turn:
+                if self.held >= self.cap:
+                    raise _busy()
+                self.held += 1
+                try:
+                    yield
+                finally:
+                    self.held -= 1
         finally:
-            self.held -= 1
+            line.users -= 1
+            if not line.users:
+                del self.lines[address]
 
 
-HASHES = _HashQueue(MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES)
+def _busy() -> ApiError:
+    return ApiError("serviceUnavailable", {"reason": "signInsBusy"}, headers={"Retry-After": "1"})
+
+
+HASHES = _HashQueue(MAX_HELD_HASHES, MAX_HASHES_PER_ADDRESS, LINE_LENGTH)
 
 # Verified against when the username is unknown or has no password, so that a wrong username costs
 # as much time as a wrong password and timing does not tell which usernames exist.
@@ -113,8 +142,13 @@ async def clear_password(conn: asyncpg.Connection, username: str) -> None:
         raise ApiError("userNotFound", {"username": username})
 
 
-async def verify_password(conn: asyncpg.Connection | asyncpg.Pool, username: str, password: str) -> bool:
+async def verify_password(
+    conn: asyncpg.Connection | asyncpg.Pool, username: str, password: str, address: str | None = None
+) -> bool:
     """True only for an existing, enabled user whose stored hash matches ``password``.
+
+    ``address``: the client's, so that one place holds at most ``MAX_HASHES_PER_ADDRESS`` of the
+    process's verifications (503 ``signInsBusy`` beyond, as past the process's own cap).
 
     Given a pool, no connection is held while argon2 runs (a burst of sign-ins would otherwise
     hold the pool's connections waiting for hash slots).
@@ -122,7 +156,7 @@ async def verify_password(conn: asyncpg.Connection | asyncpg.Pool, username: str
     Unknown users, users without a password and disabled users cost one argon2 verification
     like everyone else and answer False. A hash made with older parameters is upgraded on success.
     """
-    with HASHES.admit():
+    async with HASHES.admit(address):
         if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
             await asyncio.to_thread(_matches, _DUMMY_HASH, "x")
             return False

@@ -105,7 +105,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     fields = {"backend": "console", "user": await log_digest(request.config_dict[REDIS], username)}
 
     async def verify() -> bool:  # given the pool: no connection held while hashing
-        return await accounts.verify_password(request.config_dict[DB], username, password)
+        return await accounts.verify_password(request.config_dict[DB], username, password, address)
 
     try:
         ok = await request.config_dict[LOGIN_THROTTLE].attempt(username, address, verify)

@@ -104,7 +104,7 @@ async def token(request: web.Request) -> web.Response:
             if granted is not None and await accounts.active_user(request.app[DB], creds.username) is None:
                 granted = None
             issued = granted
-        elif await accounts.verify_password(request.app[DB], creds.username, creds.password):
+        elif await accounts.verify_password(request.app[DB], creds.username, creds.password, address):
             issued = mint_token(s, creds.username, s.token_ttl_seconds)
         return issued is not None
 
