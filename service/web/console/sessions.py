@@ -14,8 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
@@ -25,7 +24,6 @@ from service.core.accounts import User
 
 KEY_PREFIX = "participants:console-session:"
 COOKIE_NAME = "participants_console"
-ANONYMOUS_TTL_SECONDS = 15 * 60  # a login form (or a trip to the identity provider) left open this long
 
 
 def _key(token: str) -> str:
@@ -37,8 +35,8 @@ class Session:
     token: str
     csrf: str
     created: float
-    username: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)  # the OIDC flow's state, while it runs
+    # Sessions exist only once someone signed in (the sign-in form's token is stateless: login.py).
+    username: str
 
     def csrf_matches(self, sent: str | None) -> bool:
         return bool(sent) and hmac.compare_digest(self.csrf.encode(), str(sent).encode())
@@ -55,17 +53,14 @@ class SessionStore:
         self.idle = int(idle_seconds)
         self.max = float(max_seconds)
 
-    async def new(self, username: str | None = None, data: dict[str, Any] | None = None) -> Session:
-        session = Session(
-            secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time(), username, data or {}
-        )
+    async def new(self, username: str) -> Session:
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time(), username)
         await self.save(session)
         return session
 
     async def save(self, session: Session) -> None:
-        value = {"u": session.username, "c": session.created, "x": session.csrf, "d": session.data}
-        ttl = self.idle if session.username else min(self.idle, ANONYMOUS_TTL_SECONDS)
-        await self.redis.set(_key(session.token), orjson.dumps(value), ex=ttl)
+        value = {"u": session.username, "c": session.created, "x": session.csrf}
+        await self.redis.set(_key(session.token), orjson.dumps(value), ex=self.idle)
 
     async def load(self, token: str | None) -> Session | None:
         """The live session for ``token``, its idle timer renewed; None if unknown, idle or too old."""
@@ -79,11 +74,13 @@ class SessionStore:
         if time.time() - value["c"] >= self.max:
             await self.redis.delete(key)
             return None
-        session = Session(token, value["x"], value["c"], value["u"], value.get("d") or {})
-        ttl = self.idle if session.username else min(self.idle, ANONYMOUS_TTL_SECONDS)
+        if not value.get("u"):
+            await self.redis.delete(key)  # an anonymous session of an earlier version: nobody's
+            return None
+        session = Session(token, value["x"], value["c"], value["u"])
         # Never past the absolute end: the key vanishes when the session must.
         remaining = max(1, int(session.created + self.max - time.time()))
-        await self.redis.expire(key, min(ttl, remaining))
+        await self.redis.expire(key, min(self.idle, remaining))
         return session
 
     async def end(self, session: Session) -> None:
