@@ -27,7 +27,7 @@ import aiohttp
 import asyncpg
 
 from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env
-from bench.many_extracts import STUDY, USER, floor, seed
+from bench.many_extracts import STUDY, USER, floor, seed, until_completed
 from service.core import directory
 from service.settings import Settings
 from service.web.tokens import mint_token
@@ -58,21 +58,6 @@ async def _submit(http: aiohttp.ClientSession, url: str, token: str) -> str:
         return str((await resp.json())["jobUuid"])
 
 
-async def _until_completed(conn: asyncpg.Connection, uuids: list[str]) -> None:
-    while True:
-        row = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS done,"
-            " count(*) FILTER (WHERE status NOT IN ('COMPLETED', 'IN_QUEUE', 'IN_PROGRESS')) AS bad"
-            " FROM jobs WHERE uuid = ANY($1::uuid[])",
-            uuids,
-        )
-        if row["bad"]:
-            raise RuntimeError(f"{row['bad']} jobs did not complete")
-        if row["done"] == len(uuids):
-            return
-        await asyncio.sleep(0.002)
-
-
 async def measure(base: str, dsn: str, sites: list[tuple[str, int]], b_site: str) -> dict[str, float]:
     token_a = mint_token(Settings(jwt_secret=BENCH_SECRET), USER, 3600)
     token_b = mint_token(Settings(jwt_secret=BENCH_SECRET), OTHER_USER, 3600)
@@ -82,15 +67,15 @@ async def measure(base: str, dsn: str, sites: list[tuple[str, int]], b_site: str
             idle = []
             for _ in range(4):  # the first warms the worker up; the median of the next three counts
                 t0 = time.perf_counter()
-                await _until_completed(conn, [await _submit(http, _url(base, b_site), token_b)])
+                await until_completed(conn, [await _submit(http, _url(base, b_site), token_b)], poll=0.002)
                 idle.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             backlog = await asyncio.gather(*(_submit(http, _url(base, oid), token_a) for oid, _ in sites))
             tb = time.perf_counter()
             b_job = await _submit(http, _url(base, b_site), token_b)
-            await _until_completed(conn, [b_job])
+            await until_completed(conn, [b_job], poll=0.002)
             b_loaded = time.perf_counter() - tb
-            await _until_completed(conn, backlog)
+            await until_completed(conn, backlog)
             a_total = time.perf_counter() - t0
         return {"idle": statistics.median(idle[1:]), "loaded": b_loaded, "a_total": a_total}
     finally:

@@ -87,6 +87,22 @@ async def floor(dsn: str, sites: list[tuple[str, int]], folder: Path) -> float:
         await conn.close()
 
 
+async def until_completed(conn: asyncpg.Connection, uuids: list[str], poll: float = 0.005) -> None:
+    """Wait until Postgres shows every job of ``uuids`` COMPLETED (any other final status raises)."""
+    while True:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS done,"
+            " count(*) FILTER (WHERE status NOT IN ('COMPLETED', 'IN_QUEUE', 'IN_PROGRESS')) AS bad"
+            " FROM jobs WHERE uuid = ANY($1::uuid[])",
+            uuids,
+        )
+        if row["bad"]:
+            raise RuntimeError(f"{row['bad']} jobs did not complete")
+        if row["done"] == len(uuids):
+            return
+        await asyncio.sleep(poll)
+
+
 async def submit_all(
     base: str, dsn: str, sites: list[tuple[str, int]], token: str
 ) -> tuple[float, dict[str, float]]:
@@ -107,18 +123,7 @@ async def submit_all(
             t0 = time.perf_counter()
             uuids = await asyncio.gather(*(submit(oid) for oid, _ in sites))
             submitted = time.perf_counter() - t0
-            while True:
-                row = await conn.fetchrow(
-                    "SELECT count(*) FILTER (WHERE status = 'COMPLETED') AS done,"
-                    " count(*) FILTER (WHERE status NOT IN ('COMPLETED', 'IN_QUEUE', 'IN_PROGRESS')) AS bad"
-                    " FROM jobs WHERE uuid = ANY($1::uuid[])",
-                    uuids,
-                )
-                if row["bad"]:
-                    raise RuntimeError(f"{row['bad']} jobs did not complete")
-                if row["done"] == len(uuids):
-                    break
-                await asyncio.sleep(0.005)
+            await until_completed(conn, uuids)
             elapsed = time.perf_counter() - t0
         rows = await conn.fetch(
             "SELECT extract(epoch FROM started_at - created_at) AS wait, extract(epoch FROM completed_at - started_at) AS run,"
