@@ -83,7 +83,12 @@ def _timed_pool_class(default_timeout: float) -> type[asyncpg.Pool]:
     ``acquire`` waits at most ``default_timeout`` unless told otherwise."""
 
     def acquire(self: asyncpg.Pool, *, timeout: float | None = None) -> Any:
-        return asyncpg.Pool.acquire(self, timeout=default_timeout if timeout is None else timeout)
+        if timeout is None:
+            # An idle connection is handed over without waiting: no timer is needed, and asyncpg's
+            # timer is a task of its own (asyncio.wait_for) on every request.
+            idle = getattr(self, "_queue", None)
+            timeout = None if idle is not None and not idle.empty() else default_timeout
+        return asyncpg.Pool.acquire(self, timeout=timeout)
 
     return type("TimedPool", (asyncpg.Pool,), {"__slots__": (), "acquire": acquire})
 
