@@ -88,53 +88,81 @@ async def redis(redis_url, pool):  # `pool` makes the autouse fixture flush Redi
     await r.aclose()
 
 
+class Undecided(Exception):
+    """Raised by a verify: the attempt was allowed, and is given back."""
+
+
+async def _wrong(t: LoginThrottle, username: str, address: str | None) -> None:
+    async def no() -> bool:
+        return False
+
+    assert not await t.attempt(username, address, no)
+
+
+async def _allowed(t: LoginThrottle, username: str, address: str | None) -> bool:
+    """Whether an attempt would be checked now (it is given back, so asking changes nothing)."""
+
+    async def undecided() -> bool:
+        raise Undecided
+
+    try:
+        await t.attempt(username, address, undecided)
+    except Undecided:
+        return True
+    except ApiError as err:
+        assert err.status == 429 and err.code == "tooManyAttempts"
+        return False
+    raise AssertionError("verify was not called")
+
+
+async def _right(t: LoginThrottle, username: str, address: str | None) -> None:
+    async def yes() -> bool:
+        return True
+
+    assert await t.attempt(username, address, yes)
+
+
 async def test_throttle_by_username_and_by_address(redis):
     # The address budget is its own (100 by default); five here, to see it work.
     t = LoginThrottle(redis, max_failures=5, window_seconds=900, address_max_failures=5)
     for _ in range(4):
-        await t.record_failure("erin", "10.0.0.1")
-    await t.check("erin", "10.0.0.1")  # four failures: still allowed
-    await t.record_failure("erin", "10.0.0.2")  # fifth for erin, from another address
+        await _wrong(t, "erin", "10.0.0.1")
+    assert await _allowed(t, "erin", "10.0.0.1")  # four failures: still allowed
+    await _wrong(t, "erin", "10.0.0.2")  # fifth for erin, from another address
     with pytest.raises(ApiError) as err:
-        await t.check("erin", "10.0.0.3")
+        await _wrong(t, "erin", "10.0.0.3")
     assert err.value.status == 429 and err.value.code == "tooManyAttempts"
     assert 890 <= int(err.value.headers["Retry-After"]) <= 900
-    await t.check("frank", "10.0.0.2")  # other users from those addresses are fine
+    assert await _allowed(t, "frank", "10.0.0.2")  # other users from those addresses are fine
     # The address budget: five failures from one address over different usernames.
     for name in ("u1", "u2", "u3", "u4", "u5"):
-        await t.record_failure(name, "10.0.0.9")
-    with pytest.raises(ApiError):
-        await t.check("someone-else", "10.0.0.9")
+        await _wrong(t, name, "10.0.0.9")
+    assert not await _allowed(t, "someone-else", "10.0.0.9")
     # No username or address in the keys.
     keys = [k.decode() for k in await redis.keys("*")]
     assert keys and not [k for k in keys if "erin" in k or "10.0.0" in k]
 
 
 async def test_success_clears_the_username_and_its_failures_on_the_address(redis):
-    t = LoginThrottle(redis, max_failures=2, window_seconds=900, address_max_failures=2)
-    await t.record_failure("gina", "10.1.0.1")
-    await t.record_failure("gina", "10.1.0.1")
-    with pytest.raises(ApiError):
-        await t.check("gina", "10.1.0.2")
-    await t.clear("gina")
-    await t.check("gina", "10.1.0.2")
-    with pytest.raises(ApiError):
-        await t.check("gina", "10.1.0.1")  # the address still counts them: it was not named
-    await t.clear("gina", "10.1.0.1")
-    await t.check("gina", "10.1.0.1")
+    t = LoginThrottle(redis, max_failures=2, window_seconds=900, address_max_failures=3)
+    await _wrong(t, "gina", "10.1.0.1")
+    await _wrong(t, "gina", "10.1.0.1")
+    assert not await _allowed(t, "gina", "10.1.0.2")  # gina's budget is spent wherever she is
+    await t.clear("gina", "10.1.0.1")  # what a success does: her failures go, on the address too
+    assert await _allowed(t, "gina", "10.1.0.2")
     # Another user's failures on the address survive gina's success there.
-    await t.record_failure("ivan", "10.1.0.1")
-    await t.record_failure("gina", "10.1.0.1")
-    await t.clear("gina", "10.1.0.1")
-    await t.record_failure("jo", "10.1.0.1")
-    with pytest.raises(ApiError):
-        await t.check("kim", "10.1.0.1")
+    await _wrong(t, "ivan", "10.1.0.1")
+    await _wrong(t, "gina", "10.1.0.1")
+    await _right(t, "gina", "10.1.0.1")
+    await _wrong(t, "jo", "10.1.0.1")
+    assert await _allowed(t, "kim", "10.1.0.1")  # ivan's and jo's: two of three
+    await _wrong(t, "lee", "10.1.0.1")
+    assert not await _allowed(t, "kim", "10.1.0.1")  # ivan's was kept: three
 
 
 async def test_failures_expire_after_the_window(redis):
     t = LoginThrottle(redis, max_failures=1, window_seconds=1)
-    await t.record_failure("hal", None)
-    with pytest.raises(ApiError):
-        await t.check("hal", None)
+    await _wrong(t, "hal", None)
+    assert not await _allowed(t, "hal", None)
     await asyncio.sleep(1.2)
-    await t.check("hal", None)
+    assert await _allowed(t, "hal", None)

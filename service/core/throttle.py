@@ -80,49 +80,13 @@ class LoginThrottle:
         self.window = float(window_seconds)
         self.prefix = prefix
 
-    def _limits(self, username: str | None, address: str | None) -> list[int]:
-        """Each key's limit, in ``_keys`` order."""
-        return ([self.max_failures] if username is not None else []) + (
-            [self.address_max_failures] if address else []
-        )
-
-    def _keys(self, username: str | None, address: str | None) -> list[str]:
-        keys = []
-        if username is not None:
-            # Case-folded: "Admin" and "admin" share one budget whatever the directory thinks.
-            keys.append(self.prefix + "user:" + _digest(username.casefold()))
+    def _budgets(self, username: str, address: str | None) -> list[tuple[str, int]]:
+        """Each budget's key and limit: the username's, then the address's (when there is one)."""
+        # Case-folded: "Admin" and "admin" share one budget whatever the directory thinks.
+        budgets = [(self.prefix + "user:" + _digest(username.casefold()), self.max_failures)]
         if address:
-            keys.append(self.prefix + "addr:" + _digest(address))
-        return keys
-
-    async def retry_after(self, username: str | None, address: str | None) -> int:
-        """Seconds until another attempt is allowed; 0 when one is allowed now."""
-        now = time.time()
-        wait = 0.0
-        pipe = self.redis.pipeline(transaction=False)
-        keys = self._keys(username, address)
-        for key, limit in zip(keys, self._limits(username, address), strict=True):
-            pipe.zremrangebyscore(key, "-inf", now - self.window)
-            # The failure whose expiry brings the count back under the limit.
-            pipe.zrange(key, -limit, -limit, withscores=True)
-        results = await pipe.execute()
-        for i in range(len(keys)):
-            edge = results[2 * i + 1]
-            if edge:
-                wait = max(wait, edge[0][1] + self.window - now)
-        return math.ceil(wait) if wait > 0 else 0
-
-    async def check(self, username: str | None, address: str | None) -> None:
-        """Raise 429 ``tooManyAttempts`` with ``Retry-After`` while either budget is spent."""
-        wait = await self.retry_after(username, address)
-        if wait:
-            raise too_many(wait)
-
-    @staticmethod
-    def _member(username: str | None) -> str:
-        # Each attempt is a unique member (two in one instant both count) that names the username's
-        # digest, so a later success can forgive that username's failures on the address too.
-        return f"{_digest((username or '').casefold())}:{uuid.uuid4().hex}"
+            budgets.append((self.prefix + "addr:" + _digest(address), self.address_max_failures))
+        return budgets
 
     async def attempt(
         self, username: str, address: str | None, verify: Callable[[], Awaitable[bool]]
@@ -130,18 +94,14 @@ class LoginThrottle:
         """Count an attempt (429 ``tooManyAttempts`` if a budget is spent), then ``verify`` it. A
         success forgives the username's failures; a failure stays counted; an attempt whose
         ``verify`` raised (nothing decided) is given back."""
-        member = self._member(username)
-        keys = self._keys(username, address)
+        # Each attempt is a unique member (two in one instant both count) that names the username's
+        # digest, so a later success can forgive that username's failures on the address too.
+        member = f"{_digest(username.casefold())}:{uuid.uuid4().hex}"
+        budgets = self._budgets(username, address)
+        keys = [key for key, _ in budgets]
+        limits = [limit for _, limit in budgets]
         wait = float(
-            await eval_script(
-                self.redis,
-                RESERVE_SCRIPT,
-                keys,
-                time.time(),
-                self.window,
-                member,
-                *self._limits(username, address),
-            )
+            await eval_script(self.redis, RESERVE_SCRIPT, keys, time.time(), self.window, member, *limits)
         )
         if wait > 0:
             raise too_many(wait)
@@ -157,24 +117,15 @@ class LoginThrottle:
             await self.clear(username, address)
         return ok
 
-    async def record_failure(self, username: str | None, address: str | None) -> None:
-        now = time.time()
-        member = self._member(username)
-        pipe = self.redis.pipeline(transaction=False)
-        for key in self._keys(username, address):
-            pipe.zadd(key, {member: now})
-            pipe.zremrangebyscore(key, "-inf", now - self.window)
-            pipe.expire(key, math.ceil(self.window))
-        await pipe.execute()
-
     async def clear(self, username: str, address: str | None = None) -> None:
         """After a successful sign-in: forget the username's failures, and on ``address`` only the
         failures for this username (a typo before the right password). Failures for other usernames
         stay: one good account must not reset a client that is guessing at others."""
-        user_key, *addr_key = self._keys(username, address)
+        (user_key, _), *address_budget = self._budgets(username, address)
         await self.redis.delete(user_key)
-        if addr_key:
+        if address_budget:
+            addr_key = address_budget[0][0]
             prefix = _digest(username.casefold()).encode() + b":"
-            members = [m for m in await self.redis.zrange(addr_key[0], 0, -1) if m.startswith(prefix)]
+            members = [m for m in await self.redis.zrange(addr_key, 0, -1) if m.startswith(prefix)]
             if members:
-                await self.redis.zrem(addr_key[0], *members)
+                await self.redis.zrem(addr_key, *members)
