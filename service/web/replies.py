@@ -5,6 +5,7 @@ to a submitted job (OC4's ``job uuid: <uuid>`` text, or JSON on request)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -20,11 +21,20 @@ def _json(body: bytes, status: int, headers: Mapping[str, str] | None) -> web.Re
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
+# The wire's shape: optional fields core left unset stay out, as OC4 leaves them out (a job without
+# a result has no ``result`` key, not a null one). The JSON answer and the console's pages
+# (``wire_data``) both follow it, so a page shows exactly the fields the JSON has.
+
+
 def reply(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    """Answer ``model`` as core built it. Optional fields core left unset stay out, as OC4 leaves
-    them out (a job without a result has no ``result`` key, not a null one)."""
+    """Answer ``model`` as core built it, in the wire's shape."""
     # pydantic writes the JSON itself (no dict of the model built in between).
     return _json(model.__pydantic_serializer__.to_json(model, exclude_unset=True), status, headers)
+
+
+def wire_data(model: BaseModel) -> dict[str, Any]:
+    """``model`` as the JSON answer would carry it, as plain data (for a page's template)."""
+    return model.model_dump(mode="json", exclude_unset=True)
 
 
 def error_response(err: ApiError) -> web.Response:

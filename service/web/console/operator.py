@@ -8,10 +8,7 @@ use-cases, then renders their models as the API would answer them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic import BaseModel
 
 from service.core import audit, stats
 from service.core.jobs import admin
@@ -23,7 +20,7 @@ from service.web.console.render import redirect, render
 from service.web.console.sessions import ACCOUNT
 from service.web.filters import audit_filters, job_filters
 from service.web.input import page_params, path_id
-from service.web.replies import base_url
+from service.web.replies import base_url, wire_data
 from service.web.resources import CONNECTIONS, DB, REDIS, SETTINGS
 
 JOB_FILTERS = ("status", "type", "studyOid", "siteOid", "owner", "createdFrom", "createdTo", "page")
@@ -34,15 +31,10 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
     return {n: request.query[n] for n in names if request.query.get(n)}
 
 
-def _data(model: BaseModel) -> dict[str, Any]:
-    """What the admin API would answer: the templates read the JSON's fields."""
-    return model.model_dump(mode="json", exclude_unset=True)
-
-
 async def queue(request: web.Request) -> web.StreamResponse:
     config = request.config_dict  # the parent app's resources
     report = await stats.queue_report(config[DB], config[REDIS], config[SETTINGS])
-    return render(request, "ops_queue.html", {"report": _data(report)})
+    return render(request, "ops_queue.html", {"report": wire_data(report)})
 
 
 async def job_list(request: web.Request) -> web.StreamResponse:
@@ -51,7 +43,7 @@ async def job_list(request: web.Request) -> web.StreamResponse:
     async with request.config_dict[DB].acquire() as conn:
         data = await admin.list_jobs(conn, filters, page_no, size, base_url(request))
     context = {
-        "data": _data(data), "filters": _filters(request, JOB_FILTERS), "statuses": JOB_STATUSES, "types": JOB_TYPES,
+        "data": wire_data(data), "filters": _filters(request, JOB_FILTERS), "statuses": JOB_STATUSES, "types": JOB_TYPES,
     }  # fmt: skip
     return render(request, "ops_jobs.html", context)
 
@@ -60,7 +52,7 @@ async def job_detail(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
     async with request.config_dict[DB].acquire() as conn:
         job = await admin.job_detail(conn, job_uuid, base_url(request))
-    return render(request, "ops_job.html", {"job": _data(job)})
+    return render(request, "ops_job.html", {"job": wire_data(job)})
 
 
 async def job_retry(request: web.Request) -> web.StreamResponse:
@@ -82,7 +74,7 @@ async def job_cancel(request: web.Request) -> web.StreamResponse:
 async def webhook_list(request: web.Request) -> web.StreamResponse:
     async with request.config_dict[DB].acquire() as conn:
         data = WebhookList(webhooks=await list_endpoints(conn))
-    return render(request, "ops_webhooks.html", {"data": _data(data)})
+    return render(request, "ops_webhooks.html", {"data": wire_data(data)})
 
 
 async def delivery_list(request: web.Request) -> web.StreamResponse:
@@ -90,7 +82,7 @@ async def delivery_list(request: web.Request) -> web.StreamResponse:
     page_no, size = page_params(request, default_size=50, max_size=500)
     async with request.config_dict[DB].acquire() as conn:
         data = await list_deliveries(conn, endpoint, page_no, size)
-    return render(request, "ops_deliveries.html", {"data": _data(data), "endpoint": str(endpoint)})
+    return render(request, "ops_deliveries.html", {"data": wire_data(data), "endpoint": str(endpoint)})
 
 
 async def redeliver_delivery(request: web.Request) -> web.StreamResponse:
@@ -105,5 +97,5 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
     async with request.config_dict[DB].acquire() as conn:
         data = await audit.list_entries(conn, audit_filters(request), page_no, size)
     return render(
-        request, "ops_audit.html", {"data": _data(data), "filters": _filters(request, AUDIT_FILTERS)}
+        request, "ops_audit.html", {"data": wire_data(data), "filters": _filters(request, AUDIT_FILTERS)}
     )

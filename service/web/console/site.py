@@ -24,14 +24,13 @@ from service.core.errors import ApiError
 from service.core.extract_options import ExtractOptions
 from service.core.jobs import owned
 from service.core.jobs.owned import JobPlace
-from service.core.jobs.views import JobView
 from service.core.participants import ParticipantIn, list_participants, save_participant
 from service.core.roles import Action, Scope, authorize, check_bulk_allowed, load_scope
 from service.web.console.guard import SESSIONS, check_csrf, clear_cookie
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT, SESSION
 from service.web.downloads import send_job_file
-from service.web.replies import base_url
+from service.web.replies import base_url, wire_data
 from service.web.resources import CONNECTIONS, DB, SETTINGS, STORAGE
 from service.web.uploads import MALFORMED_MULTIPART, part_chunks
 
@@ -57,17 +56,12 @@ def field_of(code: str) -> str | None:
     return None
 
 
-def _view(model: JobView) -> dict[str, Any]:
-    """A job as the API shows it: the templates read the same fields the JSON has."""
-    return model.model_dump(mode="json", exclude_unset=True)
-
-
 async def _site_jobs(request: web.Request, conn: asyncpg.Connection, scope: Scope) -> list[dict[str, Any]]:
     """The signed-in user's jobs at this site, newest first (the API's job list, first page)."""
     assert scope.study is not None and scope.site is not None
     place = JobPlace(scope.study["id"], scope.site["id"])
     jobs = await owned.list_jobs(conn, request[ACCOUNT].actor, place, 1, PAGE_SIZE, base_url(request))
-    return [_view(j) for j in jobs.jobs]
+    return [wire_data(j) for j in jobs.jobs]
 
 
 async def home(request: web.Request) -> web.StreamResponse:
@@ -229,7 +223,7 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
 async def job_page(request: web.Request) -> web.StreamResponse:
     job_uuid = request.match_info["jobUuid"]
     async with request.config_dict[DB].acquire() as conn:  # the owner only, as in the API
-        job = _view(await owned.get_job(conn, request[ACCOUNT].actor, job_uuid, base_url(request)))
+        job = wire_data(await owned.get_job(conn, request[ACCOUNT].actor, job_uuid, base_url(request)))
     result = job.get("result") or {}
     # Failed rows first, each code beside its explanation; then the rows that were added.
     rows = [
