@@ -69,7 +69,7 @@ def sign(key: bytes, purpose: str, payload: str, now: float | None = None) -> st
 
 def unsign(key: bytes, purpose: str, token: str | None, max_age: float) -> str | None:
     """The payload of a token ``sign`` made for ``purpose`` at most ``max_age`` seconds ago, else None."""
-    if not token or len(token) > 4096:
+    if not token or len(token) > 4096 or not token.isascii():  # not a token sign() made
         return None
     body, _, mac = token.rpartition(".")
     payload, _, stamp = body.rpartition(".")

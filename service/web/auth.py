@@ -24,7 +24,8 @@ def bearer_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 16384:
+    # A JWT is ASCII: anything else (a byte aiohttp could not decode) is no token, not a 500.
+    if scheme.lower() != "bearer" or not token or len(token) > 16384 or not token.isascii():
         raise ApiError("unauthenticated")
     return token
 

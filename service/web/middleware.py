@@ -17,6 +17,7 @@ from service.core.errors import UNAVAILABLE, ApiError
 from service.web.apidoc import declared
 from service.web.input import NUL_IN_QUERY
 from service.web.logs import route_template
+from service.web.oidc import ProviderUnavailable
 from service.web.replies import error_response
 
 log = logging.getLogger("participants.errors")
@@ -24,33 +25,43 @@ log = logging.getLogger("participants.errors")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# What an HTTPException from aiohttp itself (routing, body size, media type) means, as an errorCode.
+HTTP_CODES = {404: "notFound", 405: "methodNotAllowed", 413: "fileTooLarge", 415: "unsupportedMediaType"}
+
+
+def as_api_error(request: web.Request, exc: Exception, logger: logging.Logger = log) -> ApiError:
+    """What a failure means to the client, whichever face answers it (the API's JSON here, the
+    console's HTML page in web/console/guard.py). An HTTPException below 400 (a redirect) is not a
+    failure: callers let it through. Unexpected ones are logged with the route template only, never
+    the path's values, the query or the body (personal data), on each face's own ``logger``."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RequestPayloadError | UnicodeDecodeError):
+        # The body could not be read as sent: a Content-Encoding that does not decode, or a form
+        # that is not the text it claims to be.
+        return ApiError("invalidRequestBody")
+    if isinstance(exc, web.HTTPException):
+        code = HTTP_CODES.get(exc.status, "invalidRequestBody" if exc.status < 500 else "internalError")
+        # A 405 names the methods the path takes (RFC 9110 requires Allow on it).
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return ApiError(code, status=exc.status, headers=headers)
+    if isinstance(exc, (*UNAVAILABLE, ProviderUnavailable)):
+        logger.warning("dependency unavailable: %s", type(exc).__name__)
+        return ApiError("serviceUnavailable", headers={"Retry-After": "5"})
+    logger.error("unhandled error on %s %s", request.method, route_template(request), exc_info=exc)
+    return ApiError("internalError")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as err:
-        return error_response(err)
-    except RequestPayloadError:
-        # The body could not be read as sent (a Content-Encoding that does not decode).
-        return error_response(ApiError("invalidRequestBody"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {
-            404: "notFound",
-            405: "methodNotAllowed",
-            413: "fileTooLarge",
-            415: "unsupportedMediaType",
-        }.get(exc.status, "invalidRequestBody" if exc.status < 500 else "internalError")
-        # A 405 names the methods the path takes (RFC 9110 requires Allow on it).
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(ApiError(code, status=exc.status, headers=headers))
-    except UNAVAILABLE as exc:
-        log.warning("dependency unavailable: %s", type(exc).__name__)
-        return error_response(ApiError("serviceUnavailable", headers={"Retry-After": "5"}))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, route_template(request))
-        return error_response(ApiError("internalError"))
+        return error_response(as_api_error(request, exc))
+    except Exception as exc:
+        return error_response(as_api_error(request, exc))
 
 
 @web.middleware

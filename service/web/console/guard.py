@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from service.core.accounts import active_user
-from service.core.errors import UNAVAILABLE, ApiError
+from service.core.errors import ApiError
 from service.web.console.render import console_path, error_page, redirect
 from service.web.console.sessions import ACCOUNT, COOKIE_NAME, SESSION, Session, SessionStore
 from service.web.logs import route_template
-from service.web.oidc import ProviderUnavailable
+from service.web.middleware import as_api_error
 from service.web.resources import DB, SETTINGS
 
 log = logging.getLogger("participants.console")
@@ -47,8 +46,6 @@ OPERATOR = Access(admin=True)
 OWN_CSRF = Access(csrf=False)
 # Route name -> its Access; a console route missing here needs a signed-in user (fail closed).
 ACCESS = web.AppKey("console_access", dict[str, Access])
-# What an HTTPException from aiohttp itself (routing, body size) means, as an errorCode.
-HTTP_CODES = {404: "notFound", 405: "methodNotAllowed", 413: "fileTooLarge"}
 
 
 def is_https(request: web.Request) -> bool:
@@ -120,35 +117,15 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
-def _unavailable() -> ApiError:
-    return ApiError("serviceUnavailable", headers={"Retry-After": "5"})
-
-
 @web.middleware
 async def html_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every console failure is a page. It runs inside the API's JSON error middleware, so that one
     sees a finished page (or a redirect, which both let through to the access log as a 303)."""
     try:
         return await handler(request)
-    except ApiError as err:
-        return error_page(request, err)
-    except RequestPayloadError:
-        # The body could not be read as sent (a Content-Encoding that does not decode).
-        return error_page(request, ApiError("invalidRequestBody"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = HTTP_CODES.get(exc.status, "invalidRequestBody" if exc.status < 500 else "internalError")
-        # A 405 names the methods the path takes (RFC 9110 requires Allow on it).
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_page(request, ApiError(code, status=exc.status, headers=headers))
-    except ProviderUnavailable as exc:
-        log.warning("console sign-in: provider unavailable: %s", exc)
-        return error_page(request, _unavailable())
-    except UNAVAILABLE as exc:
-        log.warning("console: dependency unavailable: %s", type(exc).__name__)
-        return error_page(request, _unavailable())
-    except Exception:
-        # The route template only: never the path's values, the query or the body (personal data).
-        log.exception("console: unhandled error on %s %s", request.method, route_template(request))
-        return error_page(request, ApiError("internalError"))
+        return error_page(request, as_api_error(request, exc, log))
+    except Exception as exc:  # the API's own meaning of each failure, as a page
+        return error_page(request, as_api_error(request, exc, log))

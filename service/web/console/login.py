@@ -79,6 +79,7 @@ async def _check_login_token(request: web.Request, sent: object) -> None:
     if (
         not isinstance(sent, str)
         or not cookie
+        or not (sent.isascii() and cookie.isascii())
         or not hmac.compare_digest(sent.encode(), cookie.encode())
         or unsign(key, LOGIN_PURPOSE, sent, LOGIN_FORM_SECONDS) is None
     ):

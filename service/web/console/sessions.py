@@ -64,7 +64,7 @@ class SessionStore:
 
     async def load(self, token: str | None) -> Session | None:
         """The live session for ``token``, its idle timer renewed; None if unknown, idle or too old."""
-        if not token or len(token) > 100:
+        if not token or len(token) > 100 or not token.isascii():  # a cookie we never set
             return None
         key = _key(token)
         raw = await self.redis.get(key)
