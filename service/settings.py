@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # Reverse proxies (CIDRs) whose X-Forwarded-For / Forwarded header names the client; from any
     # other peer those headers are ignored and the peer is the client. Empty: no proxy is trusted.
     trusted_proxies: list[str] = []
+    # The one header those proxies write (the other is ignored, whatever a client put in it).
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     console_idle_seconds: float = Field(default=30 * 60.0, gt=0)  # a console session unused this long ends
     # and every session ends this long after sign-in
     console_max_seconds: float = Field(default=8 * 3600.0, gt=0)

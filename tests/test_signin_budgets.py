@@ -8,7 +8,7 @@ from collections import Counter
 
 from aiohttp.test_utils import make_mocked_request
 
-from service.web.clients import client_address, networks
+from service.web.clients import client_address, proxies
 from tests.test_token_endpoint import PASSWORD, TOKEN_URL, sign_in, with_password
 from tests.world import expect
 
@@ -93,17 +93,25 @@ def _request(peer: str, **headers: str):
 
 
 def test_the_client_is_the_right_most_hop_no_trusted_proxy_wrote():
-    proxies = networks(["10.0.0.0/8", "2001:db8::/32"])
+    trust = proxies(["10.0.0.0/8", "2001:db8::/32"])
     forwarded_for = {"X-Forwarded-For": "198.51.100.7, 192.0.2.1, 10.0.0.5"}
-    assert client_address(_request("10.0.0.9", **forwarded_for), proxies) == "192.0.2.1"
-    assert client_address(_request("192.0.2.99", **forwarded_for), proxies) == "192.0.2.99"  # not a proxy
-    assert client_address(_request("10.0.0.9", **forwarded_for), ()) == "10.0.0.9"  # none trusted
-    forwarded = {"Forwarded": 'for=198.51.100.7, for="[2001:db8::1]:4711";proto=https, for=192.0.2.44:1234'}
-    assert client_address(_request("10.0.0.9", **forwarded), proxies) == "192.0.2.44"
-    inner = {"Forwarded": 'for=192.0.2.8, for="[2001:db8::1]"'}
-    assert client_address(_request("10.0.0.9", **inner), proxies) == "192.0.2.8"
-    assert client_address(_request("10.0.0.9", **{"X-Forwarded-For": "unknown"}), proxies) == "10.0.0.9"
-    assert client_address(_request("10.0.0.9"), proxies) == "10.0.0.9"  # no header: the proxy itself
+    assert client_address(_request("10.0.0.9", **forwarded_for), trust) == "192.0.2.1"
+    assert client_address(_request("192.0.2.99", **forwarded_for), trust) == "192.0.2.99"  # not a proxy
+    assert client_address(_request("10.0.0.9", **forwarded_for), proxies([])) == "10.0.0.9"  # none trusted
+    with_ports = {"X-Forwarded-For": "198.51.100.7, 192.0.2.1:4711, [2001:db8::2]:443"}
+    assert client_address(_request("10.0.0.9", **with_ports), trust) == "192.0.2.1"
+    assert client_address(_request("10.0.0.9", **{"X-Forwarded-For": "unknown"}), trust) == "10.0.0.9"
+    assert client_address(_request("10.0.0.9"), trust) == "10.0.0.9"  # no header: the proxy itself
+    # Proxies that append to X-Forwarded-For: a Forwarded the client wrote is never read.
+    spoofed = {"Forwarded": "for=6.6.6.6", "X-Forwarded-For": "192.0.2.1"}
+    assert client_address(_request("10.0.0.9", **spoofed), trust) == "192.0.2.1"
+    # Proxies that write Forwarded (RFC 7239): its for= hops, and an X-Forwarded-For is never read.
+    rfc = proxies(["10.0.0.0/8", "2001:db8::/32"], "forwarded")
+    forwarded = {"Forwarded": 'for=198.51.100.7, for="[2001:db8::1]:4711";proto=https, for="192.0.2.44:1234"'}
+    assert client_address(_request("10.0.0.9", **forwarded), rfc) == "192.0.2.44"
+    inner = {"Forwarded": 'for=192.0.2.8, for="[2001:db8::1]"', "X-Forwarded-For": "6.6.6.6"}
+    assert client_address(_request("10.0.0.9", **inner), rfc) == "192.0.2.8"
+    assert client_address(_request("10.0.0.9", Forwarded="xfor=6.6.6.6"), rfc) == "10.0.0.9"
 
 
 async def test_a_spray_past_the_waiting_hashes_is_503_at_once_and_costs_no_budget(make_client, world, pool):

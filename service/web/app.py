@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.settings import Settings
-from service.web.clients import networks
+from service.web.clients import proxies
 from service.web.console.app import create_console_app
 from service.web.logs import echo_request_id
 from service.web.metrics import METRICS, Metrics
@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[TRUSTED_PROXIES] = networks(settings.trusted_proxies)
+    app[TRUSTED_PROXIES] = proxies(settings.trusted_proxies, settings.forwarded_header)
     app[OPENAPI_DOCUMENT] = {}
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])
     app.on_response_prepare.append(echo_request_id)

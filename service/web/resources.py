@@ -20,6 +20,7 @@ from service.core.redis import redis_settings
 from service.core.storage import Storage
 from service.core.throttle import LoginThrottle
 from service.settings import Settings
+from service.web.clients import Proxies
 from service.web.oidc import KeySet, OidcProvider
 from service.web.tokens import TOKEN_VERIFIER, TokenVerifier
 
@@ -29,7 +30,9 @@ REDIS = web.AppKey("redis", ArqRedis)
 STORAGE = web.AppKey("storage", Storage)
 OIDC = web.AppKey("oidc", OidcProvider)  # present only when PARTICIPANTS_OIDC_ISSUER is set
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
-TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)  # parsed PARTICIPANTS_TRUSTED_PROXIES (web/clients.py)
+TRUSTED_PROXIES = web.AppKey(
+    "trusted_proxies", Proxies
+)  # PARTICIPANTS_TRUSTED_PROXIES, parsed (web/clients.py)
 # The four above as the one value core's use-cases take (made last, from the others).
 CONNECTIONS = web.AppKey("connections", Connections)
 
