@@ -183,19 +183,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{args.username} {'disabled' if patch.disabled else 'enabled'}")
     elif args.command == "set-password":
         _require_urls(settings)
-        from service.core.accounts import set_password
-        from service.core.audit import CLI, record_by
+        from service.core.accounts import change_password
+        from service.core.audit import CLI
         from service.core.errors import ApiError
-
-        async def set_and_audit(conn: asyncpg.Connection) -> None:
-            # As the admin API's PUT /admin/api/users/{username}/password: its audit row, actor "cli".
-            async with conn.transaction():
-                await set_password(conn, args.username, password)
-                await record_by(conn, CLI, "admin.password.set", {"user": args.username})
 
         password = _read_new_password()
         try:
-            _run(with_conn(settings, set_and_audit))
+            # As the admin API's PUT /admin/api/users/{username}/password, the actor being "cli".
+            _run(with_conn(settings, lambda c: change_password(c, CLI, args.username, password)))
         except ApiError as err:
             sys.exit(f"password not set: {err.code} {err.params}")
         print(f"password set for {args.username}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import argon2
 import asyncpg
 
+from service.core import audit
 from service.core.audit import Actor
 from service.core.errors import ApiError
 from service.core.roles import check_token_epoch
@@ -120,7 +121,24 @@ def _matches(stored: str, password: str) -> bool:
 async def set_password(conn: asyncpg.Connection, username: str, password: str) -> None:
     """Store ``password`` for ``username``; ``userNotFound`` (404) when there is no such user.
     Ends the user's console sessions and refuses the tokens issued before (the credentials epoch)."""
+    await _store_hash(conn, username, await asyncio.to_thread(hash_password, password))
+
+
+async def change_password(
+    db: asyncpg.Pool | asyncpg.Connection, actor: Actor, username: str, password: str
+) -> None:
+    """An operator sets ``username``'s password (the admin API, ``participants set-password``):
+    stored with its audit row ``admin.password.set`` in one transaction. The hash is made first,
+    with no connection held (argon2 takes a while and holds 64 MiB)."""
     hashed = await asyncio.to_thread(hash_password, password)
+    async with contextlib.AsyncExitStack() as stack:
+        conn = await stack.enter_async_context(db.acquire()) if isinstance(db, asyncpg.Pool) else db
+        async with conn.transaction():
+            await _store_hash(conn, username, hashed)
+            await audit.record_by(conn, actor, "admin.password.set", {"user": username})
+
+
+async def _store_hash(conn: asyncpg.Connection, username: str, hashed: str) -> None:
     done = await conn.fetchval(
         "UPDATE users SET password_hash = $2, password_changed_at = now(), credentials_changed_at = now()"
         " WHERE username = $1 RETURNING 1",

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.core import accounts, audit
+from service.core import accounts
 from service.core.deployment_key import log_digest
 from service.core.errors import ApiError
 from service.web.apidoc import NO_CONTENT, operation
@@ -127,7 +127,5 @@ async def set_password(request: web.Request) -> web.Response:
     actor = (await require_admin(request)).actor
     username = request.match_info["username"]
     body = await read_json_model(request, PasswordIn, {"username": username})
-    async with request.app[DB].acquire() as conn, conn.transaction():
-        await accounts.set_password(conn, username, body.password)
-        await audit.record_by(conn, actor, "admin.password.set", {"user": username})
+    await accounts.change_password(request.app[DB], actor, username, body.password)
     return web.Response(status=204)
