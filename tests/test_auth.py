@@ -43,7 +43,18 @@ async def test_valid_token_any_scheme_case(client, world):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "basic", "empty", "garbage", "expired", "alg_none", "wrong_key", "no_exp", "no_username"],
+    [
+        "missing",
+        "basic",
+        "empty",
+        "garbage",
+        "expired",
+        "alg_none",
+        "wrong_key",
+        "no_exp",
+        "no_username",
+        "exp_past_a_float",
+    ],
 )
 async def test_bad_tokens_are_401(client, world, settings, case):
     await world.standard()
@@ -66,6 +77,8 @@ async def test_bad_tokens_are_401(client, world, settings, case):
         "wrong_key": (hs_token("another-secret-another-secret-another"), "Bearer"),
         "no_exp": (jwt.encode({"preferred_username": "crc_a"}, secret, algorithm="HS256"), "Bearer"),
         "no_username": (jwt.encode({"exp": now + 60}, secret, algorithm="HS256"), "Bearer"),
+        # Signed, and an integer as PyJWT wants, but past any float: refused, not a 500.
+        "exp_past_a_float": (hs_token(secret, exp=10**400), "Bearer"),
     }[case]
     resp = await get(client, token, scheme)
     if case in ("missing", "basic", "empty"):  # no bearer token at all: nothing to say about one

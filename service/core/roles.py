@@ -25,7 +25,6 @@ TOKEN_REFUSALS = {
     "expired": "the token has expired",
     "invalid": "the token is malformed, not signed by a trusted key, or not for this service",
     "revoked": "the user's credentials changed after the token was issued: sign in again",
-    "disabled": "the user is disabled",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import TypeGuard
 
 from aiohttp import web
 
@@ -21,7 +22,7 @@ def route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def _valid_request_id(value: str | None) -> bool:
+def _valid_request_id(value: str | None) -> TypeGuard[str]:
     return value is not None and 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
@@ -29,9 +30,7 @@ def assign_request_id(request: web.Request) -> str:
     """The caller's ``X-Request-ID`` when it is a sane one (so its logs and ours join), else a fresh
     id; kept on the request for the access log and ``echo_request_id``."""
     incoming = request.headers.get("X-Request-ID")
-    request_id: str = (
-        incoming if incoming is not None and _valid_request_id(incoming) else secrets.token_hex(16)
-    )
+    request_id = incoming if _valid_request_id(incoming) else secrets.token_hex(16)
     request[REQUEST_ID] = request_id
     return request_id
 

@@ -124,8 +124,11 @@ class TokenVerifier:
         name = claims.get(s.jwt_username_claim) or claims.get("sub")
         if not isinstance(name, str) or not name or len(name) > 255:
             raise token_refused("invalid")
-        exp = float(claims["exp"])
-        iat = _iat(claims)
+        try:
+            exp = float(claims["exp"])  # PyJWT checked it is a number; not that it fits a float
+            iat = _iat(claims)
+        except (OverflowError, ValueError, TypeError):
+            raise token_refused("invalid") from None
         now = time.time()
         if exp - (now if iat is None else min(iat, now)) > s.jwt_max_lifetime_seconds:
             raise token_refused("invalid")  # a token for years: a leaked one would never end
