@@ -25,6 +25,8 @@ import weakref
 
 from redis.asyncio import Redis
 
+from service.core.errors import ApiError
+
 REDIS_KEY = "participants:deployment-key"
 DIGEST_HEX = 12
 
@@ -34,15 +36,16 @@ _cache: weakref.WeakKeyDictionary[Redis, bytes] = weakref.WeakKeyDictionary()
 async def deployment_key(redis: Redis) -> bytes:
     """The deployment's key: read from Redis once per client (made there if absent), then kept."""
     key = _cache.get(redis)
-    if key is None:
+    if key is not None:
+        return key
+    for _ in range(2):  # twice: the key may be deleted between the two commands
         await redis.set(REDIS_KEY, base64.b64encode(os.urandom(32)), nx=True)
         raw = await redis.get(REDIS_KEY)
-        if raw is None:  # deleted between the two commands: try once more
-            await redis.set(REDIS_KEY, base64.b64encode(os.urandom(32)), nx=True)
-            raw = await redis.get(REDIS_KEY)
-        assert raw is not None, "the deployment key could not be stored in Redis"
-        key = _cache[redis] = base64.b64decode(raw)
-    return key
+        if raw is not None:
+            key = _cache[redis] = base64.b64decode(raw)
+            return key
+    # Something keeps deleting it (an operator's FLUSHALL in a loop?): a clear 503, not a 500.
+    raise ApiError("serviceUnavailable", headers={"Retry-After": "5"})
 
 
 def user_digest(key: bytes, username: str) -> str:
@@ -62,7 +65,8 @@ def _mac(key: bytes, purpose: str, body: str) -> str:
 
 
 def sign(key: bytes, purpose: str, payload: str, now: float | None = None) -> str:
-    """``payload`` (URL-safe text without ``.``), the time, and their MAC for ``purpose``."""
+    """``payload`` (URL-safe text without ``.``), the time (``now``: a test's), and their MAC for
+    ``purpose``."""
     body = f"{payload}.{int(time.time() if now is None else now)}"
     return f"{body}.{_mac(key, purpose, body)}"
 
