@@ -56,16 +56,20 @@ class JobStats:
     worker_up: dict[str, bool] = field(default_factory=dict)  # an arq heartbeat is there, by queue
 
 
+class QueueHealth(BaseModel):
+    name: str
+    depth: int = Field(description="arq messages waiting (including deferred ones)")
+    workerHeartbeat: str | None = Field(description="arq's health-check line of a live worker, or null")
+    workerAlive: bool
+
+
 async def job_stats(pool: asyncpg.Pool, redis: Any, settings: Settings) -> JobStats:
     async with pool.acquire() as conn:
         jobs = await conn.fetch(JOBS_BY_TYPE_AND_STATUS)
         durations = await conn.fetch(JOB_DURATIONS)
         rows = await conn.fetchval(ROWS_EXTRACTED)
         attempts = await conn.fetch(WEBHOOK_ATTEMPTS)
-    depth, up = {}, {}
-    for queue in (settings.extract_queue, settings.default_queue):
-        depth[queue] = int(await redis.zcard(queue))
-        up[queue] = bool(await redis.exists(f"{queue}:health-check"))
+    queues = await queue_health(redis, settings)
     return JobStats(
         jobs=tuple((r["type"], r["status"], r["n"]) for r in jobs),
         durations={
@@ -74,16 +78,9 @@ async def job_stats(pool: asyncpg.Pool, redis: Any, settings: Settings) -> JobSt
         },
         rows_extracted=int(rows),
         webhook_attempts=tuple((r["outcome"], r["n"]) for r in attempts),
-        queue_depth=depth,
-        worker_up=up,
+        queue_depth={q.name: q.depth for q in queues},
+        worker_up={q.name: q.workerAlive for q in queues},
     )
-
-
-class QueueHealth(BaseModel):
-    name: str
-    depth: int = Field(description="arq messages waiting (including deferred ones)")
-    workerHeartbeat: str | None = Field(description="arq's health-check line of a live worker, or null")
-    workerAlive: bool
 
 
 class QueueReport(BaseModel):
@@ -94,13 +91,27 @@ class QueueReport(BaseModel):
     webhookMessagesFailed: int
 
 
+async def queue_health(redis: Any, settings: Settings) -> list[QueueHealth]:
+    """Each queue's depth and its workers' arq heartbeat, in one Redis round trip."""
+    names = (settings.extract_queue, settings.default_queue)
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.zcard(name)
+        pipe.get(f"{name}:health-check")
+    answers = await pipe.execute()
+    return [
+        QueueHealth(
+            name=name,
+            depth=int(depth),
+            workerHeartbeat=beat.decode(errors="replace") if beat else None,
+            workerAlive=beat is not None,
+        )
+        for name, depth, beat in zip(names, answers[::2], answers[1::2], strict=True)
+    ]
+
+
 async def queue_report(pool: asyncpg.Pool, redis: Any, settings: Settings) -> QueueReport:
-    queues = []
-    for name in (settings.extract_queue, settings.default_queue):
-        depth = await redis.zcard(name)
-        beat = await redis.get(f"{name}:health-check")
-        text = beat.decode(errors="replace") if beat else None
-        queues.append(QueueHealth(name=name, depth=depth, workerHeartbeat=text, workerAlive=beat is not None))
+    queues = await queue_health(redis, settings)
     async with pool.acquire() as conn:
         counts = await conn.fetchrow(
             """SELECT count(*) FILTER (WHERE status = 'IN_QUEUE') AS in_queue,
