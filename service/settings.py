@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     extract_max_jobs: int = Field(default=8, ge=1)
     storage_timeout_seconds: float = Field(default=30.0, gt=0)  # S3 retries give up after this
 
+    # The Participate portal participants sign in to (OC4's Participate module URL), e.g.
+    # https://portal.example.org: access links are `{participate_url}/?accessCode={code}`. Unset: no
+    # access links can be built (409 participateUrlNotConfigured), never a made-up host.
+    participate_url: str | None = None
+
     # Bulk upload.
     bulk_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
 
@@ -158,6 +163,7 @@ class Settings(BaseSettings):
         "oidc_client_secret",
         "jwks_url",
         "metrics_token",
+        "participate_url",
     )
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:

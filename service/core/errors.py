@@ -80,6 +80,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "participantSiteToStudyReassignmentNotAllowed": 409,
     "alreadyExists": 409,
     "participantIDGenerationFailed": 409,
+    "participateUrlNotConfigured": 409,  # no PARTICIPANTS_PARTICIPATE_URL: no access link can be built
+    "participantNotRegistered": 409,  # no access code yet: register the participant first
     # 410, 413, 414, 415, 416, 422, 429, 431
     "fileExpired": 410,
     "fileTooLarge": 413,
