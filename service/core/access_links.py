@@ -22,7 +22,7 @@ class AccessLink(BaseModel):
 def portal_host(settings: Settings) -> str:
     """The configured portal URL without a trailing slash, or 409 when none is configured."""
     if not settings.participate_url:
-        raise ApiError(409, "participateUrlNotConfigured")
+        raise ApiError("participateUrlNotConfigured")
     return settings.participate_url.rstrip("/")
 
 
