@@ -66,6 +66,7 @@ class ListedParticipant(BaseModel):
     createdAt: str | None = None
     lastModifiedBy: Any = None
     lastModified: str | None = None
+    participateStatus: str | None = None  # only for a registered participant (not in OC4's list)
 
 
 class ParticipantList(BaseModel):
@@ -242,6 +243,17 @@ async def _create(
     return view(row, scope.site_oid)
 
 
+def contact_changes(existing: asyncpg.Record, contact: dict[str, str | None]) -> dict[str, Any]:
+    """Column -> new value for each contact field given that differs from ``existing`` ("" clears)."""
+    changes: dict[str, Any] = {}
+    for field, column in CONTACT_COLUMNS.items():
+        if field in contact:
+            value = contact[field] or None
+            if value != existing[column]:
+                changes[column] = value
+    return changes
+
+
 async def _update(
     conn: asyncpg.Connection,
     scope: Scope,
@@ -262,12 +274,7 @@ async def _update(
             # The ID is taken somewhere the caller may not act: from where they stand it is not unique.
             raise ApiError("participantIDNotUnique", params)
 
-    changes: dict[str, Any] = {}
-    for field, column in CONTACT_COLUMNS.items():
-        if field in contact:
-            value = contact[field] or None  # "" clears
-            if value != existing[column]:
-                changes[column] = value
+    changes = contact_changes(existing, contact)
     registering = register and existing["access_code"] is None
     if registering:
         changes["access_code"] = new_access_code()
@@ -336,7 +343,7 @@ async def set_status(
 
 LIST_PARTICIPANTS = """
 SELECT p.subject_key, p.oid, p.status, s.oid AS site_oid, cu.username AS created_by, p.created_at,
-       uu.username AS updated_by, p.updated_at
+       uu.username AS updated_by, p.updated_at, p.participate_status
 FROM participants p
 LEFT JOIN sites s ON s.id = p.site_id
 LEFT JOIN users cu ON cu.id = p.created_by
@@ -370,6 +377,7 @@ async def list_participants(conn: asyncpg.Connection, scope: Scope, page: int, s
             createdAt=r["created_at"].isoformat(),
             lastModifiedBy=r["updated_by"],
             lastModified=r["updated_at"].isoformat(),
+            **({"participateStatus": r["participate_status"]} if r["participate_status"] else {}),
         )
         for r in rows
     ]

@@ -18,6 +18,10 @@ from service.core.errors import ApiError
 
 ALL_ROLES = frozenset({"coordinator", "director", "investigator", "ra", "ra2", "monitor", "viewer"})
 WRITERS = frozenset({"coordinator", "investigator", "ra"})
+# Who may see a participant's contact data and access code: OC4's CRC, investigator, data manager
+# and data entry roles (ValidateService's CRC_INV_DM_DEP_DS check); never monitors, viewers or the
+# study director, who see a participant without them.
+CONTACT_READERS_AT_SITE = WRITERS | {"ra2"}
 
 
 # Why a token was refused, as ``params.reason`` of the 401 and RFC 6750's ``error_description``.
@@ -66,6 +70,7 @@ class Action(Enum):
     WRITE_AT_STUDY = "write_at_study"  # add/update/bulk at study level
     LIST = "list"
     EXTRACT = "extract"
+    READ_CONTACT = "read_contact"  # one participant's contact data and access code
 
 
 # action -> (roles allowed when held at study level, roles allowed when held at the site)
@@ -74,6 +79,7 @@ ALLOWED: dict[Action, tuple[frozenset[str], frozenset[str]]] = {
     Action.WRITE_AT_STUDY: (WRITERS, frozenset()),
     Action.LIST: (ALL_ROLES, ALL_ROLES),
     Action.EXTRACT: (frozenset(), frozenset({"ra", "investigator"})),
+    Action.READ_CONTACT: (WRITERS, CONTACT_READERS_AT_SITE),
 }
 
 # Actions that change participants need the study (and site) to be 'available'.
@@ -110,6 +116,20 @@ class Scope:
         if self.study_roles & at_study:
             return True
         return site_id is not None and bool(self.site_roles.get(site_id, frozenset()) & at_site)
+
+    def sees(self, site_id: int | None) -> bool:
+        """Whether the caller may see a participant at ``site_id`` at all (None: a study-level
+        participant, which only study-level roles see)."""
+        visible = self.visible_site_ids()
+        return visible is None or (site_id is not None and site_id in visible)
+
+    def sites_allowed(self, action: Action) -> list[int] | None:
+        """Sites where the caller may do ``action``: None means every site of the study (a role held
+        at study level allows it), else the ids of the sites whose roles allow it."""
+        at_study, at_site = ALLOWED[action]
+        if self.study_roles & at_study:
+            return None
+        return sorted(site for site, roles in self.site_roles.items() if roles & at_site)
 
     def visible_site_ids(self) -> list[int] | None:
         """Sites whose participants the caller may list: None means all (a study-level role)."""

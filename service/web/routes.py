@@ -21,6 +21,7 @@ from service.web.handlers import (
     bulk,
     extracts,
     jobs,
+    participant_access,
     participants,
     probes,
     webhooks,
@@ -34,7 +35,7 @@ def oc4_routes() -> list[Route]:
     found: list[Route] = []
     # A participant ID is any path segment but the words of the sibling routes, so that a 405 there
     # names only their methods (a participant with such an ID is not reachable by URL, as in OC4).
-    key = "{subjectKey:(?!(?:bulk|extractPartcipantsInfo|extractParticipantsInfo)$)[^{}/]+}"
+    key = "{subjectKey:(?!(?:bulk|searchByFields|extractPartcipantsInfo|extractParticipantsInfo)$)[^{}/]+}"
     # Site level first: a site's calls are the busy ones (a CTMS adding participants), and aiohttp
     # tries the routes that share a path prefix in the order they were added.
     for level, path in (("site", SITE_PATH), ("study", STUDY_PATH)):
@@ -46,7 +47,18 @@ def oc4_routes() -> list[Route]:
             ("POST", path + "/participants/" + key + "/restore", participants.restore_participant,
              f"restore_participant_{level}"),
             ("POST", path + "/participants/bulk", bulk.bulk_upload, f"bulk_upload_{level}"),
+            ("GET", path + "/participant", participant_access.get_participant_detail, f"participant_detail_{level}"),
         ]  # fmt: skip
+    one = STUDY_PATH + "/participants/" + key
+    found += [
+        ("GET", STUDY_PATH + "/participants/searchByFields", participant_access.search_participants, "search_participants"),
+        ("GET", STUDY_PATH + "/participantUsers", participant_access.list_participant_users, "participant_users"),
+        ("GET", one, participant_access.get_participant_account, "participant_account"),
+        ("GET", one + "/accessLink", participant_access.get_access_link, "access_link"),
+        ("POST", one + "/connect", participant_access.connect_participant, "connect_participant"),
+        ("PUT", one + "/participateStatus", participant_access.put_participate_status, "participate_status"),
+        ("GET", one + "/invitations", participant_access.list_participant_invitations, "participant_invitations"),
+    ]  # fmt: skip
     # Seed 000 spells it "Partcipants"; the correct spelling is accepted too.
     for suffix, spelling in (("", "extractPartcipantsInfo"), ("_spelled", "extractParticipantsInfo")):
         found += [
