@@ -282,10 +282,14 @@ async def test_csv_content_local_backend(client, world, pool, settings):
     resp, body, job_uuid = await _extract_and_download(client, world, pool, settings)
     await _check_file(resp, body, job_uuid, pool)
     assert (settings.storage_dir / "extracts" / f"{job_uuid}.csv").read_bytes() == body
+    # OC4's open=true: the same file, shown rather than saved.
+    shown = await download(client, world, job_uuid, params={"open": "true"})
+    assert shown.headers["Content-Disposition"].startswith("inline; filename=")
+    assert await shown.read() == body
     audit = await pool.fetchval(
         "SELECT count(*) FROM audit_log WHERE action = 'job.download' AND job_uuid = $1", UUID(job_uuid)
     )
-    assert audit == 1
+    assert audit == 2
 
 
 async def test_csv_content_s3_backend(make_client, world, pool, s3_settings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -78,12 +79,24 @@ async def test_lists_show_only_the_callers_jobs(client, world, pool):
     h = world.auth("crc_ab")
     all_jobs = await expect(await client.get(JOBS, headers=h), 200)
     assert [j["jobUuid"] for j in all_jobs["jobs"]] == [a2, b1, a1]
+    # OC4's own lists answer OC4's bare array of JobDetailDTO (the extract is OC4's ACCESS_CODE job).
     study = await expect(await client.get(f"/pages/auth/api/studies/{STUDY}/jobs", headers=h), 200)
-    assert [j["jobUuid"] for j in study["jobs"]] == [a2, b1, a1]
+    assert [j["uuid"] for j in study] == [a2, b1, a1]
+    assert set(study[0]) == {"uuid", "status", "type", "createdByUsername", "siteOid", "studyOid", "dateCreated",
+                             "dateUpdated", "dateCompleted", "sourceFileName"}  # fmt: skip
+    assert study[0]["type"] == "ACCESS_CODE" and study[0]["status"] == "IN_QUEUE"
+    assert study[0]["createdByUsername"] == "crc_ab" and study[1]["siteOid"] == SITE_B
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", study[0]["dateCreated"])
+    assert study[0]["dateCompleted"] is None
     site = await expect(
         await client.get(f"/pages/auth/api/studies/{STUDY}/sites/{SITE_A}/jobs", headers=h), 200
     )
-    assert [j["jobUuid"] for j in site["jobs"]] == [a2, a1]
+    assert [j["uuid"] for j in site] == [a2, a1]
+    await pool.execute("UPDATE jobs SET status = 'DELETED' WHERE uuid = $1", UUID(a1))
+    site = await expect(
+        await client.get(f"/pages/auth/api/studies/{STUDY}/sites/{SITE_A}/jobs", headers=h), 200
+    )
+    assert [j["uuid"] for j in site] == [a2]  # OC4 lists the jobs whose file is not deleted
     paged = await expect(await client.get(JOBS + "?page=2&pageSize=2", headers=h), 200)
     assert [j["jobUuid"] for j in paged["jobs"]] == [a1]
     assert other not in {j["jobUuid"] for j in all_jobs["jobs"]}

@@ -15,7 +15,9 @@ def file_stamp(at: dt.datetime) -> str:
     return at.strftime("%Y-%m-%d-%H%M%S") + f"{at.microsecond // 1000:03d}"
 
 
-def content_disposition(file_name: str) -> str:
-    """RFC 6266: an ASCII fallback ``filename`` and the exact name in ``filename*`` (RFC 5987)."""
+def content_disposition(file_name: str, *, inline: bool = False) -> str:
+    """RFC 6266: an ASCII fallback ``filename`` and the exact name in ``filename*`` (RFC 5987);
+    ``inline`` asks the browser to show the file rather than save it (OC4's ``open=true``)."""
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+    disposition = "inline" if inline else "attachment"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"

@@ -91,6 +91,7 @@ async def send_job_file(request: web.Request, actor: Actor) -> web.StreamRespons
         job = await owned.owned_job(conn, actor, request.match_info["jobUuid"])
         accept_query(request)
         asks_redirect = query_flag(request, "redirect")  # a bad parameter is 400 whatever the job's state
+        inline = query_flag(request, "open")
         try:
             owned.check_downloadable(job)
         except ApiError as err:
@@ -130,7 +131,7 @@ async def send_job_file(request: web.Request, actor: Actor) -> web.StreamRespons
     file_name = job["file_name"] or f"{job['uuid']}.csv"
     headers = {
         "Content-Type": _content_type(file_name),
-        "Content-Disposition": content_disposition(file_name),
+        "Content-Disposition": content_disposition(file_name, inline=inline),
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, no-store",
         "Content-Length": str(end - start),

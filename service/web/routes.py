@@ -72,8 +72,8 @@ def oc4_routes() -> list[Route]:
         ]
     found += [
         ("GET", JOBS_PATH, jobs.list_jobs, "list_jobs"),
-        ("GET", OC4_API + "/studies/{studyOID}/jobs", jobs.list_jobs, "list_jobs_study"),
-        ("GET", OC4_API + "/studies/{studyOID}/sites/{siteOID}/jobs", jobs.list_jobs, "list_jobs_site"),
+        ("GET", OC4_API + "/studies/{studyOID}/jobs", jobs.list_jobs_oc4, "list_jobs_study"),
+        ("GET", OC4_API + "/studies/{studyOID}/sites/{siteOID}/jobs", jobs.list_jobs_oc4, "list_jobs_site"),
         ("GET", JOBS_PATH + "/{jobUuid}", jobs.get_job, "get_job"),
         ("DELETE", JOBS_PATH + "/{jobUuid}", jobs.delete_job, "delete_job"),
         ("GET", JOBS_PATH + "/{jobUuid}/downloadFile", jobs.download_file, "download_file"),

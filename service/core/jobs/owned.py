@@ -21,7 +21,7 @@ from service.core.jobs.model import (
     RETRY_AFTER_SECONDS,
     UNFINISHED,
 )
-from service.core.jobs.views import JobList, JobView, job_view
+from service.core.jobs.views import JobList, JobView, OC4JobList, job_view, oc4_job
 from service.core.storage import Storage
 
 
@@ -46,6 +46,16 @@ async def list_jobs(
     are left out, as status and download refuse them."""
     rows = await store.list_owned(conn, actor.user_id, place.study_id, place.site_id, page, size)
     return JobList(jobs=[job_view(r, base_url) for r in rows], page=page, pageSize=size)
+
+
+async def list_jobs_oc4(
+    conn: asyncpg.Connection, actor: Actor, place: JobPlace, page: int, size: int
+) -> OC4JobList:
+    """OC4's job list at a study or site: the same jobs as ``list_jobs`` but those whose file was
+    deleted (OC4 lists non-deleted jobs), in OC4's shape. Only the caller's own jobs: others'
+    jobs are never revealed."""
+    rows = await store.list_owned(conn, actor.user_id, place.study_id, place.site_id, page, size)
+    return OC4JobList([oc4_job(r) for r in rows if r["status"] != DELETED])
 
 
 async def owned_job(conn: asyncpg.Connection, actor: Actor, raw_uuid: str) -> asyncpg.Record:

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from service.core.audit import AuditEntry
 from service.core.urls import job_urls
@@ -88,6 +88,53 @@ def job_view(row: asyncpg.Record, base_url: str) -> JobView:
         statusUrl=status_url,
         downloadUrl=download_url,
         **kept,
+    )
+
+
+# Our job types by OC4's names (JobType): OC4 calls the participant extract ACCESS_CODE.
+OC4_JOB_TYPES = {"EXTRACT_PARTICIPANTS": "ACCESS_CODE", "BULK_ADD_PARTICIPANTS": "BULK_ADD_PARTICIPANTS"}
+
+
+def _oc4_time(value: dt.datetime | None) -> str | None:
+    """OC4's ``JobDetailDTO`` date pattern: ``yyyy-MM-dd'T'HH:mm:ss.SSS'Z'`` in UTC."""
+    if value is None:
+        return None
+    at = value.astimezone(dt.UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+class OC4Job(BaseModel):
+    """A job as OC4's ``JobController`` lists it (``JobDetailDTO``)."""
+
+    uuid: UUID
+    status: str
+    type: str
+    createdByUsername: str
+    siteOid: str | None
+    studyOid: str
+    dateCreated: str | None
+    dateUpdated: str | None
+    dateCompleted: str | None
+    sourceFileName: str | None
+
+
+class OC4JobList(RootModel[list[OC4Job]]):
+    """OC4 answers its job lists as a bare JSON array."""
+
+
+def oc4_job(row: asyncpg.Record) -> OC4Job:
+    updated = row["completed_at"] or row["started_at"] or row["created_at"]
+    return OC4Job(
+        uuid=row["uuid"],
+        status=row["status"],
+        type=OC4_JOB_TYPES.get(row["type"], row["type"]),
+        createdByUsername=row["owner_username"],
+        siteOid=row["site_oid"],
+        studyOid=row["study_oid"],
+        dateCreated=_oc4_time(row["created_at"]),
+        dateUpdated=_oc4_time(updated),
+        dateCompleted=_oc4_time(row["completed_at"]),
+        sourceFileName=row["file_name"],
     )
 
 
