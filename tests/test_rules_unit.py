@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from service.core.errors import ApiError
@@ -70,7 +72,8 @@ def test_template_rules():
     assert template_errors("{seq.__class__}") != []
     assert template_errors("{nope}{seq}") != []
     assert template_errors("{seq") != []
-    assert template_errors("X-{seq:09}") == []
+    assert template_errors("X-{seq:08}") == []
+    assert template_errors("X-{seq:09}") != []  # a field renders no longer than it is written
     for bad in (
         "{seq:99999999999}",
         "{site:>99999999}{seq}",
@@ -138,3 +141,21 @@ def test_authorize_order_and_table():
         code(lambda: authorize(scope(site_roles={10: ["ra2"]}), Action.WRITE_AT_SITE))
         == "noSufficientPrivileges"
     )
+
+
+def test_every_template_the_schema_admits_is_accepted():
+    """The OpenAPI document states the template grammar the service enforces (no schema-valid
+    template is refused), checked on generated strings."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from service.core.directory import TEMPLATE_MAX, TEMPLATE_PATTERN
+
+    pattern = re.compile(TEMPLATE_PATTERN)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.from_regex(pattern, fullmatch=True).filter(lambda t: len(t) <= TEMPLATE_MAX))
+    def accepted(template: str) -> None:
+        assert template_errors(template) == [], template
+
+    accepted()

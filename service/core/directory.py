@@ -20,10 +20,13 @@ from service.core.roles import ALL_ROLES
 Status = Literal["available", "frozen", "locked", "removed"]
 OID_PATTERN = r"^[A-Za-z0-9_()\-. ]{1,64}$"
 # What ``template_errors`` accepts, for clients: literal ID characters and the fields {site}, {study},
-# {seq} or {seq:0N}, with {seq} at least once. (Whether it renders a short enough ID is checked too.)
-_LITERAL = r"[^{}<>\x00-\x1f\x7f]"
-_FIELD = r"\{site\}|\{study\}|\{seq(?::0[1-9])?\}"
-TEMPLATE_PATTERN = rf"^(?:{_LITERAL}|{_FIELD})*\{{seq(?::0[1-9])?\}}(?:{_LITERAL}|{_FIELD})*$"
+# {seq} or {seq:0N}, with {seq} at least once. A template renders no longer than itself (each field
+# is at least as long as what it renders in the check), so at most 30 characters keeps the schema's
+# word exact: every template it admits renders a valid participant ID.
+TEMPLATE_MAX = 30
+_LITERAL = r"[^{}<>\x00-\x1f\x7f-\x9f\ufeff]"  # what a participant ID may hold
+_FIELD = r"\{site\}|\{study\}|\{seq(?::0[1-8])?\}"
+TEMPLATE_PATTERN = rf"^(?:{_LITERAL}|{_FIELD})*\{{seq(?::0[1-8])?\}}(?:{_LITERAL}|{_FIELD})*$"
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters: names reach pages, files and logs
 
 
@@ -34,7 +37,7 @@ class StudyIn(BaseModel):
     status: Status = "available"
     participantIdMethod: Literal["manual", "system_generated"] = "manual"
     idTemplate: str = Field(
-        default="{site}-{seq:04}", max_length=64, json_schema_extra={"pattern": TEMPLATE_PATTERN}
+        default="{site}-{seq:04}", max_length=TEMPLATE_MAX, json_schema_extra={"pattern": TEMPLATE_PATTERN}
     )
     participateEnabled: StrictBool = False
     expectedTotalEnrollment: StrictInt = Field(default=0, ge=0, le=100_000_000)
@@ -47,7 +50,7 @@ class StudyPatch(BaseModel):
     status: Status | None = None
     participantIdMethod: Literal["manual", "system_generated"] | None = None
     idTemplate: str | None = Field(
-        default=None, max_length=64, json_schema_extra={"pattern": TEMPLATE_PATTERN}
+        default=None, max_length=TEMPLATE_MAX, json_schema_extra={"pattern": TEMPLATE_PATTERN}
     )
     participateEnabled: StrictBool | None = None
     expectedTotalEnrollment: StrictInt | None = Field(default=None, ge=0, le=100_000_000)

@@ -23,14 +23,14 @@ def new_access_code() -> str:
     return "".join(secrets.choice(ACCESS_CODE_ALPHABET) for _ in range(ACCESS_CODE_LENGTH))
 
 
-SEQ_SPEC_RE = re.compile(r"(0[1-9])?")  # {seq} or {seq:0N}: zero-padded to a width of at most 9
+SEQ_SPEC_RE = re.compile(r"(0[1-8])?")  # {seq} or {seq:0N}: zero-padded to a width of at most 8
 
 
 def template_errors(template: str) -> list[str]:
     """Problems with a study's ID template (checked when an admin sets it).
 
     Fields are ``{site}``, ``{study}`` and ``{seq}``; only ``{seq}`` takes a format spec, zero padding
-    to a width of at most 9 (``{seq:04}``). Anything else could render IDs no rule accepts, or
+    to a width of at most 8 (``{seq:04}``). Anything else could render IDs no rule accepts, or
     strings of any size.
     """
     try:
@@ -44,7 +44,7 @@ def template_errors(template: str) -> list[str]:
         if name not in TEMPLATE_FIELDS or conversion is not None:
             return ["template fields are {site}, {study}, {seq}"]
         if spec and (name != "seq" or not SEQ_SPEC_RE.fullmatch(spec)):
-            return ["only {seq} takes a format: zero padding to a width up to 9, e.g. {seq:04}"]
+            return ["only {seq} takes a format: zero padding to a width up to 8, e.g. {seq:04}"]
         fields.append(name)
     if "seq" not in fields:
         return ["template needs {seq}"]
