@@ -226,3 +226,9 @@ def check_bulk_allowed(scope: Scope) -> None:
     assert scope.study is not None
     if scope.study["participant_id_method"] == "system_generated":
         raise ApiError("bulkUploadNotSupportSystemGeneratedSetting", scope.params)
+
+
+def check_register_allowed(scope: Scope, register: bool) -> None:
+    """``register=y`` needs Participate on in the study (checked before any file is read)."""
+    if register and scope.study is not None and not scope.study["participate_enabled"]:
+        raise ApiError("participateNotEnabled", scope.params)

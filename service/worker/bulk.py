@@ -154,6 +154,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
                 parser.valid_rows,
                 {"rows": parser.data_rows, "bytes": parser.bytes_read, "jobUuid": job_uuid_str},
                 on_decided=on_decided,
+                register=bool(job["params"].get("register")),
             )
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.

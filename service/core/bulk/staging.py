@@ -28,6 +28,7 @@ import asyncpg
 
 from service.core import audit
 from service.core.bulk.parser import BulkCsvParser, Row, StagedRow
+from service.core.participant_ids import new_access_codes
 from service.core.participants import lock_study_and_check_cap
 from service.core.roles import Scope
 
@@ -88,18 +89,20 @@ WHERE row_no IN (SELECT row_no FROM {STAGING} WHERE errors = '{{}}' ORDER BY row
 INSERT_ACCEPTED = f"""
 WITH accepted AS (
     SELECT subject_key, first_name, last_name, email, phone, identifier,
-           'SS_' || upper(regexp_replace(subject_key, '[^A-Za-z0-9]', '', 'g')) AS plain_oid
-    FROM {STAGING} WHERE errors = '{{}}'
+           'SS_' || upper(regexp_replace(subject_key, '[^A-Za-z0-9]', '', 'g')) AS plain_oid,
+           ($6::text[])[row_number() OVER (ORDER BY row_no)] AS access_code
+    FROM {STAGING} WHERE errors = '{{}}' AND NOT added
 ), numbered AS (
     SELECT a.*, row_number() OVER (PARTITION BY plain_oid ORDER BY lower(subject_key)) AS nth
     FROM accepted a
 ), ins AS (
     INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
-                              identifier, created_by, updated_by)
+                              identifier, access_code, participate_status, created_by, updated_by)
     SELECT $1, $2, n.subject_key,
            CASE WHEN n.nth > 1 OR taken.oid IS NOT NULL THEN participant_oid($1, n.subject_key)
                 ELSE n.plain_oid END,
-           n.first_name, n.last_name, n.email, n.phone, n.identifier, $3, $3
+           n.first_name, n.last_name, n.email, n.phone, n.identifier, n.access_code,
+           CASE WHEN $5 THEN 'CREATED' ELSE '' END, $3, $3
     FROM numbered n
     LEFT JOIN (SELECT DISTINCT oid FROM participants WHERE study_id = $1) taken ON taken.oid = n.plain_oid
     ORDER BY lower(n.subject_key)
@@ -115,7 +118,7 @@ WITH accepted AS (
                    CASE WHEN ins.email IS NOT NULL THEN 'emailAddress' END,
                    CASE WHEN ins.phone IS NOT NULL THEN 'phoneNumber' END,
                    CASE WHEN ins.identifier IS NOT NULL THEN 'identifier' END], NULL)),
-               'registered', false,
+               'registered', $5,
                'bulk', true)
     FROM ins
 )
@@ -127,6 +130,14 @@ FROM ins WHERE b.errors = '{{}}' AND lower(b.subject_key) = lower(ins.subject_ke
 MARK_LOST_RACE = f"""
 UPDATE {STAGING} SET errors = ARRAY['participantIDNotUnique'] WHERE errors = '{{}}' AND NOT added
 """
+# Accepted, skipped, and the ID still free: the only other unique key, its new access code, was
+# drawn twice (about 1 in 10^10 per row at a million codes). Those rows are inserted again with
+# fresh codes.
+CODE_COLLISIONS = f"""
+SELECT count(*) FROM {STAGING} b WHERE b.errors = '{{}}' AND NOT b.added
+  AND NOT EXISTS (SELECT 1 FROM participants p WHERE p.study_id = $1 AND lower(p.subject_key) = lower(b.subject_key))
+"""
+CODE_DRAWS = 3
 
 COUNTS = f"SELECT count(*) FILTER (WHERE added) AS added, count(*) FILTER (WHERE NOT added) AS failed FROM {STAGING}"
 
@@ -201,6 +212,7 @@ async def apply(
     candidates: int,
     details: dict[str, Any],
     on_decided: OnDecided | None = None,
+    register: bool = False,
 ) -> Outcome:
     """Decide every staged row and insert the accepted ones, in one transaction.
 
@@ -208,6 +220,7 @@ async def apply(
     ``details``: what the upload's own audit row says (counts, never values).
     ``on_decided``: runs in the same transaction once every row is decided (the async job records
     its result and final status there, so that the participants and the job commit together).
+    ``register``: each added participant is registered for Participate with its own access code.
     """
     study, site = scope.study, scope.site
     assert study is not None
@@ -218,7 +231,13 @@ async def apply(
         await conn.execute(MARK_NOT_UNIQUE, study_id)
         if study["enforce_enrollment_cap"]:
             await conn.execute(MARK_PAST_CAP, admitted)
-        await conn.execute(INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username)
+        for _ in range(CODE_DRAWS):
+            codes = new_access_codes(candidates) if register else None
+            await conn.execute(
+                INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username, register, codes
+            )
+            if not register or not await conn.fetchval(CODE_COLLISIONS, study_id):
+                break
         await conn.execute(MARK_LOST_RACE)
         row = await conn.fetchrow(COUNTS)
         assert row is not None

@@ -26,7 +26,14 @@ SNIFF_BYTES = 64 * 1024
 
 
 async def submit_bulk_job(
-    conns: Connections, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str, base_url: str
+    conns: Connections,
+    conn: asyncpg.Connection,
+    scope: Scope,
+    file: Spool,
+    created_at: str,
+    base_url: str,
+    *,
+    register: bool = False,
 ) -> JobSubmitted:
     """Store the upload, then create and enqueue the job. ``scope`` passed ``check_bulk_allowed``."""
     settings, storage = conns.settings, conns.storage
@@ -51,7 +58,7 @@ async def submit_bulk_job(
         site_id=scope.site["id"] if scope.site else None,
         owner_id=scope.user_id,
         file_name=result_file_name(scope.study_oid, scope.site_oid, dt.datetime.now(dt.UTC)),
-        params={"uploadKey": key, "uploadBytes": file.size, "createdAt": created_at},
+        params={"uploadKey": key, "uploadBytes": file.size, "createdAt": created_at, "register": register},
         job_uuid=job_uuid,
         max_active=settings.max_active_jobs_per_user,
         audit=SubmitAudit(scope.username, "bulk.submit", {"bytes": file.size}),

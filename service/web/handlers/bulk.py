@@ -32,11 +32,11 @@ from service.core.bulk.summary import (
     summary_head,
 )
 from service.core.errors import ApiError
-from service.core.roles import Scope, check_bulk_allowed, load_scope
+from service.core.roles import Scope, check_bulk_allowed, check_register_allowed, load_scope
 from service.web.apidoc import PLAIN_JOB, Query, operation
 from service.web.auth import authenticated_username
 from service.web.idempotency import Recorder, once, requested_key
-from service.web.input import FLAG_SCHEMA, accept_query, query_flag
+from service.web.input import FLAG_SCHEMA, accept_query, parse_register, query_flag
 from service.web.replies import base_url, reply, submitted_reply
 from service.web.resources import CONNECTIONS, DB, SETTINGS
 from service.web.uploads import upload_body
@@ -49,7 +49,10 @@ log = logging.getLogger("participants.bulk")
     "participants",
     # With async=y the answer is OC4's `job uuid: <uuid>` text, like an extract submit.
     ok={200: {"application/json": {"schema": BulkResult}, **PLAIN_JOB}},
-    query=[Query("async", FLAG_SCHEMA, "y/n: run as a job")],
+    query=[
+        Query("async", FLAG_SCHEMA, "y/n: run as a job"),
+        Query("register", FLAG_SCHEMA, "y: register every added participant for Participate (default n)"),
+    ],
     body_media={
         "multipart/form-data": {
             "schema": {
@@ -79,6 +82,8 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
             check_bulk_allowed(scope)
         accept_query(request)
         run_async = query_flag(request, "async")
+        register = parse_register(request)
+        check_register_allowed(scope, register)
         requested_key(request)  # a malformed Idempotency-Key is refused before the file is read
         # The file arrives with no connection held (spool.py): a trickling client holds a temp file.
         body = await upload_body(request, settings.bulk_max_bytes)
@@ -88,10 +93,11 @@ async def bulk_upload(request: web.Request) -> web.StreamResponse:
                     conn, username, study_oid, site_oid
                 )  # the right may have ended meanwhile
                 check_bulk_allowed(scope)
+                check_register_allowed(scope, register)
                 work = _submit_job if run_async else add_from_csv
                 return await once(
                     request, conn, username, file.digest,
-                    lambda recorder: work(request, conn, scope, file, created_at, recorder),
+                    lambda recorder: work(request, conn, scope, file, created_at, register, recorder),
                     on_error=lambda err: _failure(err, scope, created_at),
                 )  # fmt: skip
     except ApiError as err:
@@ -114,15 +120,16 @@ def _failure(err: ApiError, scope: Scope | None, created_at: str) -> web.Respons
 
 
 async def add_from_csv(
-    request: web.Request, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str,
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str, register: bool,
     recorder: Recorder | None,
 ) -> web.StreamResponse:  # fmt: skip
     settings = request.app[SETTINGS]
     try:
         parser = await staging.stage_csv(conn, file.chunks(), scope.site is not None, settings.bulk_max_bytes)
         outcome = await staging.apply(
-            conn, scope, parser.valid_rows, {"rows": parser.data_rows, "bytes": parser.bytes_read}
-        )
+            conn, scope, parser.valid_rows, {"rows": parser.data_rows, "bytes": parser.bytes_read},
+            register=register,
+        )  # fmt: skip
         return await stream_summary(request, conn, scope, outcome, created_at, recorder)
     finally:
         # A broken connection takes its temp table with it.
@@ -181,11 +188,11 @@ async def stream_summary(
 
 
 async def _submit_job(
-    request: web.Request, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str,
+    request: web.Request, conn: asyncpg.Connection, scope: Scope, file: Spool, created_at: str, register: bool,
     recorder: Recorder | None,
 ) -> web.StreamResponse:  # fmt: skip
     """``async=y``: the upload becomes a job; answered like an extract submit."""
     submitted = await submit_bulk_job(
-        request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request)
+        request.app[CONNECTIONS], conn, scope, file, created_at, base_url(request), register=register
     )
     return submitted_reply(request, submitted)
