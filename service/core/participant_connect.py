@@ -22,6 +22,7 @@ from service.core.participant_reads import ParticipantAccount, account, find_vis
 from service.core.participants import CONTACT_COLUMNS, REMOVED_STATUSES, contact_changes
 from service.core.roles import Action, Scope
 from service.core.validation import contact_errors
+from service.settings import Settings
 
 
 class ConnectIn(BaseModel):
@@ -79,7 +80,7 @@ async def _locked(
 
 
 async def connect(
-    conn: asyncpg.Connection, scope: Scope, subject_key: str, body: ConnectIn
+    conn: asyncpg.Connection, settings: Settings, scope: Scope, subject_key: str, body: ConnectIn
 ) -> ParticipantAccount:
     """``POST .../studies/{s}/participants/{SSID}/connect``."""
     assert scope.study is not None
@@ -122,9 +123,13 @@ async def connect(
                 )  # fmt: skip
         actor = Actor(scope.user_id, scope.username)
         if body.inviteParticipant:
-            await invitations.queue_invitation(conn, participant_id=row["id"], channel="email", actor=actor)
+            await invitations.queue_invitation(
+                conn, participant_id=row["id"], channel="email", actor=actor, settings=settings
+            )
         if body.inviteViaSms:
-            await invitations.queue_invitation(conn, participant_id=row["id"], channel="sms", actor=actor)
+            await invitations.queue_invitation(
+                conn, participant_id=row["id"], channel="sms", actor=actor, settings=settings
+            )
         return account(scope, await find_visible(conn, scope, row["subject_key"]))
 
 

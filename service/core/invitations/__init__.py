@@ -15,7 +15,7 @@ class InvitationList(BaseModel):
     invitations: list[Any] = []
 
 
-async def queue_invitation(conn: Any, *, participant_id: int, channel: str, actor: Any) -> Any:
+async def queue_invitation(conn: Any, *, participant_id: int, channel: str, actor: Any, settings: Any) -> Any:
     raise ApiError("serviceUnavailable", {"reason": "invitations"}, headers={"Retry-After": "60"})
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from service.web.console import login, oidc_login, operator, site
+from service.web.console import login, oidc_login, operator, participant, site
 from service.web.console.guard import ACCESS, OPERATOR, OWN_CSRF, PUBLIC, SIGNED_IN, Access
 from service.web.console.render import ROUTE_NAME_PREFIX, STATIC
 
@@ -17,6 +17,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
 SITE = "/studies/{studyOID}/sites/{siteOID}"
 DELIVERY = "/ops/webhooks/deliveries/{deliveryId}"
+PARTICIPANT = SITE + "/participants/{subjectKey}"
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
@@ -50,6 +51,12 @@ ROUTES = (
     Route("POST", SITE + "/participants", site.save_participant_form, "site_participants"),
     Route("POST", SITE + "/extract", site.extract, "site_extract"),
     Route("POST", SITE + "/bulk", site.bulk_upload, "site_bulk", OWN_CSRF),  # the token is a multipart part
+    Route("GET", PARTICIPANT, participant.participant_page, "participant"),
+    Route("POST", PARTICIPANT + "/reveal", participant.reveal_code, "participant_reveal"),
+    Route("POST", PARTICIPANT + "/reset", participant.reset_code, "participant_reset"),
+    Route("POST", PARTICIPANT + "/register", participant.register, "participant_register"),
+    Route("POST", PARTICIPANT + "/invite", participant.invite, "participant_invite"),
+    Route("POST", PARTICIPANT + "/contact", participant.save_contact, "participant_contact"),
     Route("GET", "/jobs/{jobUuid}", site.job_page, "job"),
     Route("GET", "/jobs/{jobUuid}/download", site.download, "job_download"),
     Route("POST", "/jobs/{jobUuid}/delete", site.delete, "job_delete"),

@@ -169,7 +169,8 @@ async def connect_participant(request: web.Request) -> web.StreamResponse:
 
         async def work(_: Recorder | None) -> web.Response:
             body = await read_json_model(request, ConnectIn, scope.params)
-            return reply(await connect(conn, scope, request.match_info["subjectKey"], body))
+            settings = request.app[SETTINGS]
+            return reply(await connect(conn, settings, scope, request.match_info["subjectKey"], body))
 
         return await once(request, conn, username, hashlib.sha256(raw).digest(), work)
 

@@ -1,0 +1,141 @@
+"""The participant page: one participant at a site, its contact data (for the roles that may see
+it), Participate status and invitations; revealing its access code (audited), resetting it,
+registering, inviting by email or SMS, and changing contact data.
+
+Every action is the API's use-case (core.participant_reads, core.participant_connect) as the
+signed-in user. The access code is shown only in the answer to a deliberate, CSRF-protected POST:
+never in a URL, a page title, or a page that the browser could show again from its history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from service.core import invitations
+from service.core.errors import ApiError
+from service.core.participant_connect import ConnectIn, connect
+from service.core.participant_reads import (
+    PARTICIPATE_LABELS,
+    find_visible,
+    may_read_contact,
+    participant_account,
+    participant_detail,
+)
+from service.core.roles import Action, Scope, authorize, load_scope
+from service.web.console.render import explain, redirect, render
+from service.web.console.sessions import ACCOUNT
+from service.web.replies import wire_data
+from service.web.resources import DB, SETTINGS
+
+CONTACT_FIELDS = ("firstName", "lastName", "email", "phoneNumber", "identifier")
+NOTICES = {
+    "saved": "Participant {key}: contact data saved.",
+    "registered": "Participant {key} is registered for Participate.",
+    "reset": "Participant {key} has a new access code; the old one no longer works.",
+    "invited-email": "An email invitation to participant {key} is queued; its outcome shows below.",
+    "invited-sms": "An SMS invitation to participant {key} is queued; its outcome shows below.",
+}
+
+
+async def _scope(request: web.Request, conn: asyncpg.Connection) -> Scope:
+    scope = await load_scope(
+        conn, request[ACCOUNT].username, request.match_info["studyOID"], request.match_info["siteOID"]
+    )
+    authorize(scope, Action.LIST)
+    return scope
+
+
+async def _page(
+    request: web.Request,
+    *,
+    code: str | None = None,
+    errors: list[str] | None = None,
+    form: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    key = request.match_info["subjectKey"]
+    async with request.config_dict[DB].acquire() as conn:
+        scope = await _scope(request, conn)
+        row = await find_visible(conn, scope, key)
+        account = wire_data(await participant_account(conn, scope, key))
+        sent = [wire_data(i) for i in (await invitations.list_invitations(conn, row["id"])).invitations]
+    assert scope.study is not None
+    may_write = scope.may(Action.WRITE_AT_SITE, row["site_id"])
+    notice = NOTICES.get(request.query.get("done", ""), "").format(key=row["subject_key"]) or None
+    context: dict[str, Any] = {
+        "study": scope.study_oid,
+        "site": scope.site_oid,
+        "key": row["subject_key"],
+        "status": row["status"],
+        "account": account,
+        "participate_label": PARTICIPATE_LABELS.get(account.get("status", ""), ""),
+        "participate": bool(scope.study["participate_enabled"]),
+        "registered": row["access_code"] is not None,
+        "sees_contact": may_read_contact(scope, row),
+        "may_write": may_write and row["status"] in ("available", "signed"),
+        "invitations": sent,
+        "code": code,
+        "errors": [explain(e) for e in errors or []],
+        "form": form or {f: account.get(f, "") for f in CONTACT_FIELDS},
+        "notice": notice,
+    }
+    response = render(request, "participant.html", context, status=status)
+    response.headers["Cache-Control"] = "no-store"  # a revealed code must not come back from a cache
+    return response
+
+
+async def participant_page(request: web.Request) -> web.StreamResponse:
+    return await _page(request)
+
+
+async def reveal_code(request: web.Request) -> web.StreamResponse:
+    """POST .../reveal: the code, shown once in this answer, with its audit row (the API's read)."""
+    async with request.config_dict[DB].acquire() as conn:
+        scope = await _scope(request, conn)
+        detail = await participant_detail(conn, scope, request.match_info["subjectKey"], True)
+    if detail.accessCode is None:
+        raise ApiError("noSufficientPrivileges", scope.params)
+    return await _page(request, code=detail.accessCode)
+
+
+async def _connect(request: web.Request, body: ConnectIn, done: str) -> web.StreamResponse:
+    key = request.match_info["subjectKey"]
+    async with request.config_dict[DB].acquire() as conn:
+        scope = await _scope(request, conn)
+        try:
+            await connect(conn, request.config_dict[SETTINGS], scope, key, body)
+        except ApiError as err:
+            if err.status not in (400, 409):
+                raise
+            form = None
+            if done == "saved":
+                form = {f: str(getattr(body, f) or "") for f in CONTACT_FIELDS}
+            return await _page(request, errors=err.errors or [err.code], form=form, status=err.status)
+    parts = {"studyOID": scope.study_oid, "siteOID": scope.site_oid, "subjectKey": key}
+    raise redirect(request, "participant", query=f"done={done}", **parts)
+
+
+async def save_contact(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    values = {f: str(form.get(f, "")).strip() for f in CONTACT_FIELDS}
+    return await _connect(request, ConnectIn(**values), "saved")
+
+
+async def register(request: web.Request) -> web.StreamResponse:
+    return await _connect(request, ConnectIn(), "registered")
+
+
+async def reset_code(request: web.Request) -> web.StreamResponse:
+    return await _connect(request, ConnectIn(resetAccessCode=True), "reset")
+
+
+async def invite(request: web.Request) -> web.StreamResponse:
+    channel = str((await request.post()).get("channel", ""))
+    if channel == "email":
+        return await _connect(request, ConnectIn(inviteParticipant=True), "invited-email")
+    if channel == "sms":
+        return await _connect(request, ConnectIn(inviteViaSms=True), "invited-sms")
+    raise ApiError("invalidParameter", {"parameter": "channel"})
