@@ -58,6 +58,24 @@ def main(server: str, study: str, site: str, username: str) -> dict[str, object]
     assert status == 200, (status, body)
     seen["added"] = json.loads(body)
 
+    # 2b. As a study app does next: read the participant's access code, reset it, read the link.
+    study_base = f"{server}/OpenClinica/pages/auth/api/clinicaldata/studies/{quote(study)}"
+    one = base + "/participant?includeParticipateInfo=y&participantID=OC4-001"
+    status, _, body = call("GET", one, token)
+    assert status == 200, (status, body)
+    seen["firstCode"] = json.loads(body)["accessCode"]
+    reset = json.dumps({"resetAccessCode": True}).encode()
+    status, _, body = call(
+        "POST", study_base + "/participants/OC4-001/connect", token, reset, "application/json"
+    )
+    assert status == 200, (status, body)
+    status, _, body = call("GET", one, token)
+    assert status == 200, (status, body)
+    seen["code"] = json.loads(body)["accessCode"]
+    status, _, body = call("GET", study_base + "/participants/OC4-001/accessLink?includeAccessCode=y", token)
+    assert status == 200, (status, body)
+    seen["accessLink"] = json.loads(body)
+
     # 3. Bulk add from a CSV file, multipart as a browser form sends it.
     boundary = uuid.uuid4().hex
     csv_file = b"ParticipantID\r\nOC4-002\r\nOC4-003\r\n"

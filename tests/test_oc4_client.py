@@ -27,7 +27,8 @@ async def test_an_oc4_client_script_works_unchanged(world, settings, pool, tmp_p
 
     port = free_port()
     env = cli_env(settings, PARTICIPANTS_PORT=str(port), PARTICIPANTS_PATH_PREFIX="/OpenClinica",
-                  PARTICIPANTS_WORKER_POLL_DELAY="0.05")  # fmt: skip
+                  PARTICIPANTS_WORKER_POLL_DELAY="0.05",
+                  PARTICIPANTS_PARTICIPATE_URL="https://portal.example.org")  # fmt: skip
     serve_log = tmp_path / "serve.log"
 
     def start(cmd: list[str], log_path) -> subprocess.Popen[bytes]:
@@ -75,5 +76,12 @@ async def test_an_oc4_client_script_works_unchanged(world, settings, pool, tmp_p
         and rows[1][6]
         and rows[1][7] == "CREATED"
     )
+    # The code read after the reset is the one the link and the fresh extract hold; the first is gone.
+    first, code = seen["firstCode"], seen["code"]
+    assert first and code and first != code
+    assert seen["accessLink"] == {"accessCode": code, "host": "https://portal.example.org",
+                                  "accessLink": f"https://portal.example.org/?accessCode={code}"}  # fmt: skip
+    assert rows[1][6] == code and first not in seen["csv"]
     for log in logs:
         assert "an OC4 integration's password" not in log and "jo@example.org" not in log
+        assert first not in log and code not in log

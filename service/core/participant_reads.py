@@ -223,17 +223,17 @@ async def search_by_fields(
     identifier: str | None,
 ) -> list[ParticipantAccount]:
     """``GET .../participants/searchByFields``: exact matches, ignoring case and surrounding
-    spaces, of every field given. A search by contact data is a read of it, so only roles that
+    spaces, of every field given (a blank one is not given). A search by contact data is a read of it, so only roles that
     read contact data search, and only at the sites where they do (a study-level participant
     needs such a role on the study)."""
     assert scope.study is not None
     terms = [v.strip().lower() if v is not None and v.strip() else None for v in
              (participant_id, first_name, last_name, identifier)]  # fmt: skip
-    if not any(terms):
-        raise ApiError("invalidParameter", {**scope.params, "parameter": "participantId"})
     sites = scope.sites_allowed(Action.READ_CONTACT)
     if sites == []:
         raise ApiError("noSufficientPrivileges", scope.params)
+    if not any(terms):
+        return []  # no criterion matches nothing (never the whole study's contact data)
     rows = await conn.fetch(SEARCH, scope.study["id"], sites, *terms, SEARCH_LIMIT)
     return [account(scope, r) for r in rows if may_read_contact(scope, r)]
 

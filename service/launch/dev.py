@@ -14,6 +14,9 @@ from service.settings import Settings
 from service.web.tokens import mint_token
 
 
+DEMO_PARTICIPATE_URL = "https://participate.invalid"
+
+
 async def dev(settings: Settings) -> None:
     """Embedded servers (unless URLs are set), migrations, demo data, API and workers in one process."""
     from service.core.db import migrate_dsn
@@ -26,6 +29,11 @@ async def dev(settings: Settings) -> None:
         settings.jwt_secret = dev_secret(settings.data_dir)
         print(f"token secret: random, kept in {secret_path(settings.data_dir)} (mode 0600)")
     require_verification(settings)
+    if not settings.participate_url:
+        # A reserved name (RFC 2606) that can never be a real portal: the demo's access links look
+        # as they will in production, and nobody mistakes them for working ones.
+        settings.participate_url = DEMO_PARTICIPATE_URL
+        print(f"Participate portal: {DEMO_PARTICIPATE_URL} (a placeholder: set PARTICIPANTS_PARTICIPATE_URL)")
     embedded = EmbeddedServers(settings.data_dir.resolve())
     try:
         if not settings.database_url:

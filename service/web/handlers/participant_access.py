@@ -54,7 +54,10 @@ PARTICIPATE_INFO = Query(
     "One participant, with its access code and Participate status on request",
     "participants",
     ok={200: ParticipantDetail},
-    query=[Query("participantID", TEXT, "the participant ID", required=True), PARTICIPATE_INFO],
+    query=[
+        Query("participantID", {**TEXT, "minLength": 1}, "the participant ID", required=True),
+        PARTICIPATE_INFO,
+    ],
     errors=(409,),
 )
 async def get_participant_detail(request: web.Request) -> web.Response:
@@ -66,7 +69,7 @@ async def get_participant_detail(request: web.Request) -> web.Response:
         authorize(scope, Action.LIST)
         accept_query(request)
         subject_key = query_text(request, "participantID", max_len=255)
-        if not subject_key or not subject_key.strip():
+        if subject_key is None:
             raise ApiError("invalidParameter", {**scope.params, "parameter": "participantID"})
         include = query_flag(request, "includeParticipateInfo")
         return reply(await participant_detail(conn, scope, subject_key, include))
