@@ -14,7 +14,7 @@ from service.web.console.guard import ACCESS, OPERATOR, OWN_CSRF, PUBLIC, SIGNED
 from service.web.console.render import ROUTE_NAME_PREFIX, STATIC
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
+ASSETS = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 SITE = "/studies/{studyOID}/sites/{siteOID}"
 DELIVERY = "/ops/webhooks/deliveries/{deliveryId}"
 PARTICIPANT = SITE + "/participants/{subjectKey}"

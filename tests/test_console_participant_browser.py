@@ -1,0 +1,53 @@
+"""The participant page in a real browser (system Chromium through Playwright), at desktop and
+phone widths: from the site's list to the participant, the access code shown on request and reset,
+no horizontal overflow, no console errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import browser_context, unavailable_reason
+from tests.console_helpers import PASSWORD, give_password
+from tests.world import SITE_A, STUDY, expect
+
+REASON = unavailable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+API = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client, world, pool, width):
+    client = await make_client()
+    await world.standard()
+    await give_password(pool, "crc_a")
+    person = {"subjectKey": "WEB-1", "firstName": "Zoë", "lastName": "Müller-Lüdenscheidt, Jr.",
+              "emailAddress": "zoe.mueller-luedenscheidt@example.org", "phoneNumber": "+49 1511234567"}  # fmt: skip
+    await expect(await client.post(API + "?register=y", json=person, headers=world.auth("crc_a")), 200)
+    code = await pool.fetchval("SELECT access_code FROM participants")
+    async with browser_context() as context:
+        context.set_default_timeout(30_000)
+        page = await context.new_page()
+        await page.set_viewport_size({"width": width, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(str(client.make_url("/console/login")))
+        await page.get_by_label("Username").fill("crc_a")
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url("**/console/")
+        await page.goto(str(client.make_url(f"/console/studies/{STUDY}/sites/{SITE_A}")))
+        await page.get_by_role("link", name="WEB-1").click()
+        await page.wait_for_selector("text=Zoë")
+        assert code not in await page.content()
+        assert "Zoë" not in await page.title()
+        wide = await page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"the page is {wide} px wide at {width} px"
+
+        await page.get_by_role("button", name="Show access code").click()
+        assert await page.locator("#access-code").inner_text() == code
+        await page.get_by_role("button", name="Reset access code").click()
+        await page.wait_for_selector("text=has a new access code")
+        assert code not in await page.content()
+        assert await pool.fetchval("SELECT access_code FROM participants") not in (None, code)
+        assert errors == []
