@@ -13,7 +13,6 @@ from service.launch.workers import queues, workers
 from service.settings import Settings
 from service.web.tokens import mint_token
 
-
 DEMO_PARTICIPATE_URL = "https://participate.invalid"
 
 
