@@ -88,9 +88,17 @@ async def test_admin_validation_and_access(client, world):
         {"oid": "S1"},
         {"oid": "S1", "name": "x", "idTemplate": "{site}"},
         {"oid": "S1", "name": "x", "expectedTotalEnrollment": "ten"},
+        {"oid": "S1", "name": "x", "expectedTotalEnrollment": "10"},
+        {"oid": "S1", "name": "x", "expectedTotalEnrollment": 10.5},
+        {"oid": "S1", "name": "x", "expectedTotalEnrollment": True},
         {"oid": "S1", "name": "x", "bogus": 1},
     ):
         got = await expect(await client.post("/admin/api/studies", json=body, headers=admin), 400)
         assert got["message"] == "errorCode.invalidRequestBody"
+    # JSON Schema's integer: a whole number written as 12.0 is the integer 12.
+    made = await expect(await client.post("/admin/api/studies", json={"oid": "S_WHOLE", "name": "x",
+                                                                      "expectedTotalEnrollment": 12.0},
+                                          headers=admin), 201)  # fmt: skip
+    assert made["expectedTotalEnrollment"] == 12
     await expect(await client.get("/admin/api/studies/S_NOPE", headers=admin), 404)
     await expect(await client.get("/admin/api/users/nobody/roles", headers=admin), 404)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from service.core import accounts, audit
 from service.core.errors import ApiError
 from service.core.participant_ids import template_errors
 from service.core.roles import ALL_ROLES
+from service.core.validation import JsonInt
 
 Status = Literal["available", "frozen", "locked", "removed"]
 OID_PATTERN = r"^[A-Za-z0-9_()\-. ]{1,64}$"
@@ -40,7 +41,7 @@ class StudyIn(BaseModel):
         default="{site}-{seq:04}", max_length=TEMPLATE_MAX, json_schema_extra={"pattern": TEMPLATE_PATTERN}
     )
     participateEnabled: StrictBool = False
-    expectedTotalEnrollment: StrictInt = Field(default=0, ge=0, le=100_000_000)
+    expectedTotalEnrollment: JsonInt = Field(default=0, ge=0, le=100_000_000)
     enforceEnrollmentCap: StrictBool = False
 
 
@@ -53,7 +54,7 @@ class StudyPatch(BaseModel):
         default=None, max_length=TEMPLATE_MAX, json_schema_extra={"pattern": TEMPLATE_PATTERN}
     )
     participateEnabled: StrictBool | None = None
-    expectedTotalEnrollment: StrictInt | None = Field(default=None, ge=0, le=100_000_000)
+    expectedTotalEnrollment: JsonInt | None = Field(default=None, ge=0, le=100_000_000)
     enforceEnrollmentCap: StrictBool | None = None
 
 

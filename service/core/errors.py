@@ -80,7 +80,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "participantSiteToStudyReassignmentNotAllowed": 409,
     "alreadyExists": 409,
     "participantIDGenerationFailed": 409,
-    "participateUrlNotConfigured": 409,  # no PARTICIPANTS_PARTICIPATE_URL: no access link can be built
+    "participateUrlNotConfigured": 409,
+    # a well-formed webhook URL whose address the deployment's policy refuses (PARTICIPANTS_WEBHOOK_*):
+    # the request is fine, the policy (and DNS) decide
+    "webhookAddressNotAllowed": 409,  # no PARTICIPANTS_PARTICIPATE_URL: no access link can be built
     "participantNotRegistered": 409,  # no access code yet: register the participant first
     # 410, 413, 414, 415, 416, 422, 429, 431
     "fileExpired": 410,

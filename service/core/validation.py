@@ -7,8 +7,10 @@ fields are checked. Limits are OC4's.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
+from pydantic import BeforeValidator, StrictInt
 
 PARTICIPANT_ID_MAX = 30
 NAME_MAX = 35
@@ -102,3 +104,16 @@ def contact_errors(
         elif CONTROL_RE.search(identifier):
             errors.append("identifierContainsUnsupportedCharacter")
     return errors
+
+
+def _whole(value: object) -> object:
+    # JSON Schema's "integer" is any number without a fraction, 189.0 included (some JSON writers
+    # send whole numbers so): such a float is the integer it names. Strings and bools stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a JSON body: strict (no "12", no true), but a whole-valued float is accepted,
+# as the schema's "type": "integer" says.
+JsonInt = Annotated[StrictInt, BeforeValidator(_whole)]

@@ -42,7 +42,8 @@ async def check_target(settings: Settings, url: str) -> None:
     except BlockedAddress as exc:
         if exc.reason == "host does not resolve":
             return  # may resolve later (new DNS record); every delivery checks again
-        raise ApiError("webhookUrlNotAllowed", {"fields": ["url"], "reason": exc.reason}) from None
+        code = "webhookAddressNotAllowed" if exc.reason == "address not allowed" else "webhookUrlNotAllowed"
+        raise ApiError(code, {"fields": ["url"], "reason": exc.reason}) from None
 
 
 async def _audit(

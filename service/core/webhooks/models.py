@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.json_schema import JsonDict
+
+from service.core.validation import JsonInt
 
 EventType = Literal["job.completed", "job.failed"]
 EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed")
@@ -46,7 +48,7 @@ class WebhookPatch(BaseModel):
 
 class RotateSecretIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    overlapSeconds: StrictInt | None = Field(default=None, ge=0, le=MAX_OVERLAP_SECONDS)
+    overlapSeconds: JsonInt | None = Field(default=None, ge=0, le=MAX_OVERLAP_SECONDS)
 
 
 class WebhookOut(BaseModel):
