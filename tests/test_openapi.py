@@ -116,3 +116,27 @@ async def test_a_drifted_schema_is_caught(client, world, pool):
     only = {"paths": {"/healthz": doc["paths"]["/healthz"]}}
     failures = await asyncio.to_thread(_fuzz, {**doc, **only}, base_url, {"admin": "", "user": ""})
     assert len(failures) == 1 and failures[0].startswith("GET /healthz"), failures
+
+
+async def test_schemas_use_json_schema_keywords_only(client, pool):
+    """Bounds written as pydantic's own ``ge``/``le``/``gt``/``lt`` are no bounds to a client (a
+    before-validator makes pydantic write them so): every bound is ``minimum``/``maximum``."""
+    doc = await expect(await client.get("/openapi.json"), 200)
+    found: list[str] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            if "type" in node or "anyOf" in node:
+                found.extend(f"{path}.{k}" for k in ("ge", "le", "gt", "lt") if k in node)
+            for key, value in node.items():
+                if key != "properties":
+                    walk(value, f"{path}.{key}")
+                else:
+                    for name, sub in value.items():
+                        walk(sub, f"{path}.properties.{name}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+
+    walk(doc, "$")
+    assert found == []

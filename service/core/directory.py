@@ -7,16 +7,24 @@ and the tests: one way to set things up. Functions take a connection and plain v
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from service.core import accounts, audit
 from service.core.errors import ApiError
 from service.core.participant_ids import template_errors
 from service.core.roles import ALL_ROLES
-from service.core.validation import JsonInt
+from service.core.validation import integer_schema, whole_number
+
+MAX_ENROLLMENT = 100_000_000
+Enrollment = Annotated[
+    StrictInt,
+    Field(ge=0, le=MAX_ENROLLMENT),
+    BeforeValidator(whole_number),
+    integer_schema(0, MAX_ENROLLMENT),
+]
 
 Status = Literal["available", "frozen", "locked", "removed"]
 OID_PATTERN = r"^[A-Za-z0-9_()\-. ]{1,64}$"
@@ -41,7 +49,7 @@ class StudyIn(BaseModel):
         default="{site}-{seq:04}", max_length=TEMPLATE_MAX, json_schema_extra={"pattern": TEMPLATE_PATTERN}
     )
     participateEnabled: StrictBool = False
-    expectedTotalEnrollment: JsonInt = Field(default=0, ge=0, le=100_000_000)
+    expectedTotalEnrollment: Enrollment = 0
     enforceEnrollmentCap: StrictBool = False
 
 
@@ -54,7 +62,7 @@ class StudyPatch(BaseModel):
         default=None, max_length=TEMPLATE_MAX, json_schema_extra={"pattern": TEMPLATE_PATTERN}
     )
     participateEnabled: StrictBool | None = None
-    expectedTotalEnrollment: JsonInt | None = Field(default=None, ge=0, le=100_000_000)
+    expectedTotalEnrollment: Enrollment | None = None
     enforceEnrollmentCap: StrictBool | None = None
 
 

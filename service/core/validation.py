@@ -7,10 +7,9 @@ fields are checked. Limits are OC4's.
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BeforeValidator, StrictInt
+from pydantic import WithJsonSchema
 
 PARTICIPANT_ID_MAX = 30
 NAME_MAX = 35
@@ -106,14 +105,16 @@ def contact_errors(
     return errors
 
 
-def _whole(value: object) -> object:
-    # JSON Schema's "integer" is any number without a fraction, 189.0 included (some JSON writers
-    # send whole numbers so): such a float is the integer it names. Strings and bools stay refused.
+def whole_number(value: object) -> object:
+    """A before-validator for strict integer fields of a JSON body: JSON Schema's ``integer`` is any
+    number without a fraction, 189.0 included (some JSON writers send whole numbers so), so such a
+    float is the integer it names. Strings and bools stay refused."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-# An integer field of a JSON body: strict (no "12", no true), but a whole-valued float is accepted,
-# as the schema's "type": "integer" says.
-JsonInt = Annotated[StrictInt, BeforeValidator(_whole)]
+def integer_schema(minimum: int, maximum: int) -> WithJsonSchema:
+    """The schema of a bounded integer field with ``whole_number`` in front: stated explicitly,
+    since around a before-validator pydantic writes the bounds as its own ``ge``/``le``."""
+    return WithJsonSchema({"type": "integer", "minimum": minimum, "maximum": maximum})

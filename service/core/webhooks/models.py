@@ -4,19 +4,25 @@ that both validate input and describe the wire (the OpenAPI document is generate
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 from pydantic.json_schema import JsonDict
 
-from service.core.validation import JsonInt
+from service.core.validation import integer_schema, whole_number
 
 EventType = Literal["job.completed", "job.failed"]
 EVENT_TYPES: tuple[EventType, ...] = ("job.completed", "job.failed")
 MessageStatus = Literal["pending", "delivered", "failed"]
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "blocked", "gone"]
 MAX_OVERLAP_SECONDS = 30 * 24 * 3600
+OverlapSeconds = Annotated[
+    StrictInt,
+    Field(ge=0, le=MAX_OVERLAP_SECONDS),
+    BeforeValidator(whole_number),
+    integer_schema(0, MAX_OVERLAP_SECONDS),
+]
 
 # Postgres text cannot hold NUL: such input is a 400 here, not a failed query.
 URL_PATTERN = r"^[^\x00-\x20\x7f]+$"  # no whitespace or control characters
@@ -48,7 +54,7 @@ class WebhookPatch(BaseModel):
 
 class RotateSecretIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    overlapSeconds: JsonInt | None = Field(default=None, ge=0, le=MAX_OVERLAP_SECONDS)
+    overlapSeconds: OverlapSeconds | None = None
 
 
 class WebhookOut(BaseModel):

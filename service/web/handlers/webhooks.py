@@ -32,6 +32,7 @@ from service.web.resources import CONNECTIONS, DB
     "webhooks",
     body=WebhookIn,
     ok={201: WebhookCreated},
+    errors=(409,),  # webhookAddressNotAllowed: the address policy refuses the URL's host
 )
 async def create_webhook(request: web.Request) -> web.Response:
     user = await require_admin(request)
@@ -54,7 +55,7 @@ async def get_webhook(request: web.Request) -> web.Response:
         return reply(store.endpoint_view(await store.get_endpoint(conn, endpoint_id)))
 
 
-@operation("Change a webhook endpoint", "webhooks", body=WebhookPatch, ok={200: WebhookOut})
+@operation("Change a webhook endpoint", "webhooks", body=WebhookPatch, ok={200: WebhookOut}, errors=(409,))
 async def patch_webhook(request: web.Request) -> web.Response:
     user = await require_admin(request)
     endpoint_id = path_id(request, "id")
