@@ -22,7 +22,6 @@ from service.core.invitations.model import (
     Channel,
     InvitationAttempt,
     InvitationList,
-    InvitationStatus,
     InvitationView,
     StudyInvitation,
     StudyInvitationList,
@@ -141,7 +140,7 @@ async def list_invitations(conn: asyncpg.Connection, participant_id: int) -> Inv
 
 
 async def list_study_invitations(
-    conn: asyncpg.Connection, study_oid: str, status: InvitationStatus | None, page: int, size: int
+    conn: asyncpg.Connection, study_oid: str, status: str | None, page: int, size: int
 ) -> StudyInvitationList:
     """An operator's view of a study's invitations (e.g. the FAILED ones), newest first."""
     study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", study_oid)
