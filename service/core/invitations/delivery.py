@@ -79,7 +79,11 @@ async def attempt_invitation(pool: asyncpg.Pool, settings: Settings, invitation_
         template = await study_template(conn, invitation["study_id"], invitation["channel"])
 
     started = time.perf_counter()
-    result = await _send(settings, invitation, participant, template)
+    try:
+        result = await _send(settings, invitation, participant, template)
+    except Exception as exc:  # noqa: BLE001 - a bug here still leaves a recorded, retried attempt
+        log.exception("invitation attempt failed", extra={"invitation_id": invitation_id})
+        result = SendResult("retry", f"internal error ({type(exc).__name__})")
     duration_ms = int((time.perf_counter() - started) * 1000)
     final = await _record(pool, settings, invitation, result, duration_ms)
     log.info(

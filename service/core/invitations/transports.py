@@ -10,6 +10,7 @@ own words may quote the address or the number, and they are never kept or logged
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -125,20 +126,23 @@ class TwilioCompatible:
     def __init__(self, settings: Settings) -> None:
         assert settings.sms_account_sid and settings.sms_auth_token and settings.sms_from
         self.url = f"{settings.sms_base_url.rstrip('/')}/2010-04-01/Accounts/{settings.sms_account_sid}/Messages.json"
-        self.auth = aiohttp.BasicAuth(settings.sms_account_sid, settings.sms_auth_token)
+        credentials = f"{settings.sms_account_sid}:{settings.sms_auth_token}".encode()
+        self.authorization = "Basic " + base64.b64encode(credentials).decode()
         self.sender = settings.sms_from
         self.timeout = aiohttp.ClientTimeout(total=settings.sms_timeout_seconds)
 
     async def send(self, to: str, body: str, idempotency_key: str) -> SendResult:
         form = {"To": e164(to), "From": self.sender, "Body": body}
         # Twilio ignores the header; providers that honour it drop a repeat of the same invitation.
-        headers = {"Idempotency-Key": idempotency_key, "User-Agent": USER_AGENT}
+        headers = {
+            "Authorization": self.authorization,
+            "Idempotency-Key": idempotency_key,
+            "User-Agent": USER_AGENT,
+        }
         try:
             async with (
                 aiohttp.ClientSession(timeout=self.timeout) as session,
-                session.post(
-                    self.url, data=form, auth=self.auth, headers=headers, allow_redirects=False
-                ) as resp,
+                session.post(self.url, data=form, headers=headers, allow_redirects=False) as resp,
             ):
                 if 200 <= resp.status < 300:
                     return SendResult.accepted(await _provider_id(resp, idempotency_key), resp.status)
