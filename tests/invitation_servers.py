@@ -34,6 +34,7 @@ class SmtpServer:
     envelopes: list[list[str]] = field(default_factory=list)
     refuse_data: list[str] = field(default_factory=list)  # e.g. "451 4.3.0 Try again later"
     refuse_rcpt: list[str] = field(default_factory=list)
+    data_delay: float = 0.0  # seconds before answering DATA: a slow server
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if self.refuse_rcpt:
@@ -42,6 +43,7 @@ class SmtpServer:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.data_delay)
         if self.refuse_data:
             return self.refuse_data.pop(0)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)

@@ -5,6 +5,7 @@ or the logs; failures visible in ``list_invitations``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -359,3 +360,27 @@ async def test_no_personal_data_in_the_outbox_or_the_logs(
     for secret in secrets_:
         assert secret not in stored, secret
         assert secret not in logged, secret
+
+
+async def test_two_attempts_at_once_send_once(client, world, pool, mail_settings, smtp_server):
+    """The claim: of two workers attempting the same row at the same moment, one sends."""
+    await world.standard()
+    p = await add_participant(client, world)
+    view = await queue(pool, mail_settings, p["id"])
+    smtp_server.data_delay = 0.3
+    outcomes = await asyncio.gather(*(attempt_invitation(pool, mail_settings, view.id) for _ in range(2)))
+    assert sorted(outcomes) == ["accepted", "not_due"]
+    assert len(smtp_server.received) == 1
+
+
+async def test_a_server_that_does_not_answer_in_time_is_retried(
+    client, world, pool, mail_settings, smtp_server
+):
+    await world.standard()
+    p = await add_participant(client, world)
+    view = await queue(pool, mail_settings, p["id"])
+    smtp_server.data_delay = 1.5
+    quick = mail_settings.model_copy(update={"smtp_timeout_seconds": 0.25, "sms_timeout_seconds": 0.25})
+    assert await attempt_invitation(pool, quick, view.id) == "retry"
+    [queued] = await invitations(pool, p["id"])
+    assert (queued.status, queued.lastError) == ("QUEUED", "timeout")

@@ -16,6 +16,7 @@ At least once, never again once accepted:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -51,10 +52,15 @@ FROM participants p JOIN studies st ON st.id = p.study_id WHERE p.id = $1
 """
 
 
+def send_deadline(settings: Settings) -> float:
+    """The longest one send may take in all (SMTP's timeout is per command: a server answering
+    slowly, line by line, would otherwise hold the attempt past its lease)."""
+    return 2 * max(settings.smtp_timeout_seconds, settings.sms_timeout_seconds)
+
+
 def lease_seconds(settings: Settings) -> float:
     """An attempt's claim: past the longest send, so a live attempt is never taken over."""
-    longest = max(settings.smtp_timeout_seconds, settings.sms_timeout_seconds)
-    return max(settings.invitation_lease_seconds, 2 * longest + 10)
+    return max(settings.invitation_lease_seconds, send_deadline(settings) + 10)
 
 
 def backoff_seconds(attempt: int, settings: Settings, rand: Callable[[], float] = random.random) -> float:
@@ -80,7 +86,10 @@ async def attempt_invitation(pool: asyncpg.Pool, settings: Settings, invitation_
 
     started = time.perf_counter()
     try:
-        result = await _send(settings, invitation, participant, template)
+        async with asyncio.timeout(send_deadline(settings)):
+            result = await _send(settings, invitation, participant, template)
+    except TimeoutError:
+        result = SendResult("retry", "timeout")
     except Exception as exc:  # noqa: BLE001 - a bug here still leaves a recorded, retried attempt
         log.exception("invitation attempt failed", extra={"invitation_id": invitation_id})
         result = SendResult("retry", f"internal error ({type(exc).__name__})")
