@@ -91,7 +91,10 @@ async def attempt_invitation(pool: asyncpg.Pool, settings: Settings, invitation_
     except TimeoutError:
         result = SendResult("retry", "timeout")
     except Exception as exc:  # noqa: BLE001 - a bug here still leaves a recorded, retried attempt
-        log.exception("invitation attempt failed", extra={"invitation_id": invitation_id})
+        # The type only: an exception's message may quote an address or a name.
+        log.error(
+            "invitation attempt failed", extra={"invitation_id": invitation_id, "error": type(exc).__name__}
+        )
         result = SendResult("retry", f"internal error ({type(exc).__name__})")
     duration_ms = int((time.perf_counter() - started) * 1000)
     final = await _record(pool, settings, invitation, result, duration_ms)
@@ -136,7 +139,12 @@ async def _send(
     }
     subject, body = render(template, values)
     if channel == "email":
-        message = email_message(settings, invitation["message_id"], participant["email"], subject or "", body)
+        try:
+            message = email_message(
+                settings, invitation["message_id"], participant["email"], subject or "", body
+            )
+        except ValueError:  # a header the email library will not write: never better later
+            return SendResult("failed", "unsendable message")
         return await send_email(settings, message)
     return await sms_provider(settings).send(participant["phone"], body, invitation["message_id"])
 

@@ -103,8 +103,8 @@ async def send_email(settings: Settings, message: EmailMessage) -> SendResult:
         return SendResult("retry", "timeout")
     except (aiosmtplib.SMTPException, OSError) as exc:
         return SendResult("retry", f"connection error ({type(exc).__name__})")
-    except ValueError as exc:  # a header the email library will not write
-        return SendResult("failed", f"unsendable message ({type(exc).__name__})")
+    except ValueError:  # a header the email library will not write when sending
+        return SendResult("failed", "unsendable message")
     return SendResult.accepted(str(message["Message-ID"]))
 
 
