@@ -145,6 +145,26 @@ class Settings(BaseSettings):
     # behind the network edge then).
     metrics_token: str | None = None
 
+    # Invitations (docs/invitations.md). Email goes out over SMTP when a host and a from address are
+    # set; SMS through a Twilio-compatible API when an account, a token and a sender are. Without
+    # them, asking for an invitation on that channel is a 409, never a message that cannot go.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"  # tls: implicit TLS (port 465)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    mail_from: str | None = None  # e.g. "Juno study <no-reply@example.org>"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    sms_base_url: str = "https://api.twilio.com"
+    sms_account_sid: str | None = None
+    sms_auth_token: str | None = None
+    sms_from: str | None = None  # the sending number (E.164) or alphanumeric sender id
+    sms_timeout_seconds: float = Field(default=15.0, gt=0)
+    invitation_retry_hours: float = Field(default=24.0, gt=0)  # give up this long after queueing
+    invitation_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    invitation_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    invitation_lease_seconds: float = Field(default=120.0, gt=0)  # an attempt's claim; above the timeouts
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -177,6 +197,28 @@ class Settings(BaseSettings):
             raise ValueError(
                 "extract_stale_seconds and job_stale_seconds must be at least 2 x job_heartbeat_seconds"
             )
+        return self
+
+    @field_validator(
+        "smtp_host",
+        "smtp_user",
+        "smtp_password",
+        "mail_from",
+        "sms_account_sid",
+        "sms_auth_token",
+        "sms_from",
+    )
+    @classmethod
+    def _empty_transport_is_unset(cls, value: str | None) -> str | None:
+        return value or None  # docker-compose's `${X:-}`, as above
+
+    @model_validator(mode="after")
+    def _smtp_credentials_over_tls(self) -> Settings:
+        # A password is never sent over a connection anyone on the path can read.
+        if (self.smtp_user is None) != (self.smtp_password is None):
+            raise ValueError("smtp_user and smtp_password go together")
+        if self.smtp_user is not None and self.smtp_security == "none":
+            raise ValueError("smtp_user needs smtp_security starttls or tls")
         return self
 
     @property

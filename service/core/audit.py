@@ -103,6 +103,26 @@ async def record_on_job(
     )
 
 
+async def record_on_participant(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    action: str,
+    participant: asyncpg.Record,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """An act on one participant (an invitation): the participant's study, site and id."""
+    await _insert(
+        conn,
+        actor.user_id,
+        actor.username,
+        action,
+        study_id=participant["study_id"],
+        site_id=participant["site_id"],
+        participant_id=participant["id"],
+        details=details,
+    )
+
+
 async def record_by(
     conn: asyncpg.Connection, actor: Actor, action: str, details: dict[str, Any] | None = None
 ) -> None:

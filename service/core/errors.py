@@ -85,6 +85,13 @@ STATUS_BY_CODE: dict[str, int] = {
     # the request is fine, the policy (and DNS) decide
     "webhookAddressNotAllowed": 409,  # no PARTICIPANTS_PARTICIPATE_URL: no access link can be built
     "participantNotRegistered": 409,  # no access code yet: register the participant first
+    # Invitations (core/invitations): what the participant lacks, what the service lacks, a bad template
+    "participantHasNoEmail": 409,
+    "participantHasNoPhone": 409,
+    "emailNotConfigured": 409,  # no PARTICIPANTS_SMTP_HOST / PARTICIPANTS_MAIL_FROM
+    "smsNotConfigured": 409,  # no PARTICIPANTS_SMS_ACCOUNT_SID / _AUTH_TOKEN / _FROM
+    "unknownTemplatePlaceholder": 400,
+    "invalidTemplate": 400,
     # 410, 413, 414, 415, 416, 422, 429, 431
     "fileExpired": 410,
     "fileTooLarge": 413,

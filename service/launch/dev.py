@@ -41,6 +41,9 @@ async def dev(settings: Settings) -> None:
         if not settings.redis_url:
             settings.redis_url = embedded.redis_url()
             print(f"embedded Redis: {settings.redis_url}")
+        from service.dev.mail_sink import start_mail_sink
+
+        mail_sink = await start_mail_sink(settings)  # noqa: F841 - serves until the process ends
         await migrate_dsn(settings.database_url)
         users = await with_conn(settings, seed_demo)
         passwords = await with_conn(settings, demo_passwords)

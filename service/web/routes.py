@@ -17,6 +17,7 @@ from service.core.urls import ADMIN_API, JOBS_PATH, OC4_API, SITE_PATH, STUDY_PA
 from service.web.handlers import (
     accounts,
     admin_directory,
+    admin_invitations,
     admin_jobs,
     bulk,
     extracts,
@@ -85,6 +86,7 @@ def root_routes() -> list[Route]:
     """Paths at the root, whatever the prefix."""
     a = ADMIN_API
     job = "{jobUuid:(?!purge-expired$)[^{}/]+}"  # so that a 405 on purge-expired names POST alone
+    inv, tpl = a + "/studies/{studyOID}/invitations", a + "/studies/{studyOID}/invitation-templates"
     return [
         # OC4 serves the token call at the host root, beside /OpenClinica.
         ("POST", TOKEN_PATH, accounts.token, "token"),
@@ -95,6 +97,12 @@ def root_routes() -> list[Route]:
         ("POST", a + "/studies/{studyOID}/sites", admin_directory.create_site, "create_site"),
         ("GET", a + "/studies/{studyOID}/sites", admin_directory.list_sites, "list_sites"),
         ("PATCH", a + "/studies/{studyOID}/sites/{siteOID}", admin_directory.patch_site, "patch_site"),
+        ("GET", inv, admin_invitations.list_invitations, "admin_list_invitations"),
+        ("GET", tpl, admin_invitations.list_templates, "list_invitation_templates"),
+        ("PUT", tpl + "/email", admin_invitations.set_email_template, "set_email_template"),
+        ("DELETE", tpl + "/email", admin_invitations.reset_email_template, "reset_email_template"),
+        ("PUT", tpl + "/sms", admin_invitations.set_sms_template, "set_sms_template"),
+        ("DELETE", tpl + "/sms", admin_invitations.reset_sms_template, "reset_sms_template"),
         ("POST", a + "/users", admin_directory.create_user, "create_user"),
         ("GET", a + "/users", admin_directory.list_users, "list_users"),
         ("PATCH", a + "/users/{username}", admin_directory.patch_user, "patch_user"),

@@ -9,8 +9,13 @@ from typing import Any
 
 from arq.cron import CronJob
 
-from service.worker import bulk, extract, maintenance, webhooks
+from service.worker import bulk, extract, invitations, maintenance, webhooks
 
 EXTRACT_FUNCTIONS: list[Any] = [*extract.FUNCTIONS]
-DEFAULT_FUNCTIONS: list[Any] = [*bulk.FUNCTIONS, *webhooks.FUNCTIONS]
-CRON_JOBS: list[CronJob] = [*maintenance.CRON_JOBS, *bulk.CRON_JOBS, *webhooks.CRON_JOBS]
+DEFAULT_FUNCTIONS: list[Any] = [*bulk.FUNCTIONS, *webhooks.FUNCTIONS, *invitations.FUNCTIONS]
+CRON_JOBS: list[CronJob] = [
+    *maintenance.CRON_JOBS,
+    *bulk.CRON_JOBS,
+    *webhooks.CRON_JOBS,
+    *invitations.CRON_JOBS,
+]

@@ -1,23 +1,24 @@
-"""Invitations to the Participate portal by email and SMS: queued with the change that asks for
-them, delivered by the worker. (Placeholder interface while the delivery side is being merged:
-queueing refuses with a clear 503 rather than pretending to send.)"""
+"""Invitations to the Participate portal by email and SMS: queued in the caller's transaction
+(``queue_invitation``), delivered by the worker from the outbox (``delivery``), rendered from the
+study's template at each attempt (``templates``), sent through SMTP or an SMS provider
+(``transports``). docs/invitations.md tells the whole story."""
 
-from __future__ import annotations
+from service.core.invitations.model import (
+    Channel,
+    InvitationAttempt,
+    InvitationList,
+    InvitationView,
+    StudyInvitationList,
+)
+from service.core.invitations.outbox import list_invitations, list_study_invitations, queue_invitation
 
-from typing import Any
-
-from pydantic import BaseModel
-
-from service.core.errors import ApiError
-
-
-class InvitationList(BaseModel):
-    invitations: list[Any] = []
-
-
-async def queue_invitation(conn: Any, *, participant_id: int, channel: str, actor: Any, settings: Any) -> Any:
-    raise ApiError("serviceUnavailable", {"reason": "invitations"}, headers={"Retry-After": "60"})
-
-
-async def list_invitations(conn: Any, participant_id: int) -> InvitationList:
-    return InvitationList()
+__all__ = [
+    "Channel",
+    "InvitationAttempt",
+    "InvitationList",
+    "InvitationView",
+    "StudyInvitationList",
+    "list_invitations",
+    "list_study_invitations",
+    "queue_invitation",
+]
