@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ async def start_mail_sink(settings: Settings, folder: Path | None = None) -> asy
 
     if settings.smtp_host:
         return None
+    # aiosmtpd logs each SMTP command at INFO, recipients' addresses included: personal data.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     folder = (folder or settings.data_dir / "mail").resolve()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     handler = MailFolder(folder)
