@@ -103,7 +103,7 @@ async def test_crc_extract_button_and_another_sites_job_is_invisible(client, mak
     assert audit == 1
 
 
-async def test_participant_form_shows_errors_next_to_fields(client, staff, pool):
+async def test_participant_form_shows_errors_next_to_fields(client, make_client, staff, pool):
     await sign_in(client, "crc_a")
     token = await page_csrf(client, SITE_A_PAGE)
     resp = await client.post(
@@ -120,9 +120,14 @@ async def test_participant_form_shows_errors_next_to_fields(client, staff, pool)
         data={"csrf": token, "subjectKey": "P-1", "emailAddress": "p1@example.org"},
         allow_redirects=False,
     )
-    assert resp.status == 303
-    page = await (await client.get(SITE_A_PAGE)).text()
-    assert "P-1" in page and "p1@example.org" not in page  # the list shows no contact data
+    assert resp.status == 303 and "key=P-1" in resp.headers["Location"]
+    page = await (await client.get(resp.headers["Location"])).text()
+    assert "Participant P-1 was saved." in page
+    assert "P-1" in page and "p1@example.org" in page  # a CRC reads contact data
+    monitor = await make_client()
+    await sign_in(monitor, "monitor_a")
+    page = await (await monitor.get(SITE_A_PAGE)).text()
+    assert "P-1" in page and "p1@example.org" not in page  # a monitor does not
 
 
 async def test_sessions_end_after_the_absolute_lifetime(client, staff, redis_url):
@@ -240,7 +245,7 @@ async def test_the_cookie_is_secure_when_the_console_is_served_over_https(make_c
     assert (await sign_in(client, "crc_a")).status == 403
 
 
-async def test_assets_come_from_the_package_and_pages_name_no_person(client, staff, pool):
+async def test_assets_come_from_the_package_and_pages_name_no_person(client, make_client, staff, pool):
     for name, media in (("console.js", "text/javascript"), ("console.css", "text/css")):
         resp = await client.get(f"/console/static/{name}")
         assert resp.status == 200 and resp.content_type == media
@@ -251,12 +256,20 @@ async def test_assets_come_from_the_package_and_pages_name_no_person(client, sta
            FROM sites s WHERE s.oid = $1""",
         SITE_A,
     )
-    await sign_in(client, "crc_a")
+    await sign_in(client, "monitor")  # a role that does not read contact data
     html = await (await client.get(SITE_A_PAGE)).text()
     assert "SK-1" in html
     for personal in ("Zelda", "Quartermaine", "zq@example.org"):
         assert personal not in html
     assert "<script>" not in html and " style=" not in html  # nothing inline: the CSP forbids it
+    crc = await make_client()
+    await sign_in(
+        crc, "crc_a"
+    )  # a CRC reads them in the list and on the participant's page, never in a title
+    for path in (SITE_A_PAGE, SITE_A_PAGE + "/participants/SK-1"):
+        html = await (await crc.get(path)).text()
+        title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+        assert "Zelda" in html and "Zelda" not in title and "zq@example.org" not in title
 
 
 async def test_a_disabled_user_cannot_sign_in_and_loses_a_live_session(client, staff, pool):

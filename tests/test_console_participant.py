@@ -119,3 +119,73 @@ async def test_invite_without_a_transport_says_why(client, world, pool):
     assert resp.status == 409
     resp = await client.post(PAGE + "/invite", data={"csrf": csrf, "channel": "pigeon"})
     assert resp.status == 400
+
+
+async def test_site_list_searches_pages_and_acts_per_row(client, make_client, world, pool):
+    await setup(client, world, pool)
+    for key in ("AB-1", "ab-2", "AC_1", "A%C", "B-1"):
+        await expect(await client.post(API, json={"subjectKey": key}, headers=world.auth("crc_a")), 200)
+    await sign_in(client, "crc_a")
+    site = f"/console/studies/{STUDY}/sites/{SITE_A}"
+    html = await (await client.get(site + "?q=ab")).text()
+    assert "2 participants whose ID starts with “ab”" in html and "AB-1" in html and "ab-2" in html
+    assert "AC_1" not in html and '">B-1</a>' not in html
+    html = await (await client.get(site + "?q=A%25")).text()  # % is a character, not a wildcard
+    assert "A%C" in html and "AB-1" not in html
+    html = await (await client.get(site + "?q=a_")).text()  # _ is a character too, not "any one"
+    assert "No participant ID starts with “a_”." in html
+    html = await (await client.get(site + "?q=ac_")).text()
+    assert "1 participant whose" in html and "AC_1" in html
+    html = await (await client.get(site)).text()
+    assert "6 participants · page 1 of 1" in html and "Not registered" in html
+
+    csrf = await page_csrf(client, site)
+    resp = await client.post(site + "/participants/B-1/remove", data={"csrf": csrf})
+    assert "Participant B-1 was removed." in await resp.text()
+    assert await pool.fetchval("SELECT status FROM participants WHERE subject_key = 'B-1'") == "removed"
+    html = await (await client.get(site + "?q=B-")).text()
+    assert 'aria-label="Restore B-1"' in html and 'aria-label="Remove B-1"' not in html
+    resp = await client.post(site + "/participants/B-1/restore", data={"csrf": csrf})
+    assert "Participant B-1 was restored." in await resp.text()
+    resp = await client.post(site + "/participants/B-1/register", data={"csrf": csrf})
+    assert "B-1 is registered" in await resp.text()
+    assert (
+        await pool.fetchval("SELECT participate_status FROM participants WHERE subject_key = 'B-1'")
+        == "CREATED"
+    )
+
+    monitor = await make_client()
+    await sign_in(monitor, "monitor")
+    html = await (await monitor.get(site)).text()
+    assert 'aria-label="Remove' not in html and 'aria-label="Register' not in html
+    forged = await monitor.post(
+        site + "/participants/B-1/remove", data={"csrf": await page_csrf(monitor, site)}
+    )
+    assert forged.status == 403
+
+
+async def test_site_list_pages_through_a_large_site(client, world, pool):
+    await setup(client, world, pool)
+    await pool.execute(
+        """INSERT INTO participants (study_id, site_id, subject_key, oid)
+           SELECT s.study_id, s.id, 'N-' || lpad(g::text, 4, '0'), 'SS_N' || g FROM sites s,
+                  generate_series(1, 120) g WHERE s.oid = $1""",
+        SITE_A,
+    )
+    await sign_in(client, "crc_a")
+    site = f"/console/studies/{STUDY}/sites/{SITE_A}"
+    html = await (await client.get(site + "?page=3")).text()
+    assert "121 participants · page 3 of 3" in html and "N-0101" in html and "N-0100" not in html
+    assert 'href="?page=1"' in html and "Next" not in html
+
+
+async def test_home_names_roles_as_oc4_does_and_times_are_time_elements(client, world, pool):
+    await setup(client, world, pool)
+    await give_password(pool, "dm")
+    await sign_in(client, "crc_a")
+    html = await (await client.get("/console/")).text()
+    assert "Clinical Research Coordinator" in html and "(ra)" not in html
+    await expect(await client.post(f"/console/studies/{STUDY}/sites/{SITE_A}/extract",
+                                   data={"csrf": await page_csrf(client)}), 200)  # fmt: skip
+    html = await (await client.get(f"/console/studies/{STUDY}/sites/{SITE_A}")).text()
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[\d:.]+Z">\d{4}-\d\d-\d\d \d\d:\d\d UTC</time>', html)

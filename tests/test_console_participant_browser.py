@@ -51,3 +51,42 @@ async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client
         assert code not in await page.content()
         assert await pool.fetchval("SELECT access_code FROM participants") not in (None, code)
         assert errors == []
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+async def test_the_site_page_lists_participants_first_and_fits_a_phone(make_client, world, pool, width):
+    client = await make_client()
+    await world.standard()
+    await give_password(pool, "crc_a")
+    for n in range(3):
+        person = {"subjectKey": f"SITE-{n}", "firstName": "Maximilian-Alexander", "lastName": "Oberbürgermeister",
+                  "emailAddress": f"maximilian.alexander.{n}@hospital-example.org", "phoneNumber": "+49 15112345678"}  # fmt: skip
+        await expect(await client.post(API + "?register=y", json=person, headers=world.auth("crc_a")), 200)
+    async with browser_context() as context:
+        context.set_default_timeout(30_000)
+        page = await context.new_page()
+        await page.set_viewport_size({"width": width, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(str(client.make_url("/console/login")))
+        await page.get_by_label("Username").fill("crc_a")
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url("**/console/")
+        await page.get_by_role("link", name=f"Site {SITE_A}").click()
+        headings = await page.locator("h2").all_inner_texts()
+        assert headings[0] == "Participants" and headings[-1] == "Jobs"
+        await page.get_by_label("Participant ID starts with").fill("site-1")
+        await page.get_by_role("button", name="Search").click()
+        await page.wait_for_selector("text=1 participant whose ID starts with")
+        wide = await page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"the page is {wide} px wide at {width} px"
+        await page.get_by_role("button", name="Remove SITE-1").click()
+        await page.wait_for_selector("text=Participant SITE-1 was removed.")
+        await (
+            page.get_by_role("button", name="Show all")
+            .or_(page.get_by_role("link", name="Show all"))
+            .first.click()
+        )
+        assert errors == []

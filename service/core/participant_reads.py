@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from service.core import audit
 from service.core.access_links import AccessLink, access_link
 from service.core.errors import ApiError
-from service.core.participants import REMOVED_STATUSES
+from service.core.participants import REMOVED_STATUSES, STATUS_LABELS
 from service.core.roles import WRITERS, Action, Scope
 from service.settings import Settings
 
@@ -258,3 +258,60 @@ async def participant_access_link(
     if include_code:
         await audit_code_read(conn, scope, row, "accessLink")
     return link
+
+
+class RosterRow(BaseModel):
+    """One participant in a site's list as site staff see it: contact data for the roles that read it."""
+
+    subjectKey: str
+    status: str
+    participateStatus: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+    email: str | None = None
+    phoneNumber: str | None = None
+
+
+class Roster(BaseModel):
+    participants: list[RosterRow]
+    total: int  # participants matching the search at the site
+    page: int
+    pageSize: int
+
+
+ROSTER_WHERE = "p.site_id = $1 AND ($2::text IS NULL OR lower(p.subject_key) LIKE $2 || '%')"
+ROSTER = f"""
+SELECT p.id, p.site_id, p.subject_key, p.status, p.participate_status, p.first_name, p.last_name,
+       p.email, p.phone
+FROM participants p WHERE {ROSTER_WHERE}
+ORDER BY p.subject_key, p.id
+LIMIT $3 OFFSET $4
+"""
+ROSTER_COUNT = f"SELECT count(*) FROM participants p WHERE {ROSTER_WHERE}"
+
+
+def _like_prefix(prefix: str) -> str:
+    """``prefix`` lower-cased with LIKE's wildcards escaped, so an ID with % or _ is found as typed."""
+    return prefix.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def site_roster(
+    conn: asyncpg.Connection, scope: Scope, prefix: str | None, page: int, size: int
+) -> Roster:
+    """A site's participants in ID order, those whose ID starts with ``prefix`` (any case), one page
+    at a time, with the total; names and contact data only for the roles that read them."""
+    assert scope.site is not None
+    pattern = _like_prefix(prefix) if prefix and prefix.strip() else None
+    rows = await conn.fetch(ROSTER, scope.site["id"], pattern, size, (page - 1) * size)
+    total: int = await conn.fetchval(ROSTER_COUNT, scope.site["id"], pattern)
+    contact = scope.may(Action.READ_CONTACT, scope.site["id"])
+    listed = []
+    for r in rows:
+        row: dict[str, Any] = {"subjectKey": r["subject_key"], "status": STATUS_LABELS[r["status"]]}
+        if r["participate_status"]:
+            row["participateStatus"] = r["participate_status"]
+        if contact:
+            row |= {"firstName": _text(r["first_name"]), "lastName": _text(r["last_name"]),
+                    "email": _text(r["email"]), "phoneNumber": _text(r["phone"])}  # fmt: skip
+        listed.append(RosterRow(**row))
+    return Roster(participants=listed, total=total, page=page, pageSize=size)

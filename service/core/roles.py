@@ -232,3 +232,25 @@ def check_register_allowed(scope: Scope, register: bool) -> None:
     """``register=y`` needs Participate on in the study (checked before any file is read)."""
     if register and scope.study is not None and not scope.study["participate_enabled"]:
         raise ApiError("participateNotEnabled", scope.params)
+
+
+# OC4's names for the roles, as its screens show them: some differ between the study and a site.
+ROLE_NAMES_AT_STUDY = {
+    "coordinator": "Data Manager",
+    "director": "Study Director",
+    "investigator": "Data Specialist",
+    "ra": "Data Entry Person",
+    "ra2": "Data Entry Person",
+    "monitor": "Monitor",
+    "viewer": "Viewer",
+}
+ROLE_NAMES_AT_SITE = {
+    **ROLE_NAMES_AT_STUDY,
+    "investigator": "Investigator",
+    "ra": "Clinical Research Coordinator",
+}
+
+
+def role_name(role: str, at_site: bool) -> str:
+    """A role by OC4's name for it at that level (``ra`` at a site is a Clinical Research Coordinator)."""
+    return (ROLE_NAMES_AT_SITE if at_site else ROLE_NAMES_AT_STUDY).get(role, role)

@@ -10,6 +10,7 @@ never in a URL, a page title, or a page that the browser could show again from i
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 from aiohttp import web
@@ -24,6 +25,7 @@ from service.core.participant_reads import (
     participant_account,
     participant_detail,
 )
+from service.core.participants import set_status
 from service.core.roles import Action, Scope, authorize, load_scope
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT
@@ -139,3 +141,21 @@ async def invite(request: web.Request) -> web.StreamResponse:
     if channel == "sms":
         return await _connect(request, ConnectIn(inviteViaSms=True), "invited-sms")
     raise ApiError("invalidParameter", {"parameter": "channel"})
+
+
+async def _set_status(request: web.Request, remove: bool) -> web.StreamResponse:
+    """Remove or restore from the site's list (the API's use-case); back to the list, saying which."""
+    async with request.config_dict[DB].acquire() as conn:
+        scope = await _scope(request, conn)
+        authorize(scope, Action.WRITE_AT_SITE)
+        done = await set_status(conn, scope, request.match_info["subjectKey"], remove)
+    query = urlencode({"done": "removed" if remove else "restored", "key": done.subjectKey})
+    raise redirect(request, "site", query=query, studyOID=scope.study_oid, siteOID=scope.site_oid)
+
+
+async def remove(request: web.Request) -> web.StreamResponse:
+    return await _set_status(request, remove=True)
+
+
+async def restore(request: web.Request) -> web.StreamResponse:
+    return await _set_status(request, remove=False)

@@ -13,7 +13,9 @@ import jinja2
 from aiohttp import web
 
 from service.core.errors import ApiError
+from service.core.roles import role_name
 from service.web.console.sessions import ACCOUNT, SESSION
+from service.web.console.times import when
 from service.web.resources import SETTINGS
 
 HERE = Path(__file__).resolve().parent
@@ -124,6 +126,8 @@ def build_environment(router: web.UrlDispatcher) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["explain"] = explain
+    env.filters["when"] = when
+    env.globals["role_name"] = role_name
     env.globals["url"] = functools.partial(console_url, router)
     return env
 

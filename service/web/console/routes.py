@@ -14,7 +14,12 @@ from service.web.console.guard import ACCESS, OPERATOR, OWN_CSRF, PUBLIC, SIGNED
 from service.web.console.render import ROUTE_NAME_PREFIX, STATIC
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ASSETS = {"console.css": "text/css", "console.js": "text/javascript", "favicon.svg": "image/svg+xml"}
+ASSETS = {
+    "console.css": "text/css",
+    "console.js": "text/javascript",
+    "times.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
 SITE = "/studies/{studyOID}/sites/{siteOID}"
 DELIVERY = "/ops/webhooks/deliveries/{deliveryId}"
 PARTICIPANT = SITE + "/participants/{subjectKey}"
@@ -57,6 +62,8 @@ ROUTES = (
     Route("POST", PARTICIPANT + "/register", participant.register, "participant_register"),
     Route("POST", PARTICIPANT + "/invite", participant.invite, "participant_invite"),
     Route("POST", PARTICIPANT + "/contact", participant.save_contact, "participant_contact"),
+    Route("POST", PARTICIPANT + "/remove", participant.remove, "participant_remove"),
+    Route("POST", PARTICIPANT + "/restore", participant.restore, "participant_restore"),
     Route("GET", "/jobs/{jobUuid}", site.job_page, "job"),
     Route("GET", "/jobs/{jobUuid}/download", site.download, "job_download"),
     Route("POST", "/jobs/{jobUuid}/delete", site.delete, "job_delete"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 from aiohttp import web
@@ -24,7 +25,8 @@ from service.core.errors import ApiError
 from service.core.extract_options import ExtractOptions
 from service.core.jobs import owned
 from service.core.jobs.owned import JobPlace
-from service.core.participants import ParticipantIn, list_participants, save_participant
+from service.core.participant_reads import site_roster
+from service.core.participants import ParticipantIn, save_participant
 from service.core.roles import Action, Scope, authorize, check_bulk_allowed, load_scope
 from service.web.console.guard import SESSIONS, check_csrf, clear_cookie
 from service.web.console.render import explain, redirect, render
@@ -119,16 +121,22 @@ async def _site_page(
         page_no = max(1, min(int(request.query.get("page", "1")), 100_000))
     except ValueError:
         page_no = 1
+    search = request.query.get("q", "").strip()[:30] or None  # a participant ID is at most 30 characters
     async with request.config_dict[DB].acquire() as conn:
         scope = scope or await _site_scope(request, conn)
-        participants = (await list_participants(conn, scope, page_no, PAGE_SIZE)).studyParticipants
+        roster = await site_roster(conn, scope, search, page_no, PAGE_SIZE)
         site_jobs = await _site_jobs(request, conn, scope)
+    assert scope.study is not None
     context = {
         "study": scope.study_oid,
         "site": scope.site_oid,
-        "participants": participants,
+        "participants": [wire_data(p) for p in roster.participants],
+        "search": search or "",
         "page": page_no,
-        "more": len(participants) == PAGE_SIZE,
+        "pages": max(1, -(-roster.total // PAGE_SIZE)),
+        "total": roster.total,
+        "sees_contact": scope.may(Action.READ_CONTACT, scope.site["id"] if scope.site else None),
+        "participate": bool(scope.study["participate_enabled"]),
         "may_write": _may(scope, Action.WRITE_AT_SITE),
         "may_extract": _may(scope, Action.EXTRACT),
         "jobs": site_jobs,
@@ -139,11 +147,18 @@ async def _site_page(
     return render(request, "site.html", context, status=status)
 
 
+NOTICES = {
+    "added": "Participant {key} was saved.",
+    "removed": "Participant {key} was removed.",
+    "restored": "Participant {key} was restored.",
+    "extract": "The extract was started.",
+}
+
+
 async def site_page(request: web.Request) -> web.StreamResponse:
-    notice = {"added": "The participant was saved.", "extract": "The extract was started."}.get(
-        request.query.get("done", "")
-    )
-    return await _site_page(request, notice=notice)
+    notice = NOTICES.get(request.query.get("done", ""))
+    key = request.query.get("key", "")[:30]
+    return await _site_page(request, notice=notice.format(key=key) if notice else None)
 
 
 async def jobs_fragment(request: web.Request) -> web.StreamResponse:
@@ -161,7 +176,7 @@ async def save_participant_form(request: web.Request) -> web.StreamResponse:
         authorize(scope, Action.WRITE_AT_SITE)
         body = ParticipantIn(**{k: (v or None) for k, v in values.items()})
         try:
-            await save_participant(conn, scope, body, False)
+            saved = await save_participant(conn, scope, body, False)
         except ApiError as err:
             if err.status not in (400, 409):
                 raise
@@ -170,7 +185,8 @@ async def save_participant_form(request: web.Request) -> web.StreamResponse:
             for code in codes:
                 errors.setdefault(field_of(code) or "form", []).append(explain(code))
             return await _site_page(request, scope, values, errors, status=err.status)
-    raise redirect(request, "site", query="done=added", studyOID=scope.study_oid, siteOID=scope.site_oid)
+    query = urlencode({"done": "added", "key": saved.subjectKey})
+    raise redirect(request, "site", query=query, studyOID=scope.study_oid, siteOID=scope.site_oid)
 
 
 async def extract(request: web.Request) -> web.StreamResponse:
