@@ -84,9 +84,8 @@ async def test_the_site_page_lists_participants_first_and_fits_a_phone(make_clie
         assert wide <= width, f"the page is {wide} px wide at {width} px"
         await page.get_by_role("button", name="Remove SITE-1").click()
         await page.wait_for_selector("text=Participant SITE-1 was removed.")
-        await (
-            page.get_by_role("button", name="Show all")
-            .or_(page.get_by_role("link", name="Show all"))
-            .first.click()
-        )
+        await page.get_by_role("button", name="Restore SITE-1").click()
+        await page.wait_for_selector("text=Participant SITE-1 was restored.")
+        wide = await page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"the full list is {wide} px wide at {width} px"
         assert errors == []
