@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     # behind the network edge then).
     metrics_token: str | None = None
 
+    # arq's health-check key (what `worker-health` and the Queue page show: jobs complete, failed,
+    # ongoing) is rewritten this often, and lives a second longer.
+    worker_health_seconds: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -85,7 +85,13 @@ async def submit_extract(
             owner_id=scope.user_id,
             file_name=extract_file_name(scope.study_oid, scope.site_oid, dt.datetime.now(dt.UTC)),
             object_key=extract_object_key(job_uuid),
-            params={"studyOid": scope.study_oid, "siteOid": scope.site_oid, **options.to_params()},
+            # baseUrl: the job API's base, for the absolute URLs of its webhook event.
+            params={
+                "studyOid": scope.study_oid,
+                "siteOid": scope.site_oid,
+                "baseUrl": base_url,
+                **options.to_params(),
+            },
             job_uuid=job_uuid,
             max_active=conns.settings.max_active_jobs_per_user,
             audit=SubmitAudit(scope.username, "extract.submit"),
