@@ -31,6 +31,7 @@ from service.core.bulk.summary import (
     failed_entries,
     failure_body,
     result_object_key,
+    shown_params,
     summary_head,
 )
 from service.core.errors import ApiError
@@ -157,7 +158,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
             )
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.
-            body = failure_body(err.code, scope.full_name, created_at)
+            body = failure_body(err.code, scope.full_name, created_at, shown_params(err.code, err.params))
             return await end(
                 lifecycle.fail_job(conn, job_uuid, f"errorCode.{err.code}", attempt, result=body), FAILED
             )

@@ -33,10 +33,12 @@ async def copy_query_to_storage(
     content_disposition_value: str | None = None,
     on_progress: Callable[[int], Awaitable[None]] | None = None,
     progress_every: float = 1.0,
+    prefix: bytes = b"",
 ) -> JobFile:
     """Stream ``select_sql`` as CSV (with its header) into ``key``: what was written, as a ``JobFile``
     (rows, bytes, sha256, the key). ``on_progress`` is called with the rows so far, at most every
-    ``progress_every`` seconds; what it raises aborts the COPY and the upload."""
+    ``progress_every`` seconds; what it raises aborts the COPY and the upload. ``prefix`` (a byte-order
+    mark) comes before the CSV and counts in the file's size and hash."""
     digest = hashlib.sha256()
     size = 0
     newlines = 0
@@ -59,7 +61,8 @@ async def copy_query_to_storage(
                     failure.append(exc)
 
         writer = asyncio.create_task(write_blocks())
-        buffer = bytearray()
+        buffer = bytearray(prefix)
+        size = len(prefix)
 
         async def sink(chunk: bytes) -> None:
             nonlocal size, newlines, next_beat

@@ -15,6 +15,7 @@ cancelled or superseded.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import dataclasses
 import datetime as dt
@@ -97,6 +98,7 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                     content_disposition_value=content_disposition(job["file_name"]),
                     on_progress=on_progress,
                     progress_every=settings.job_heartbeat_seconds,
+                    prefix=codecs.BOM_UTF8 if options.bom else b"",
                 )
             except StopRequested:
                 await lifecycle.cancel_attempt(conn, job_uuid, attempt)

@@ -6,8 +6,8 @@ and inserts the accepted ones with their audit rows in a single statement:
 
 1. the enrollment cap: ``participant_store.lock_study_and_check_cap`` (the study row lock, so
    concurrent adds to a capped study queue there and never overshoot);
-2. ``participantIDNotUnique`` for an ID already in the study, or repeated in the file (the first
-   occurrence wins);
+2. ``participantIDNotUnique`` for an ID already in the study, ``participantIDDuplicatedInFile`` for
+   one repeated in the file (the first occurrence wins);
 3. ``participantsEnrollmentCapReached`` for the rows past the cap, in file order;
 4. ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` plus the audit rows, in one
    statement. A row that lost a race with a concurrent upload (skipped by ON CONFLICT) is
@@ -59,9 +59,12 @@ CREATE TEMP TABLE {STAGING} (
 )
 """
 
-# Field errors come from Python; an ID seen earlier in the file or already in the study is not unique.
+# Field errors come from Python. An ID already in the study is not unique; one seen earlier in the
+# file (its first occurrence wins) is duplicated in the file, whatever became of that first row.
 MARK_NOT_UNIQUE = f"""
-UPDATE {STAGING} b SET errors = ARRAY['participantIDNotUnique']
+UPDATE {STAGING} b SET errors = ARRAY[CASE WHEN EXISTS (
+        SELECT 1 FROM participants p WHERE p.study_id = $1 AND lower(p.subject_key) = lower(b.subject_key))
+    THEN 'participantIDNotUnique' ELSE 'participantIDDuplicatedInFile' END]
 FROM (
     SELECT row_no, row_number() OVER (PARTITION BY lower(subject_key) ORDER BY row_no) AS nth
     FROM {STAGING} WHERE subject_key <> ''

@@ -38,6 +38,7 @@ EXPLAINED = {
     "participantIDLongerThan30Characters": "The participant ID is longer than 30 characters.",
     "participantIDContainsUnsupportedCharacter": "The participant ID contains a character that is not allowed.",
     "participantIDNotUnique": "This participant ID is already used in the study.",
+    "participantIDDuplicatedInFile": "This participant ID is on an earlier row of the same file.",
     "participantIDGenerationFailed": "No participant ID could be generated.",
     "firstNameTooLong": "The first name is too long.",
     "firstNameContainsUnsupportedCharacter": "The first name contains a character that is not allowed.",
@@ -147,7 +148,17 @@ def render(
 
 
 def error_page(request: web.Request, err: ApiError) -> web.Response:
-    response = render(request, "error.html", {"code": err.code}, status=err.status)
+    """The error in words; where in a file it is (row, column) and how to fix it when the error says;
+    a way back to the site the request was about, else home."""
+    params = err.params or {}
+    context = {
+        "code": err.code,
+        "row": params.get("rowNumber"),
+        "column": params.get("column"),
+        "how_to_fix": params.get("howToFix"),
+        "site": (request.match_info.get("studyOID"), request.match_info.get("siteOID")),
+    }
+    response = render(request, "error.html", context, status=err.status)
     for name, value in err.headers.items():
         if name.lower() in ("retry-after", "allow"):
             response.headers[name] = value
