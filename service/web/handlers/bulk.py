@@ -23,12 +23,12 @@ from service.core.bulk import staging
 from service.core.bulk.spool import Spool, spool
 from service.core.bulk.submit import submit_bulk_job
 from service.core.bulk.summary import (
-    shown_params,
     BulkResult,
     added_entries,
     failed_entries,
     failure_body,
     oc4_timestamp,
+    shown_params,
     summary_head,
 )
 from service.core.errors import ApiError
