@@ -38,7 +38,31 @@ WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')
 ORDER BY p.subject_key
 {slice}"""
 
-COUNT_SQL = "SELECT count(*) FROM participants p WHERE p.site_id = $1 AND p.status IN ('available', 'signed')"
+# An attempt about to stream: the rows its slice holds (one count of the site's partial index) and
+# the phase 'writing', written in one statement, so the status knows the total from the start.
+# $3 site, $4 page size (NULL: all), $5 offset, $6 page number: ExtractOptions.rows_in_slice in SQL.
+START_WRITING_SQL = """
+WITH c AS (
+    SELECT count(*) AS n FROM participants p WHERE p.site_id = $3 AND p.status IN ('available', 'signed')
+)
+UPDATE jobs j SET phase = 'writing', heartbeat_at = now(), rows_done = 0, rows_estimated = false,
+    rows_expected = CASE WHEN $4::bigint IS NULL THEN (CASE WHEN $6::bigint = 1 THEN c.n ELSE 0 END)
+                         ELSE greatest(0, least($4::bigint, c.n - $5::bigint)) END
+FROM c
+WHERE j.uuid = $1 AND j.attempts = $2 AND j.status = 'IN_PROGRESS'
+RETURNING j.rows_expected
+"""
+
+
+async def start_writing(
+    conn: asyncpg.Connection, job_uuid: UUID, attempt: int, site_id: int, options: ExtractOptions
+) -> int | None:
+    """Count the attempt's rows and record them with the phase 'writing'; the count (None if the
+    attempt is no longer the current one)."""
+    expected: int | None = await conn.fetchval(
+        START_WRITING_SQL, job_uuid, attempt, site_id, options.page_size, options.offset, options.page_number
+    )
+    return expected
 
 
 def extract_select(site_id: int, options: ExtractOptions = ExtractOptions()) -> str:

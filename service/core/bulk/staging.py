@@ -170,10 +170,11 @@ async def stage_csv(
     body: AsyncIterable[bytes],
     site_level: bool,
     max_bytes: int,
-    on_progress: Callable[[int], Awaitable[None]] | None = None,
+    on_progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> BulkCsvParser:
     """Parse ``body`` into a fresh staging table, a batch of rows per COPY; return the parser
-    (its counts). File-level problems raise ``ApiError`` from the parser."""
+    (its counts). ``on_progress(rows, bytes)`` after each COPY. File-level problems raise
+    ``ApiError`` from the parser."""
     parser = BulkCsvParser(site_level, max_bytes)
     await create_staging(conn)
     batch: list[Row] = []
@@ -185,7 +186,7 @@ async def stage_csv(
                 await stage(conn, batch)
                 batch = []
                 if on_progress is not None:
-                    await on_progress(parser.data_rows)
+                    await on_progress(parser.data_rows, parser.bytes_read)
     batch += parser.close()
     await stage(conn, batch)
     return parser
