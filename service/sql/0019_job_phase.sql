@@ -3,3 +3,9 @@
 -- on its own), and whether rows_expected is an estimate (a bulk upload's, from its size, until the
 -- whole file has been read) or a count.
 ALTER TABLE jobs ADD COLUMN phase text, ADD COLUMN rows_estimated boolean NOT NULL DEFAULT false;
+
+-- The operators' dashboard reads the last hour and day of finished jobs, of submitted ones (the
+-- queue over time) and of webhook attempts by time: these keep those reads to their window.
+CREATE INDEX jobs_completed_at_idx ON jobs (completed_at) WHERE completed_at IS NOT NULL;
+CREATE INDEX jobs_created_at_idx ON jobs (created_at);
+CREATE INDEX webhook_attempts_at_idx ON webhook_attempts (at);

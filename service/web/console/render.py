@@ -13,6 +13,7 @@ import jinja2
 from aiohttp import web
 
 from service.core.errors import ApiError
+from service.web.console.audit_view import change_rows
 from service.web.console.sessions import ACCOUNT, SESSION
 from service.web.resources import SETTINGS
 
@@ -90,6 +91,16 @@ EXPLAINED = {
 }
 
 
+def duration(seconds: float) -> str:
+    """A time left, as people say it: "4 s", "2 min 5 s", "1 h 3 min"."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 def explain(code: str) -> str:
     code = code.removeprefix("errorCode.")
     return EXPLAINED.get(code, code)
@@ -125,6 +136,8 @@ def build_environment(router: web.UrlDispatcher) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["explain"] = explain
+    env.filters["duration"] = duration
+    env.globals["change_rows"] = change_rows
     env.globals["url"] = functools.partial(console_url, router)
     return env
 

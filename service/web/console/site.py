@@ -230,7 +230,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     # Failed rows first, each code beside its explanation; then the rows that were added.
     rows = [
         {"subjectKey": f["subjectKey"], "status": "Failed", "codes": f["message"],
-         "reasons": [explain(m) for m in f["message"]]}
+         "reasons": [explain(m) for m in f["message"]], "rowNumber": f.get("rowNumber")}
         for f in result.get("failedParticipants", [])
     ]  # fmt: skip
     rows += [
