@@ -26,15 +26,16 @@ def charts(data: Dashboard) -> list[dict[str, Any]]:
     b = data.buckets
     hooks = [Series(OUTCOME_NAMES[o], data.webhookAttempts[o]) for o in OUTCOMES]
     return [
-        {"svg": bar_chart("chart-jobs", f"Jobs finished per {per}", b,
+        {"title": f"Jobs finished per {per}", "svg": bar_chart("chart-jobs", f"Jobs finished per {per}", b,
                           [Series("completed", data.jobsCompleted), Series("failed", data.jobsFailed)]),
          "legend": ["completed", "failed"]},
-        {"svg": line_chart("chart-waiting", "Jobs waiting for a worker", b, [Series("waiting", data.jobsWaiting)]),
+        {"title": "Jobs waiting for a worker", "svg": line_chart("chart-waiting", "Jobs waiting for a worker", b, [Series("waiting", data.jobsWaiting)]),
          "legend": ["waiting (at the end of each interval)"]},
-        {"svg": line_chart("chart-duration", f"Job duration per {per}", b,
+        {"title": f"Job duration (p50, p95) per {per}", "svg": line_chart("chart-duration", f"Job duration per {per}", b,
                            [Series("p50", data.durationP50), Series("p95", data.durationP95)], unit="s"),
          "legend": ["p50", "p95"]},
-        {"svg": bar_chart("chart-webhooks", f"Webhook delivery attempts per {per}", b, hooks),
+        {"title": f"Webhook delivery attempts per {per}",
+         "svg": bar_chart("chart-webhooks", f"Webhook delivery attempts per {per}", b, hooks),
          "legend": [s.name for s in hooks]},
     ]  # fmt: skip
 
