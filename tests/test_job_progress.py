@@ -120,3 +120,30 @@ async def test_a_bulk_upload_estimates_its_total_while_reading(client, world, se
     estimated = [expected for expected, flagged in reports if flagged]
     assert estimated, reports
     assert all(abs(e - 45_000) <= 45 for e in estimated), estimated  # one ID width: within 0.1 %
+
+
+async def test_a_very_large_site_shows_the_planners_estimate_labelled_so(
+    client, world, settings, monkeypatch
+):
+    """Past ESTIMATE_ABOVE rows the count is skipped: the planner's estimate, flagged, until the end."""
+    from service.core import extracts
+
+    await world.standard()
+    await add_many(world, 30_000)
+    await world.pool.execute("ANALYZE participants")
+    monkeypatch.setattr(extracts, "ESTIMATE_ABOVE", 1_000)  # "very large", for this test's small site
+    write = storage_module.Upload.write
+
+    async def slow_storage(self, chunk: bytes) -> None:
+        await asyncio.sleep(0.3)
+        await write(self, chunk)
+
+    monkeypatch.setattr(storage_module.Upload, "write", slow_storage)
+    fast = settings.model_copy(update={"job_heartbeat_seconds": 0.1, "extract_job_timeout_seconds": 120})
+    job_uuid = await submit(client, world, url=SUBMIT)
+    seen = await watch(client, world, job_uuid, asyncio.create_task(run_jobs(fast)))
+    running = [s["progress"] for s in seen if s["status"] == "IN_PROGRESS" and s["progress"].get("phase")]
+    assert running and all(p["rowsExpectedEstimated"] is True for p in running), running
+    assert all(abs(p["rowsExpected"] - 30_000) < 3_000 for p in running), running  # ANALYZE's sample
+    done = await expect(await client.get(f"{JOBS}/{job_uuid}", headers=world.auth("crc_a")), 200)
+    assert done["progress"] == {"rowsDone": 30_000, "rowsExpected": 30_000}  # exact at the end, unflagged

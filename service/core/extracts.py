@@ -10,6 +10,7 @@ import uuid
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from service.core.connections import Connections
 from service.core.extract_options import ExtractOptions
@@ -52,17 +53,32 @@ FROM c
 WHERE j.uuid = $1 AND j.attempts = $2 AND j.status = 'IN_PROGRESS'
 RETURNING j.rows_expected
 """
+# Past this many rows (the planner's estimate for the site) the count would cost a noticeable part
+# of the extract itself (about 70 ms per 300,000 rows here, some 8 % of the COPY): the planner's
+# estimate stands in, labelled as one (rows_estimated), until the job ends with the exact count.
+ESTIMATE_ABOVE = 1_000_000
+PLANNED_ROWS_SQL = "EXPLAIN (FORMAT JSON) SELECT 1 FROM participants p WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')"
+ESTIMATED_SQL = """
+UPDATE jobs SET phase = 'writing', heartbeat_at = now(), rows_done = 0, rows_expected = $3, rows_estimated = true
+WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'
+"""
 
 
 async def start_writing(
     conn: asyncpg.Connection, job_uuid: UUID, attempt: int, site_id: int, options: ExtractOptions
-) -> int | None:
-    """Count the attempt's rows and record them with the phase 'writing'; the count (None if the
-    attempt is no longer the current one)."""
-    expected: int | None = await conn.fetchval(
+) -> tuple[int | None, bool]:
+    """Record the attempt's expected rows with the phase 'writing': (the rows, whether an estimate).
+    A count, or for a site the planner puts past ``ESTIMATE_ABOVE`` rows, its estimate."""
+    plan = await conn.fetchval(PLANNED_ROWS_SQL.format(site_id=int(site_id)))
+    planned = int((orjson.loads(plan) if isinstance(plan, str | bytes) else plan)[0]["Plan"]["Plan Rows"])
+    if planned > ESTIMATE_ABOVE:
+        expected = options.rows_in_slice(planned)
+        await conn.execute(ESTIMATED_SQL, job_uuid, attempt, expected)
+        return expected, True
+    counted: int | None = await conn.fetchval(
         START_WRITING_SQL, job_uuid, attempt, site_id, options.page_size, options.offset, options.page_number
     )
-    return expected
+    return counted, False
 
 
 def extract_select(site_id: int, options: ExtractOptions = ExtractOptions()) -> str:

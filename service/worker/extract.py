@@ -71,10 +71,12 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
         heartbeats: Heartbeats = ctx["heartbeats"]
 
         with heartbeats.track(job_uuid, attempt) as beat:
-            # The row count before a row is streamed: one index-only count of the site's partial
-            # index (docs/extract.md: about 1 % of the extract's own time), so the status knows the
-            # total from the start and the console can draw a bar and a time left.
-            beat.rows_expected = await start_writing(conn, job_uuid, attempt, job["site_id"], options)
+            # The row count before a row is streamed (one count of the site's partial index, or
+            # the planner's estimate for a very large site: docs/extract.md), so the status knows
+            # the total from the start and the console can draw a bar and a time left.
+            beat.rows_expected, beat.estimated = await start_writing(
+                conn, job_uuid, attempt, job["site_id"], options
+            )
             beat.phase = "writing"
 
             async def on_progress(rows_done: int) -> None:

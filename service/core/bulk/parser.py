@@ -384,8 +384,8 @@ class BulkCsvParser:
             seen.add(column)
             columns.append((i, column))
         if "subject_key" not in seen:
-            where = {"rowNumber": self._record_no, "delimiter": self.delimiter}
-            raise ApiError("missingParticipantIDHeader", {"header": "ParticipantID", **where})
+            params = {"header": "ParticipantID", "rowNumber": self._record_no, "delimiter": self.delimiter}
+            raise ApiError("missingParticipantIDHeader", params)
         self._columns = columns
         index = {column: i for i, column in columns}
         self._key_index = index["subject_key"]
