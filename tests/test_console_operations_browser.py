@@ -256,3 +256,22 @@ def test_the_dashboard_buckets_align_on_their_size():
         dt.datetime(2026, 12, 7, 18, 8, tzinfo=dt.UTC),
         dt.datetime(2026, 12, 7, 19, 8, tzinfo=dt.UTC),
     )
+
+
+async def test_the_queue_page_follows_the_workers_heartbeat(console, settings):
+    from redis.asyncio import Redis
+
+    client, context = console
+    page = await sign_in(client, context, "admin")
+    errors = watch_errors(page)
+    await page.get_by_role("link", name="Queue").click()
+    await page.evaluate("window.notReloaded = true")
+    redis = Redis.from_url(settings.redis_url)
+    try:  # what a worker's arq writes every PARTICIPANTS_WORKER_HEALTH_SECONDS
+        line = "Dec-07 19:00:00 j_complete=42 j_failed=1 j_retried=0 j_ongoing=2 queued=0"
+        await redis.set(f"{settings.extract_queue}:health-check", line, px=10_000)
+        await page.locator("#queue", has_text="j_complete=42").wait_for()
+    finally:
+        await redis.aclose()
+    assert await page.evaluate("window.notReloaded === true")
+    assert errors == []

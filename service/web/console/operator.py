@@ -39,7 +39,8 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 async def queue(request: web.Request) -> web.StreamResponse:
     config = request.config_dict  # the parent app's resources
     report = await stats.queue_report(config[DB], config[REDIS], config[SETTINGS])
-    return render(request, "ops_queue.html", {"report": wire_data(report)})
+    template = "ops_queue_fragment.html" if request.query.get("fragment") == "1" else "ops_queue.html"
+    return render(request, template, {"report": wire_data(report)})
 
 
 async def job_list(request: web.Request) -> web.StreamResponse:
