@@ -42,9 +42,10 @@ event AS (
             'jobUuid', d.uuid::text, 'jobType', d.type, 'status', d.status,
             'studyOid', st.oid, 'siteOid', si.oid,
             'rowCount', d.row_count, 'byteSize', d.byte_size, 'sha256', d.sha256, 'fileName', d.file_name,
-            'expiresAt', CASE WHEN d.expires_at IS NOT NULL THEN {_iso_utc("d.expires_at")} END),
+            'expiresAt', CASE WHEN d.expires_at IS NOT NULL THEN {_iso_utc("d.expires_at")} END))
         -- Where the job was submitted (the job API's base URL), for absolute URLs at delivery.
-        'baseUrl', d.params->>'baseUrl') AS payload
+        || CASE WHEN d.params ? 'baseUrl' THEN jsonb_build_object('baseUrl', d.params->'baseUrl') ELSE '{{}}' END
+        AS payload
     FROM done d
     JOIN (VALUES {", ".join(f"('{status}', '{event}')" for status, event in EVENT_BY_STATUS.items())})
         AS e (status, event_type) ON e.status = d.status
