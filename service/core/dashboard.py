@@ -27,7 +27,6 @@ WINDOWS: dict[str, tuple[dt.timedelta, dt.timedelta]] = {
     "day": (dt.timedelta(days=1), dt.timedelta(minutes=15)),
 }
 OUTCOMES: tuple[Outcome, ...] = ("success", "http_error", "timeout", "connection_error", "blocked", "gone")
-LONGEST_WAIT = dt.timedelta(days=7)
 
 # $1 window start, $2 bucket seconds, $3 window end.
 BUCKET = "floor(extract(epoch FROM {ts} - $1) / $2)::int"
@@ -42,18 +41,18 @@ SELECT {BUCKET.format(ts="completed_at")} AS b,
 FROM jobs WHERE completed_at >= $1 AND completed_at < $3
 GROUP BY 1
 """
-# A job leaves the queue when a worker starts it, or when it ends without one (cancelled there).
+# A job leaves the queue when a worker starts it, or when it ends without one (cancelled there);
+# an expression index on this (sql/0019_job_phase.sql) keeps both reads to the window.
 _LEFT = "coalesce(started_at, completed_at)"
 WAITING_BEFORE = f"""
-SELECT count(*) FROM jobs
-WHERE created_at < $1 AND created_at >= $1 - $2::interval AND ({_LEFT} IS NULL OR {_LEFT} >= $1)
+SELECT (SELECT count(*) FROM jobs WHERE status = 'IN_QUEUE' AND {_LEFT} IS NULL AND created_at < $1)
+     + (SELECT count(*) FROM jobs WHERE {_LEFT} >= $1 AND created_at < $1)
 """
 QUEUE_CHANGES = f"""
 SELECT b, sum(d)::int AS delta FROM (
     SELECT {BUCKET.format(ts="created_at")} AS b, 1 AS d FROM jobs WHERE created_at >= $1 AND created_at < $3
     UNION ALL
-    SELECT {BUCKET.format(ts=_LEFT)} AS b, -1 AS d FROM jobs
-    WHERE created_at >= $1 - $4::interval AND created_at < $3 AND {_LEFT} >= $1 AND {_LEFT} < $3
+    SELECT {BUCKET.format(ts=_LEFT)} AS b, -1 AS d FROM jobs WHERE {_LEFT} >= $1 AND {_LEFT} < $3
 ) e GROUP BY b
 """
 DELIVERIES = f"""
@@ -95,9 +94,9 @@ async def read_dashboard(
         if 0 <= r["b"] < n:
             completed[r["b"]], failed[r["b"]] = r["completed"], r["failed"]
             p50[r["b"]], p95[r["b"]] = r["p50"], r["p95"]
-    waiting_now = int(await conn.fetchval(WAITING_BEFORE, start, LONGEST_WAIT))
+    waiting_now = int(await conn.fetchval(WAITING_BEFORE, start))
     deltas = [0] * n
-    for r in await conn.fetch(QUEUE_CHANGES, start, seconds, end, LONGEST_WAIT):
+    for r in await conn.fetch(QUEUE_CHANGES, start, seconds, end):
         if 0 <= r["b"] < n:
             deltas[r["b"]] += r["delta"]
     waiting = []

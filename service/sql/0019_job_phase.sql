@@ -8,4 +8,6 @@ ALTER TABLE jobs ADD COLUMN phase text, ADD COLUMN rows_estimated boolean NOT NU
 -- queue over time) and of webhook attempts by time: these keep those reads to their window.
 CREATE INDEX jobs_completed_at_idx ON jobs (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX jobs_created_at_idx ON jobs (created_at);
+-- When a job left the queue: a worker started it, or it ended without one.
+CREATE INDEX jobs_left_queue_idx ON jobs ((coalesce(started_at, completed_at)));
 CREATE INDEX webhook_attempts_at_idx ON webhook_attempts (at);
