@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from service.launch.dev_session import allow_loopback_webhooks, announce, stopped_message
+from service.launch.dev_session import allow_loopback_webhooks, announce, running_parts, stopped_message
 from service.launch.serve import serve
 from service.launch.startup import require_verification, stop_event, with_conn
 from service.launch.workers import queues, workers
@@ -28,14 +28,14 @@ async def dev(settings: Settings) -> None:
         print(f"token secret: random, kept in {secret_path(settings.data_dir)} (mode 0600)")
     require_verification(settings)
     embedded = EmbeddedServers(settings.data_dir.resolve())
-    embedded_servers = []
+    started: list[str] = []  # what Ctrl-C stops, for the last word
     try:
         if not settings.database_url:
-            embedded_servers.append("Postgres")
+            started.append("the embedded Postgres")
             settings.database_url = embedded.postgres_url()
             print(f"embedded Postgres: {settings.database_url}")
         if not settings.redis_url:
-            embedded_servers.append("Redis")
+            started.append("the embedded Redis")
             settings.redis_url = embedded.redis_url()
             print(f"embedded Redis: {settings.redis_url}")
         await migrate_dsn(settings.database_url)
@@ -44,11 +44,12 @@ async def dev(settings: Settings) -> None:
         allow_loopback_webhooks(settings)
         print_demo(settings, users, passwords)
         announce(settings)
+        started[:0] = running_parts(settings)
         stop = stop_event()
         await asyncio.gather(serve(settings, stop), workers(settings, queues(settings, "all"), stop))
     finally:
         embedded.stop()
-        print(stopped_message(settings, embedded_servers), flush=True)
+        print(stopped_message(settings, started), flush=True)
 
 
 async def demo_passwords(conn: asyncpg.Connection) -> dict[str, str]:

@@ -48,8 +48,11 @@ def announce(settings: Settings) -> None:
     )
 
 
-def stopped_message(settings: Settings, embedded: list[str]) -> str:
-    """What Ctrl-C stopped, in one line."""
-    parts = [f"the API on {api_url(settings)}", "the workers (extract and default queues)"]
-    parts += [f"the embedded {name}" for name in embedded]
-    return "Stopped " + ", ".join(parts) + ". The data stays in " + str(settings.data_dir.resolve()) + "."
+def running_parts(settings: Settings) -> list[str]:
+    return [f"the API on {api_url(settings)}", "the workers (extract and default queues)"]
+
+
+def stopped_message(settings: Settings, started: list[str]) -> str:
+    """What Ctrl-C stopped, in one line (``started``: what had started, in words)."""
+    stopped = ", ".join(started) if started else "nothing had started yet"
+    return f"Stopped {stopped}. The data stays in {settings.data_dir.resolve()}."
