@@ -106,7 +106,13 @@ async def test_a_bulk_upload_estimates_its_total_while_reading(client, world, se
     stage = staging.stage
 
     async def watched_stage(conn, batch) -> None:
-        row = await world.pool.fetchrow("SELECT rows_expected, rows_estimated FROM jobs")
+        # Before each COPY after the first: the heartbeat (every 0.05 s) has had time to record
+        # the estimate the previous batch's progress made; wait up to 2 s for it on a busy machine.
+        for _ in range(40 if reports else 1):
+            row = await world.pool.fetchrow("SELECT rows_expected, rows_estimated FROM jobs")
+            if row["rows_estimated"]:
+                break
+            await asyncio.sleep(0.05)
         reports.append((row["rows_expected"], row["rows_estimated"]))
         await stage(conn, batch)
 
