@@ -1,5 +1,8 @@
 """``participants``: serve, worker, migrate, dev, create-user, disable-user, enable-user, set-password,
-token, seed-demo, worker-health."""
+token, seed-demo, worker-health, webhook-receiver.
+
+Output is plain text or JSON (a created object), never a Python repr. Beside a running ``participants
+dev`` every command finds its servers in ``.data/dev.env`` when no variable names them."""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ from typing import Any, NoReturn, TypeVar
 import asyncpg
 
 from service.core.logs import setup_logging
+from service.dev.instance import apply_dev_env, demo_lock, running_message
+from service.dev.webhook_receiver import add_receiver_parser
 from service.launch.dev import dev
+from service.launch.receiver import receive_webhooks
 from service.launch.serve import serve_until_stopped
 from service.launch.startup import require_verification, with_conn
 from service.launch.workers import queues, workers_until_stopped
@@ -27,7 +33,10 @@ def _require_urls(settings: Settings) -> None:
     missing = [n for n in ("database_url", "redis_url") if not getattr(settings, n)]
     if missing:
         names = ", ".join("PARTICIPANTS_" + n.upper() for n in missing)
-        sys.exit(f"{names} not set (use `participants dev` for the embedded servers)")
+        sys.exit(
+            f"{names} not set, and no demo is running in {settings.data_dir}"
+            " (start one with `make run`, or set the variables)"
+        )
 
 
 def _read_new_password() -> str:
@@ -120,10 +129,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     sub.add_parser("seed-demo", help="create the demo study, sites, users and participants")
     sub.add_parser("worker-health", help="exit 0 if a worker reported healthy recently (for orchestrators)")
+    add_receiver_parser(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
     setup_logging(settings.log_level, settings.log_json)
+    if args.command != "dev":
+        apply_dev_env(settings)  # beside `make run`: its servers, unless variables name others
     with contextlib.suppress(KeyboardInterrupt):
         _dispatch(args, settings)
 
@@ -146,7 +158,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         _check_token_request(settings, args.username, ttl)
         print(mint_token(settings, args.username, ttl))
     elif args.command == "dev":
-        _run(dev(settings))
+        with demo_lock(settings.data_dir) as mine:
+            if not mine:  # one demo per checkout: say where it answers, touch nothing
+                print(running_message(settings.data_dir))
+                return
+            _run(dev(settings))
+    elif args.command == "webhook-receiver":
+        _run(receive_webhooks(args.host, args.port, args.secret))
     elif args.command == "serve":
         require_verification(settings)
         _require_urls(settings)
@@ -168,7 +186,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "create-user":
         _require_urls(settings)
         user = directory.UserIn(username=args.username, fullName=args.full_name, admin=args.admin)
-        print(_run(with_conn(settings, lambda c: directory.create_user(c, user))).model_dump())
+        created = _run(with_conn(settings, lambda c: directory.create_user(c, user)))
+        print(created.model_dump_json())
     elif args.command in ("disable-user", "enable-user"):
         _require_urls(settings)
         from service.core.audit import CLI

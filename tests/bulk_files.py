@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
+from service.core.bulk.parser import SAVE_AS_UTF8
 from tests.world import SITE_A, STUDY
 
 STUDY_URL = f"/pages/auth/api/clinicaldata/studies/{STUDY}/participants/bulk"
@@ -45,9 +46,10 @@ async def upload(
 
 
 def summary(
-    added: list[str], failed: list[tuple[str, list[str]]], created_by: str, created_at: str
+    added: list[str], failed: list[tuple[str, list[str], int]], created_by: str, created_at: str
 ) -> dict[str, Any]:
-    """The seed's success shape for these outcomes (in file order)."""
+    """The seed's success shape for these outcomes (in file order); a failure is (ID, codes, its row
+    in the file, the header being 1)."""
     return {
         "uploadCount": len(added),
         "failureCount": len(failed),
@@ -55,13 +57,16 @@ def summary(
         "createdBy": created_by,
         "createdAt": created_at,
         "failedParticipants": [
-            {"subjectKey": key, "message": [f"errorCode.{c}" for c in codes]} for key, codes in failed
+            {"subjectKey": key, "message": [f"errorCode.{c}" for c in codes], "rowNumber": row}
+            for key, codes, row in failed
         ],
         "participants": [{"subjectKey": key, "status": "Available"} for key in added],
     }
 
 
-def file_failure(code: str, created_by: str, created_at: str) -> dict[str, Any]:
+def file_failure(
+    code: str, created_by: str, created_at: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     body = {
         "uploadCount": 0,
         "failureCount": 0,
@@ -71,9 +76,33 @@ def file_failure(code: str, created_by: str, created_at: str) -> dict[str, Any]:
         "failedParticipants": [],
         "participants": [],
     }
-    if code == "missingParticipantIDHeader":  # the one failure that names what to fix
-        body["params"] = {"header": "ParticipantID"}
+    if params:  # what to fix, and where (rowNumber, column)
+        body["params"] = params
     return body
+
+
+NOT_UTF8 = {"reason": "notUtf8", "howToFix": SAVE_AS_UTF8}
+
+
+def not_utf8(row: int, column: int) -> dict[str, Any]:
+    return {**NOT_UTF8, "rowNumber": row, "column": column}
+
+
+def malformed(row: int, column: int) -> dict[str, Any]:
+    return {"reason": "malformedCsv", "rowNumber": row, "column": column}
+
+
+# The params of the AWKWARD_FILES refused for what they hold: where the trouble is.
+AWKWARD_PARAMS: dict[str, dict[str, Any]] = {
+    "binary_png": not_utf8(1, 1),
+    "binary_zip": not_utf8(1, 1),
+    "latin1": not_utf8(2, 2),
+    "no_participant_id_column": {"header": "ParticipantID", "rowNumber": 1, "delimiter": ","},
+    "duplicate_header_columns": {"header": "participantid", "rowNumber": 1, "column": 2},
+    "unterminated_quote": malformed(2, 1),
+    "text_after_closing_quote": malformed(2, 1),
+    "bare_cr_line_ends": malformed(1, 1),
+}
 
 
 # name -> (bytes, expected status, expected message or the keys added)

@@ -7,6 +7,7 @@ import pytest
 from service.core.validation import PARTICIPANT_ID_MAX
 from tests.bulk_files import (
     AWKWARD_FILES,
+    AWKWARD_PARAMS,
     CREATED_AT_RE,
     SITE_URL,
     STUDY_URL,
@@ -60,7 +61,7 @@ async def test_seed_example_one_not_unique(client, world):
     resp = await upload(client, token, csv_bytes("ParticipantID", "JUNO-006", "JUNO-007"))
     body = await body_of(resp, 200)
     assert body == summary(
-        ["JUNO-007"], [("JUNO-006", ["participantIDNotUnique"])], "Specialist Data ", body["createdAt"]
+        ["JUNO-007"], [("JUNO-006", ["participantIDNotUnique"], 2)], "Specialist Data ", body["createdAt"]
     )
 
 
@@ -267,7 +268,8 @@ async def test_awkward_files(client, world, name, raw):
     await world.standard()
     body = await body_of(await upload(client, world.token("crc_a"), data, raw=raw), status)
     if isinstance(expected, str):
-        assert body == file_failure(expected.removeprefix("errorCode."), "Crc_A", body["createdAt"])
+        code = expected.removeprefix("errorCode.")
+        assert body == file_failure(code, "Crc_A", body["createdAt"], AWKWARD_PARAMS.get(name))
         assert await keys_in_study(world) == []
     else:
         assert body == summary(expected, [], "Crc_A", body["createdAt"])
@@ -280,7 +282,7 @@ async def test_a_cell_over_64_kib_fails_its_row_alone(client, world):
     body = await body_of(
         await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", cell, "K-1")), 200
     )
-    assert body == summary(["K-1"], [("x" * 100, ["cellTooLarge"])], "Crc_A", body["createdAt"])
+    assert body == summary(["K-1"], [("x" * 100, ["cellTooLarge"], 2)], "Crc_A", body["createdAt"])
 
 
 async def test_a_row_over_1_mib_fails_the_file(client, world):
@@ -288,9 +290,10 @@ async def test_a_row_over_1_mib_fails_the_file(client, world):
     await world.standard()
     one_line = b"ParticipantID\n" + b"x" * (1024 * 1024 + 1) + b"\nK-1\n"
     newlines = b'ParticipantID,Notes\nK-1,"' + b"\n" * (1024 * 1024 + 1) + b'"\nK-2,x\n'
-    for data in (one_line, newlines):
+    for data, column in ((one_line, 1), (newlines, 2)):
         body = await body_of(await upload(client, world.token("crc_a"), data), 400)
-        assert body == file_failure("rowTooLarge", "Crc_A", body["createdAt"])
+        where = {"maxBytes": 1024 * 1024, "rowNumber": 2, "column": column}
+        assert body == file_failure("rowTooLarge", "Crc_A", body["createdAt"], where)
     assert await keys_in_study(world) == []
 
 
@@ -328,11 +331,11 @@ async def test_row_failures_and_first_occurrence_wins(client, world):
     assert body == summary(
         ["A-1", "B-2", "X" * PARTICIPANT_ID_MAX],
         [
-            ("<b>bold</b>", ["participantIDContainsUnsupportedHTMLCharacter"]),
-            (long_id, ["participantIDLongerThan30Characters"]),
-            ("old-1", ["participantIDNotUnique"]),
-            ("a-1", ["participantIDNotUnique"]),
-            ("B-2", ["participantIDNotUnique"]),
+            ("<b>bold</b>", ["participantIDContainsUnsupportedHTMLCharacter"], 3),
+            (long_id, ["participantIDLongerThan30Characters"], 4),
+            ("old-1", ["participantIDNotUnique"], 5),
+            ("a-1", ["participantIDDuplicatedInFile"], 6),
+            ("B-2", ["participantIDDuplicatedInFile"], 10),
         ],
         "Crc_A",
         body["createdAt"],
@@ -358,10 +361,10 @@ async def test_enrollment_cap_rows_past_the_cap_fail(client, world):
     assert body == summary(
         ["C-1", "C-2", "C-3"],
         [
-            ("E-1", ["participantIDNotUnique"]),
-            ("<x>", ["participantIDContainsUnsupportedHTMLCharacter"]),
-            ("C-4", cap),
-            ("C-5", cap),
+            ("E-1", ["participantIDNotUnique"], 2),
+            ("<x>", ["participantIDContainsUnsupportedHTMLCharacter"], 4),
+            ("C-4", cap, 7),
+            ("C-5", cap, 8),
         ],
         "Crc_A",
         body["createdAt"],
@@ -396,14 +399,14 @@ async def test_contact_columns_at_site_level(client, world):
     assert body == summary(
         ["P-1", "P-2"],
         [
-            ("P-3", ["firstNameTooLong"]),
-            ("P-4", ["invalidEmailAddress"]),
-            ("P-5", ["invalidPhoneNumber"]),
-            ("P-6", ["phoneNumberTooLong"]),
-            ("P-7", ["emailAddressTooLong"]),
-            ("P-8", ["identifierTooLong"]),
-            ("P-9", ["lastNameTooLong"]),
-            ("", ["participantIDEmpty"]),
+            ("P-3", ["firstNameTooLong"], 4),
+            ("P-4", ["invalidEmailAddress"], 5),
+            ("P-5", ["invalidPhoneNumber"], 6),
+            ("P-6", ["phoneNumberTooLong"], 7),
+            ("P-7", ["emailAddressTooLong"], 8),
+            ("P-8", ["identifierTooLong"], 9),
+            ("P-9", ["lastNameTooLong"], 10),
+            ("", ["participantIDEmpty"], 11),
         ],
         "Crc_A",
         body["createdAt"],
@@ -430,7 +433,7 @@ async def test_contact_columns_at_study_level(client, world):
     data = csv_bytes("ParticipantID,FirstName", "S-1,", "S-2,Ann")
     body = await body_of(await upload(client, world.token("dm"), data, url=STUDY_URL), 200)
     assert body == summary(
-        ["S-1"], [("S-2", ["studyLevelParticipantContactNotAllowed"])], "Dm", body["createdAt"]
+        ["S-1"], [("S-2", ["studyLevelParticipantContactNotAllowed"], 3)], "Dm", body["createdAt"]
     )
     assert await keys_in_study(world) == [("S-1", None, "available")]
 
@@ -443,7 +446,7 @@ async def test_bulk_only_creates(client, world):
     )
     body = await body_of(await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "M-1")), 200)
     assert body["failedParticipants"] == [
-        {"subjectKey": "M-1", "message": ["errorCode.participantIDNotUnique"]}
+        {"subjectKey": "M-1", "message": ["errorCode.participantIDNotUnique"], "rowNumber": 2}
     ]
     assert await keys_in_study(world) == [("M-1", None, "available")]
 
@@ -465,7 +468,7 @@ async def test_removed_participant_id_is_not_unique(client, world):
     await world.pool.execute("UPDATE participants SET status = 'removed'")
     body = await body_of(await upload(client, token, csv_bytes("ParticipantID", "R-1")), 200)
     assert body["failedParticipants"] == [
-        {"subjectKey": "R-1", "message": ["errorCode.participantIDNotUnique"]}
+        {"subjectKey": "R-1", "message": ["errorCode.participantIDNotUnique"], "rowNumber": 2}
     ]
 
 
@@ -536,9 +539,9 @@ async def test_control_characters_in_a_row(client, world):
     assert body == summary(
         [],
         [
-            ("A\x0bB", ["participantIDContainsUnsupportedCharacter"]),
-            ("C-1", ["firstNameContainsUnsupportedCharacter"]),
-            ("C-2", ["identifierContainsUnsupportedCharacter"]),
+            ("A\x0bB", ["participantIDContainsUnsupportedCharacter"], 2),
+            ("C-1", ["firstNameContainsUnsupportedCharacter"], 3),
+            ("C-2", ["identifierContainsUnsupportedCharacter"], 4),
         ],
         "Crc_A",
         body["createdAt"],

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from service.core.storage import Storage, StorageNotFound
 from service.worker import bulk as bulk_worker
-from tests.bulk_files import SITE_URL, STUDY_URL, csv_bytes, file_failure, summary, upload
+from tests.bulk_files import SITE_URL, STUDY_URL, csv_bytes, file_failure, not_utf8, summary, upload
 from tests.test_webhooks_support import run_default_worker
 from tests.world import SITE_A, STUDY, expect
 
@@ -65,8 +65,8 @@ async def test_async_upload_runs_as_a_job(client, world, settings):
     assert result == summary(
         ["JUNO-007", "=cmd|x"],
         [
-            ("JUNO-006", ["participantIDNotUnique"]),
-            ("<b>", ["participantIDContainsUnsupportedHTMLCharacter"]),
+            ("JUNO-006", ["participantIDNotUnique"], 4),
+            ("<b>", ["participantIDContainsUnsupportedHTMLCharacter"], 5),
         ],
         "Bhatnagar Renuka",
         result["createdAt"],
@@ -112,14 +112,19 @@ async def test_async_file_level_failures_answer_at_once(client, world):
     await world.standard()
     token = world.token("crc_a")
     cases = [
-        (b"\x89PNG\x00\x00", 400, "notSupportedFileFormat"),
-        (b"Name\nA\n", 400, "missingParticipantIDHeader"),
-        (b"ParticipantID\n", 400, "blankFile"),
-        (b"", 400, "blankFile"),
+        (b"\x89PNG\x00\x00", 400, "notSupportedFileFormat", not_utf8(1, 1)),
+        (
+            b"Name\nA\n",
+            400,
+            "missingParticipantIDHeader",
+            {"header": "ParticipantID", "rowNumber": 1, "delimiter": ","},
+        ),
+        (b"ParticipantID\n", 400, "blankFile", None),
+        (b"", 400, "blankFile", None),
     ]
-    for data, status, code in cases:
+    for data, status, code, params in cases:
         body = await expect(await upload(client, token, data, url=SITE_URL + "?async=true"), status)
-        assert body == file_failure(code, "Crc_A", body["createdAt"])
+        assert body == file_failure(code, "Crc_A", body["createdAt"], params)
     body = await expect(
         await upload(
             client, token, b"<x/>", url=SITE_URL + "?async=true", filename="a.xml", content_type="text/xml"
@@ -157,7 +162,10 @@ async def test_async_failure_found_by_the_job_fails_it_and_adds_nothing(client, 
     await run_default_worker(settings)
     status = await job_status(client, world, job_uuid)
     assert status["status"] == "FAILED" and status["error"] == "errorCode.notSupportedFileFormat", status
-    assert status["result"] == file_failure("notSupportedFileFormat", "Crc_A", status["result"]["createdAt"])
+    where = not_utf8(30_002, 1)  # the row and column of the Latin-1 byte, past the part the web process read
+    assert status["result"] == file_failure(
+        "notSupportedFileFormat", "Crc_A", status["result"]["createdAt"], where
+    )
     assert await world.pool.fetchval("SELECT count(*) FROM participants") == 0
     assert not await upload_exists(settings, job_uuid)
     resp = await client.get(f"{JOBS}/{job_uuid}/downloadFile", headers=world.auth("crc_a"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -50,7 +51,8 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
     await world.study()
     await world.site(SITE_A)
     assert "applied: nothing" in cli(settings, "migrate")
-    assert "'username': 'boss'" in cli(settings, "create-user", "boss", "--full-name", "Big Boss", "--admin")
+    created = json.loads(cli(settings, "create-user", "boss", "--full-name", "Big Boss", "--admin"))
+    assert created["username"] == "boss" and created["admin"] is True
     token = cli(settings, "token", "boss", "--ttl", "120")
 
     port = free_port()

@@ -143,10 +143,12 @@ async def test_bulk_upload_shows_failed_rows_first_with_reasons(console, setting
     await table.wait_for()
     await worker
     rows = await table.locator("tbody tr").all_inner_texts()
-    assert [r.split("\t")[1] for r in rows] == ["Failed", "Failed", "Added", "Added"]
+    assert [r.split("\t")[2] for r in rows] == ["Failed", "Failed", "Added", "Added"]
     failed = "\n".join(rows[:2])
     assert "BAD-1" in failed and "This is not a valid email address." in failed
-    assert "This participant ID is already used in the study." in failed or "errorCode." in failed
+    # OK-1 again on row 5: its own reason, and the row it is on.
+    assert "This participant ID is on an earlier row of the same file." in failed
+    assert [r.split("\t")[0] for r in rows[:2]] == ["3", "5"]
     assert await page.get_by_role("link", name="Download").count() == 1  # the result CSV
 
 

@@ -3,6 +3,9 @@ includeParticipateRelatedInfo, page_number / page_size."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 from uuid import UUID
 
 import pytest
@@ -136,3 +139,34 @@ def test_limits_are_accepted_at_the_edges():
     assert opts.slice_sql() == f"LIMIT 1000000 OFFSET {(1_000_000_000 - 1) * 1_000_000}"
     assert ExtractOptions.from_params(opts.to_params()) == opts
     assert ExtractOptions.from_params({"studyOid": "S"}) == ExtractOptions()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_bom_y_writes_the_mark_excel_needs(client, world, pool, settings, method):
+    await seed(world, pool)
+    await add_participant(pool, SITE_A, "K-06", first_name="Müller", last_name="ОНІО")
+    url = (SUBMIT if method == "GET" else SUBMIT_POST) + "?bom=Y"
+    job_uuid = await submit(client, world, url=url, method=method)
+    await run_jobs(settings)
+    resp = await download(client, world, job_uuid)
+    body = await resp.read()
+    assert body.startswith(b"\xef\xbb\xbfParticipantId,")
+    # As Excel reads it: the mark says UTF-8, and is not part of the first header cell.
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline="")))
+    assert rows[0] == HEADER and rows[-1][:3] == ["K-06", "Müller", "ОНІО"]
+    job = await expect(await client.get(f"/pages/auth/api/jobs/{job_uuid}", headers=world.auth("crc_a")), 200)
+    assert job["byteSize"] == len(body) and job["sha256"] == hashlib.sha256(body).hexdigest()
+    assert resp.headers["ETag"].strip('"') == job["sha256"]
+
+
+async def test_without_bom_the_file_stays_oc4s(client, world, pool, settings):
+    await seed(world, pool)
+    for query in ("", "?bom=n"):
+        job_uuid = await submit(client, world, url=SUBMIT + query)
+        await run_jobs(settings)
+        assert (await (await download(client, world, job_uuid)).read()).startswith(b"ParticipantId,")
+    resp = await client.get(SUBMIT + "?bom=perhaps", headers=world.auth("crc_a"))
+    assert await expect(resp, 400) == {
+        "message": "errorCode.invalidParameter",
+        "params": {"parameter": "bom"},
+    }

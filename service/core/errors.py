@@ -70,6 +70,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "participateNotEnabled": 409,
     "participantsEnrollmentCapReached": 409,
     "participantIDNotUnique": 409,
+    # A bulk row whose ID an earlier row of the same file has (OC4 has no code of its own for it).
+    "participantIDDuplicatedInFile": 409,
     "bulkUploadNotSupportSystemGeneratedSetting": 409,
     "jobInProgress": 409,
     "requestInProgress": 409,  # the first request with this Idempotency-Key is still being worked on

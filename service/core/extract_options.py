@@ -7,6 +7,9 @@
   participants in participant-ID order. Without ``page_size`` there is one page holding everyone,
   so ``page_number`` above 1 gives a file with the header only.
 
+- ``bom`` (ours): ``y`` starts the file with UTF-8's byte-order mark, so that Excel on Windows reads
+  it as UTF-8 (``Müller``, not ``MÃ¼ller``). Absent or ``n``: OC4's file, no mark.
+
 Framework-free: parsing takes the query string as a mapping. The options travel to the worker in
 the job's ``params`` (never personal data: flags and numbers).
 """
@@ -34,6 +37,7 @@ class ExtractOptions:
     include_participate: bool = True
     page_number: int = 1
     page_size: int | None = None
+    bom: bool = False
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> ExtractOptions:
@@ -48,7 +52,13 @@ class ExtractOptions:
             include = include and flag
         page_number = _integer(query.get("page_number"), 1, MAX_PAGE_NUMBER, "invalidPageNumberParameter")
         page_size = _integer(query.get("page_size"), 1, MAX_PAGE_SIZE, "invalidPageSizeParameter")
-        return cls(include, page_number or 1, page_size)
+        bom = False
+        if query.get("bom") is not None:
+            flag = _FLAGS.get(query["bom"].strip().lower())
+            if flag is None:
+                raise ApiError("invalidParameter", {"parameter": "bom"})
+            bom = flag
+        return cls(include, page_number or 1, page_size, bom)
 
     def to_params(self) -> dict[str, Any]:
         """Only what differs from the seed's behaviour, so an old job's params still read the same."""
@@ -59,6 +69,8 @@ class ExtractOptions:
             params["pageNumber"] = self.page_number
         if self.page_size is not None:
             params["pageSize"] = self.page_size
+        if self.bom:
+            params["bom"] = True
         return params
 
     @classmethod
@@ -68,6 +80,7 @@ class ExtractOptions:
             include_participate=bool(params.get("includeParticipateInfo", True)),
             page_number=int(params.get("pageNumber", 1)),
             page_size=int(params["pageSize"]) if params.get("pageSize") is not None else None,
+            bom=bool(params.get("bom", False)),
         )
 
     @property

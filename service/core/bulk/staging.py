@@ -6,8 +6,8 @@ and inserts the accepted ones with their audit rows in a single statement:
 
 1. the enrollment cap: ``participant_store.lock_study_and_check_cap`` (the study row lock, so
    concurrent adds to a capped study queue there and never overshoot);
-2. ``participantIDNotUnique`` for an ID already in the study, or repeated in the file (the first
-   occurrence wins);
+2. ``participantIDNotUnique`` for an ID already in the study, ``participantIDDuplicatedInFile`` for
+   one repeated in the file (the first occurrence wins);
 3. ``participantsEnrollmentCapReached`` for the rows past the cap, in file order;
 4. ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` plus the audit rows, in one
    statement. A row that lost a race with a concurrent upload (skipped by ON CONFLICT) is
@@ -60,9 +60,12 @@ CREATE TEMP TABLE {STAGING} (
 )
 """
 
-# Field errors come from Python; an ID seen earlier in the file or already in the study is not unique.
+# Field errors come from Python. An ID already in the study is not unique; one seen earlier in the
+# file (its first occurrence wins) is duplicated in the file, whatever became of that first row.
 MARK_NOT_UNIQUE = f"""
-UPDATE {STAGING} b SET errors = ARRAY['participantIDNotUnique']
+UPDATE {STAGING} b SET errors = ARRAY[CASE WHEN EXISTS (
+        SELECT 1 FROM participants p WHERE p.study_id = $1 AND lower(p.subject_key) = lower(b.subject_key))
+    THEN 'participantIDNotUnique' ELSE 'participantIDDuplicatedInFile' END]
 FROM (
     SELECT row_no, row_number() OVER (PARTITION BY lower(subject_key) ORDER BY row_no) AS nth
     FROM {STAGING} WHERE subject_key <> ''
@@ -178,10 +181,11 @@ async def stage_csv(
     body: AsyncIterable[bytes],
     site_level: bool,
     max_bytes: int,
-    on_progress: Callable[[int], Awaitable[None]] | None = None,
+    on_progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> BulkCsvParser:
     """Parse ``body`` into a fresh staging table, a batch of rows per COPY; return the parser
-    (its counts). File-level problems raise ``ApiError`` from the parser."""
+    (its counts). ``on_progress(rows, bytes)`` after each COPY. File-level problems raise
+    ``ApiError`` from the parser."""
     parser = BulkCsvParser(site_level, max_bytes)
     await create_staging(conn)
     batch: list[Row] = []
@@ -193,7 +197,7 @@ async def stage_csv(
                 await stage(conn, batch)
                 batch = []
                 if on_progress is not None:
-                    await on_progress(parser.data_rows)
+                    await on_progress(parser.data_rows, parser.bytes_read)
     batch += parser.close()
     await stage(conn, batch)
     return parser

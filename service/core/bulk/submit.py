@@ -58,7 +58,14 @@ async def submit_bulk_job(
         site_id=scope.site["id"] if scope.site else None,
         owner_id=scope.user_id,
         file_name=result_file_name(scope.study_oid, scope.site_oid, dt.datetime.now(dt.UTC)),
-        params={"uploadKey": key, "uploadBytes": file.size, "createdAt": created_at, "register": register},
+        # baseUrl: the job API's base, for the absolute URLs of its webhook event.
+        params={
+            "uploadKey": key,
+            "uploadBytes": file.size,
+            "createdAt": created_at,
+            "baseUrl": base_url,
+            "register": register,
+        },  # fmt: skip
         job_uuid=job_uuid,
         max_active=settings.max_active_jobs_per_user,
         audit=SubmitAudit(scope.username, "bulk.submit", {"bytes": file.size}),

@@ -16,6 +16,7 @@ from service.core.files import file_stamp
 class BulkFailed(BaseModel):
     subjectKey: str | None
     message: list[str]
+    rowNumber: int | None = None  # the row in the file, the header being 1 (OC4's import reports' name)
 
 
 class BulkAdded(BaseModel):
@@ -56,7 +57,15 @@ def summary_head(
 
 # File-level failures whose params tell the client what to fix in the file; other failures keep the
 # seed's shape exactly (their params only repeat the request's study and site).
-PARAMS_SHOWN = frozenset({"missingParticipantIDHeader"})
+# They name where the trouble is (rowNumber, column) and, for an encoding, how to fix it.
+PARAMS_SHOWN = frozenset(
+    {"missingParticipantIDHeader", "notSupportedFileFormat", "duplicateColumnHeader", "rowTooLarge"}
+)
+
+
+def shown_params(code: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The params a file-level failure's body carries (None: the seed's shape exactly)."""
+    return params if code in PARAMS_SHOWN and params else None
 
 
 def failure_body(
@@ -74,7 +83,12 @@ def failure_body(
 
 def failed_entries(rows: list[Any]) -> list[dict[str, Any]]:
     return [
-        {"subjectKey": r["subject_key"], "message": [f"errorCode.{e}" for e in r["errors"]]} for r in rows
+        {
+            "subjectKey": r["subject_key"],
+            "message": [f"errorCode.{e}" for e in r["errors"]],
+            "rowNumber": r["row_no"],
+        }
+        for r in rows
     ]
 
 

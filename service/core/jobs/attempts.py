@@ -48,7 +48,7 @@ async def claim_job(conn: asyncpg.Connection, job_uuid: UUID, settings: Settings
     return await conn.fetchrow(
         f"""
         UPDATE jobs j SET status = 'IN_PROGRESS', attempts = attempts + 1, started_at = now(),
-                          heartbeat_at = now(), rows_done = 0, error = NULL
+                          heartbeat_at = now(), rows_done = 0, error = NULL, phase = NULL
         WHERE uuid = $1 AND {CLAIMABLE} AND attempts < $4
         RETURNING *,
             -- What store.JOB_SELECT adds, with the owner's right checked before the job starts.
@@ -93,17 +93,21 @@ class Beat:
     attempt: int
     rows_done: int = 0
     rows_expected: int | None = None
+    estimated: bool = False  # rows_expected is an estimate (labelled so on the wire)
+    phase: str | None = None  # what the attempt is doing: see sql/0019_job_phase.sql
     stop: bool = False  # cancel requested, or the attempt superseded: stop at the next chunk
 
 
 BEAT_SQL = """
-WITH beat (uuid, attempt, rows_done, rows_expected) AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[])
+WITH beat (uuid, attempt, rows_done, rows_expected, estimated, phase) AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::bool[], $6::text[])
 ), fresh AS (
     -- A row locked right now is its own attempt finishing (or another claiming it): skipped, so
     -- one job's commit never holds up the heartbeat of the others.
     UPDATE jobs j SET heartbeat_at = now(), rows_done = b.rows_done,
-                      rows_expected = coalesce(b.rows_expected, j.rows_expected)
+                      rows_expected = coalesce(b.rows_expected, j.rows_expected),
+                      rows_estimated = CASE WHEN b.rows_expected IS NULL THEN j.rows_estimated ELSE b.estimated END,
+                      phase = coalesce(b.phase, j.phase)
     FROM beat b
     WHERE j.uuid = b.uuid AND j.attempts = b.attempt AND j.status = 'IN_PROGRESS'
       AND j.uuid IN (SELECT uuid FROM jobs WHERE uuid = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED)
@@ -125,8 +129,25 @@ async def beat_jobs(conn: asyncpg.Connection, beats: Sequence[Beat]) -> None:
         [b.attempt for b in beats],
         [b.rows_done for b in beats],
         [b.rows_expected for b in beats],
+        [b.estimated for b in beats],
+        [b.phase for b in beats],
     )
     going_on = {r["uuid"] for r in rows}
     for b in beats:
         if b.job_uuid not in going_on:
             b.stop = True
+
+
+PHASE_SQL = """
+UPDATE jobs SET phase = $3, rows_done = $4, rows_expected = $5, rows_estimated = $6, heartbeat_at = now()
+WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'
+"""
+
+
+async def enter_phase(conn: asyncpg.Connection, beat: Beat, phase: str) -> None:
+    """Write ``beat`` at once with its new ``phase`` (the heartbeat would wait up to a tick): the
+    status shows the change when it happens, e.g. a bulk upload starting its long commit."""
+    beat.phase = phase
+    await conn.execute(
+        PHASE_SQL, beat.job_uuid, beat.attempt, phase, beat.rows_done, beat.rows_expected, beat.estimated
+    )

@@ -94,7 +94,8 @@ WITH done AS (
                     sha256 = coalesce($7, sha256),
                     object_key = coalesce($8, object_key),
                     result = coalesce($9, result),
-                    rows_expected = coalesce($11, rows_expected)
+                    rows_expected = coalesce($11, rows_expected),
+                    rows_estimated = rows_estimated AND $11::bigint IS NULL
     -- The wall clock now, not the transaction's start: a bulk job's insert runs in its transaction.
     FROM (SELECT clock_timestamp() AS now) t
     WHERE uuid = $1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')

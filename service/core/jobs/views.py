@@ -21,8 +21,39 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 class JobProgress(BaseModel):
+    """Rows done of expected; while the job runs, also what it is doing and how fast (each field only
+    when known: the wire leaves the others out)."""
+
     rowsDone: int
     rowsExpected: int | None
+    rowsExpectedEstimated: bool | None = Field(
+        default=None, description="true when rowsExpected is an estimate (a bulk upload's, from its size)"
+    )
+    phase: str | None = Field(
+        default=None, description="counting, writing (extract); reading, committing (bulk upload)"
+    )
+    rowsPerSecond: float | None = Field(
+        default=None, description="rows done per second since the attempt started"
+    )
+    secondsLeft: float | None = Field(default=None, description="an estimate at the current rate")
+
+
+def job_progress(row: asyncpg.Record) -> JobProgress:
+    done, expected = row["rows_done"], row["rows_expected"]
+    known: dict[str, Any] = {}
+    if row["rows_estimated"]:
+        known["rowsExpectedEstimated"] = True
+    if row["status"] == "IN_PROGRESS":
+        if row["phase"]:
+            known["phase"] = row["phase"]
+        started, beat = row["started_at"], row["heartbeat_at"]
+        elapsed = (beat - started).total_seconds() if started and beat else 0.0
+        if done > 0 and elapsed > 0:
+            rate = done / elapsed
+            known["rowsPerSecond"] = round(rate, 1)
+            if expected and expected > done and row["phase"] != "committing":
+                known["secondsLeft"] = round((expected - done) / rate, 1)
+    return JobProgress(rowsDone=done, rowsExpected=expected, **known)
 
 
 class JobView(BaseModel):
@@ -78,7 +109,7 @@ def job_view(row: asyncpg.Record, base_url: str) -> JobView:
         startedAt=_iso(row["started_at"]),
         completedAt=_iso(row["completed_at"]),
         attempts=row["attempts"],
-        progress=JobProgress(rowsDone=row["rows_done"], rowsExpected=row["rows_expected"]),
+        progress=job_progress(row),
         rowCount=row["row_count"],
         byteSize=row["byte_size"],
         sha256=row["sha256"],
@@ -165,6 +196,7 @@ class AdminJob(BaseModel):
     error: str | None
     cancelRequested: bool
     statusUrl: str
+    progress: JobProgress
 
 
 class AdminJobList(BaseModel):
@@ -209,6 +241,7 @@ def admin_job(row: asyncpg.Record, base_url: str) -> AdminJob:
         error=row["error"],
         cancelRequested=row["cancel_requested"],
         statusUrl=job_urls(base_url, row["uuid"])[0],
+        progress=job_progress(row),
     )
 
 

@@ -31,7 +31,7 @@ def _iso_utc(ts: str) -> str:
 # The outbox rows of a job whose final status the same statement just wrote: these CTEs follow a
 # CTE ``done`` that returns the changed ``jobs`` row (core/jobs.py ``finish_job``), and the statement
 # must read ``notified``. One statement for status and events: one round trip. The payload is the
-# event without its URLs (added at delivery from the configured public URL) and without personal
+# event without its URLs (added at delivery from the public URL, else the submit's base URL) and without personal
 # data: the job's metadata only, never a participant's name or contact.
 JOB_EVENT_CTES = f"""
 event AS (
@@ -42,7 +42,10 @@ event AS (
             'jobUuid', d.uuid::text, 'jobType', d.type, 'status', d.status,
             'studyOid', st.oid, 'siteOid', si.oid,
             'rowCount', d.row_count, 'byteSize', d.byte_size, 'sha256', d.sha256, 'fileName', d.file_name,
-            'expiresAt', CASE WHEN d.expires_at IS NOT NULL THEN {_iso_utc("d.expires_at")} END)) AS payload
+            'expiresAt', CASE WHEN d.expires_at IS NOT NULL THEN {_iso_utc("d.expires_at")} END))
+        -- Where the job was submitted (the job API's base URL), for absolute URLs at delivery.
+        || CASE WHEN d.params ? 'baseUrl' THEN jsonb_build_object('baseUrl', d.params->'baseUrl') ELSE '{{}}' END
+        AS payload
     FROM done d
     JOIN (VALUES {", ".join(f"('{status}', '{event}')" for status, event in EVENT_BY_STATUS.items())})
         AS e (status, event_type) ON e.status = d.status

@@ -1,6 +1,7 @@
 """Pages for operators (users with the admin flag): queue health, jobs with the admin API's
-filters, one job with its attempts and deliveries (retry, cancel), webhook endpoints and their
-deliveries (redeliver), the audit log with filters.
+filters, one job with its attempts and deliveries (retry, cancel), webhook deliveries (redeliver),
+the audit log with filters. The endpoints themselves: operator_webhooks.py; the dashboard:
+dashboard.py.
 
 Each page parses its filters as the admin API does (the same functions) and calls the same core
 use-cases, then renders their models as the API would answer them.
@@ -14,8 +15,7 @@ from service.core import audit, stats
 from service.core.jobs import admin
 from service.core.jobs.model import JOB_STATUSES, JOB_TYPES, parse_job_uuid
 from service.core.webhooks.admin import redeliver
-from service.core.webhooks.models import WebhookList
-from service.core.webhooks.store import list_deliveries, list_endpoints
+from service.core.webhooks.store import list_deliveries
 from service.web.console.render import redirect, render
 from service.web.console.sessions import ACCOUNT
 from service.web.filters import audit_filters, job_filters
@@ -25,6 +25,11 @@ from service.web.resources import CONNECTIONS, DB, REDIS, SETTINGS
 
 JOB_FILTERS = ("status", "type", "studyOid", "siteOid", "owner", "createdFrom", "createdTo", "page")
 AUDIT_FILTERS = ("user", "action", "studyOid", "siteOid", "from", "to", "page")
+# What the job page says after an operator's action (the page then follows the job by itself).
+JOB_NOTICES = {
+    "retry": "Queued again: a worker takes it next.",
+    "cancel": "Cancel requested: a queued job is cancelled now, a running one at its next chunk.",
+}
 
 
 def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
@@ -34,7 +39,8 @@ def _filters(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
 async def queue(request: web.Request) -> web.StreamResponse:
     config = request.config_dict  # the parent app's resources
     report = await stats.queue_report(config[DB], config[REDIS], config[SETTINGS])
-    return render(request, "ops_queue.html", {"report": wire_data(report)})
+    template = "ops_queue_fragment.html" if request.query.get("fragment") == "1" else "ops_queue.html"
+    return render(request, template, {"report": wire_data(report)})
 
 
 async def job_list(request: web.Request) -> web.StreamResponse:
@@ -52,7 +58,10 @@ async def job_detail(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
     async with request.config_dict[DB].acquire() as conn:
         job = await admin.job_detail(conn, job_uuid, base_url(request))
-    return render(request, "ops_job.html", {"job": wire_data(job)})
+    if request.query.get("fragment") == "1":  # what the page polls while the job is unfinished
+        return render(request, "ops_job_fragment.html", {"job": wire_data(job)})
+    notice = JOB_NOTICES.get(request.query.get("done", ""))
+    return render(request, "ops_job.html", {"job": wire_data(job), "notice": notice})
 
 
 async def job_retry(request: web.Request) -> web.StreamResponse:
@@ -61,20 +70,14 @@ async def job_retry(request: web.Request) -> web.StreamResponse:
         await admin.retry_job(
             request.config_dict[CONNECTIONS], conn, request[ACCOUNT].actor, job_uuid, base_url(request)
         )
-    raise redirect(request, "ops_job", jobUuid=job_uuid)
+    raise redirect(request, "ops_job", query="done=retry", jobUuid=job_uuid)
 
 
 async def job_cancel(request: web.Request) -> web.StreamResponse:
     job_uuid = parse_job_uuid(request.match_info["jobUuid"])
     async with request.config_dict[DB].acquire() as conn:
         await admin.cancel_job(conn, request[ACCOUNT].actor, job_uuid, base_url(request))
-    raise redirect(request, "ops_job", jobUuid=job_uuid)
-
-
-async def webhook_list(request: web.Request) -> web.StreamResponse:
-    async with request.config_dict[DB].acquire() as conn:
-        data = WebhookList(webhooks=await list_endpoints(conn))
-    return render(request, "ops_webhooks.html", {"data": wire_data(data)})
+    raise redirect(request, "ops_job", query="done=cancel", jobUuid=job_uuid)
 
 
 async def delivery_list(request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from service.core.errors import ApiError
 from service.core.roles import role_name
+from service.web.console.audit_view import change_rows
 from service.web.console.sessions import ACCOUNT, SESSION
 from service.web.console.times import when
 from service.web.resources import SETTINGS
@@ -40,6 +41,7 @@ EXPLAINED = {
     "participantIDLongerThan30Characters": "The participant ID is longer than 30 characters.",
     "participantIDContainsUnsupportedCharacter": "The participant ID contains a character that is not allowed.",
     "participantIDNotUnique": "This participant ID is already used in the study.",
+    "participantIDDuplicatedInFile": "This participant ID is on an earlier row of the same file.",
     "participantIDGenerationFailed": "No participant ID could be generated.",
     "firstNameTooLong": "The first name is too long.",
     "firstNameContainsUnsupportedCharacter": "The first name contains a character that is not allowed.",
@@ -91,6 +93,16 @@ EXPLAINED = {
 }
 
 
+def duration(seconds: float) -> str:
+    """A time left, as people say it: "4 s", "2 min 5 s", "1 h 3 min"."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 def explain(code: str) -> str:
     code = code.removeprefix("errorCode.")
     return EXPLAINED.get(code, code)
@@ -128,6 +140,8 @@ def build_environment(router: web.UrlDispatcher) -> jinja2.Environment:
     env.filters["explain"] = explain
     env.filters["when"] = when
     env.globals["role_name"] = role_name
+    env.filters["duration"] = duration
+    env.globals["change_rows"] = change_rows
     env.globals["url"] = functools.partial(console_url, router)
     return env
 
@@ -151,7 +165,17 @@ def render(
 
 
 def error_page(request: web.Request, err: ApiError) -> web.Response:
-    response = render(request, "error.html", {"code": err.code}, status=err.status)
+    """The error in words; where in a file it is (row, column) and how to fix it when the error says;
+    a way back to the site the request was about, else home."""
+    params = err.params or {}
+    context = {
+        "code": err.code,
+        "row": params.get("rowNumber"),
+        "column": params.get("column"),
+        "how_to_fix": params.get("howToFix"),
+        "site": (request.match_info.get("studyOID"), request.match_info.get("siteOID")),
+    }
+    response = render(request, "error.html", context, status=err.status)
     for name, value in err.headers.items():
         if name.lower() in ("retry-after", "allow"):
             response.headers[name] = value

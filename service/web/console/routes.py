@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from service.web.console import login, oidc_login, operator, participant, site
+from service.web.console import dashboard, login, oidc_login, operator, operator_webhooks, participant, site
 from service.web.console.guard import ACCESS, OPERATOR, OWN_CSRF, PUBLIC, SIGNED_IN, Access
 from service.web.console.render import ROUTE_NAME_PREFIX, STATIC
 
@@ -72,7 +72,17 @@ ROUTES = (
     Route("GET", "/ops/jobs/{jobUuid}", operator.job_detail, "ops_job", OPERATOR),
     Route("POST", "/ops/jobs/{jobUuid}/retry", operator.job_retry, "ops_job_retry", OPERATOR),
     Route("POST", "/ops/jobs/{jobUuid}/cancel", operator.job_cancel, "ops_job_cancel", OPERATOR),
-    Route("GET", "/ops/webhooks", operator.webhook_list, "ops_webhooks", OPERATOR),
+    Route("GET", "/ops/dashboard", dashboard.dashboard, "ops_dashboard", OPERATOR),
+    Route("GET", "/ops/webhooks", operator_webhooks.webhook_list, "ops_webhooks", OPERATOR),
+    Route("POST", "/ops/webhooks", operator_webhooks.create, "ops_webhooks", OPERATOR),
+    Route("POST", "/ops/webhooks/{id}/rotate", operator_webhooks.rotate, "ops_webhook_rotate", OPERATOR),
+    Route(
+        "POST",
+        "/ops/webhooks/{id}/{switch:enable|disable}",
+        operator_webhooks.set_enabled,
+        "ops_webhook_switch",
+        OPERATOR,
+    ),
     Route("GET", "/ops/webhooks/{id}/deliveries", operator.delivery_list, "ops_deliveries", OPERATOR),
     Route("POST", DELIVERY + "/redeliver", operator.redeliver_delivery, "ops_redeliver", OPERATOR),
     Route("GET", "/ops/audit", operator.audit_log, "ops_audit", OPERATOR),

@@ -190,13 +190,15 @@ async def save_participant_form(request: web.Request) -> web.StreamResponse:
 
 
 async def extract(request: web.Request) -> web.StreamResponse:
-    # The API's submit: role check, job row, audit, quota, queue (every option at its default).
+    # The API's submit: role check, job row, audit, quota, queue (every option at its default but the
+    # byte-order mark, the form's "for Excel" box).
     async with request.config_dict[DB].acquire() as conn:
         scope = await extracts.extract_scope(
             conn, request[ACCOUNT].username, request.match_info["studyOID"], request.match_info["siteOID"]
         )
         connections = request.config_dict[CONNECTIONS]
-        await extracts.submit_extract(connections, conn, scope, ExtractOptions(), base_url(request))
+        options = ExtractOptions.from_query({"bom": str((await request.post()).get("bom") or "n")})
+        await extracts.submit_extract(connections, conn, scope, options, base_url(request))
     study, site = request.match_info["studyOID"], request.match_info["siteOID"]
     raise redirect(request, "site", query="done=extract", studyOID=study, siteOID=site)
 
@@ -244,7 +246,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     # Failed rows first, each code beside its explanation; then the rows that were added.
     rows = [
         {"subjectKey": f["subjectKey"], "status": "Failed", "codes": f["message"],
-         "reasons": [explain(m) for m in f["message"]]}
+         "reasons": [explain(m) for m in f["message"]], "rowNumber": f.get("rowNumber")}
         for f in result.get("failedParticipants", [])
     ]  # fmt: skip
     rows += [

@@ -23,12 +23,12 @@ from service.core.bulk import staging
 from service.core.bulk.spool import Spool, spool
 from service.core.bulk.submit import submit_bulk_job
 from service.core.bulk.summary import (
-    PARAMS_SHOWN,
     BulkResult,
     added_entries,
     failed_entries,
     failure_body,
     oc4_timestamp,
+    shown_params,
     summary_head,
 )
 from service.core.errors import ApiError
@@ -110,7 +110,7 @@ def _failure(err: ApiError, scope: Scope | None, created_at: str) -> web.Respons
     if err.status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
     full_name = scope.full_name if scope is not None else ""
-    params = err.params if err.code in PARAMS_SHOWN else None
+    params = shown_params(err.code, err.params)
     return reply(
         BulkResult.model_validate(failure_body(err.code, full_name, created_at, params)), err.status, headers
     )

@@ -33,6 +33,7 @@ from service.web.resources import CONNECTIONS, DB
         Query("page_number", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER, "default": 1}),
         Query("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
               "participants per page, in ID order; default: all"),
+        Query("bom", FLAG_SCHEMA, "y: the file starts with UTF-8's byte-order mark (for Excel); default n, OC4's file"),
     ],
     errors=(409, 429),  # 429: the per-user quota of unfinished jobs
     links=tuple(Link(name, target, {"jobUuid": "$response.header.Job-Uuid"})

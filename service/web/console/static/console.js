@@ -1,10 +1,10 @@
 // Live updates for the console, with no framework: every element with data-poll is refreshed from
-// that URL (an HTML fragment rendered by the server) every two seconds while the fragment says a
+// that URL (an HTML fragment rendered by the server) every second while the fragment says a
 // job is still running (data-live="true"). Served from the package; the page's CSP allows only
 // scripts from this origin, so there is no inline script anywhere.
 (function () {
   "use strict";
-  var INTERVAL_MS = 2000;
+  var INTERVAL_MS = 1000;
 
   function isLive(el) {
     return el.querySelector('[data-live="true"]') !== null;
