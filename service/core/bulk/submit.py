@@ -65,7 +65,7 @@ async def submit_bulk_job(
             "createdAt": created_at,
             "baseUrl": base_url,
             "register": register,
-        },  # fmt: skip
+        },
         job_uuid=job_uuid,
         max_active=settings.max_active_jobs_per_user,
         audit=SubmitAudit(scope.username, "bulk.submit", {"bytes": file.size}),
