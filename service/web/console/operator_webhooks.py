@@ -71,7 +71,7 @@ async def create(request: web.Request) -> web.StreamResponse:
             request.config_dict[CONNECTIONS], request[ACCOUNT].actor, endpoint
         )
     except ApiError as err:
-        if err.status != 400 and err.status != 404:
+        if err.status not in (400, 404, 409):
             raise
         return await _page(request, err.status, error=explain(err.code), values=values)
     return await _page(request, 201, secret=created.secret, secret_for=created.id, secret_what="created")
