@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     # behind the network edge then).
     metrics_token: str | None = None
 
+    # Each worker process refreshes its own heartbeat this often (`participants worker-health`).
+    worker_health_interval_seconds: float = Field(default=10.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
 
