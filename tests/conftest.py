@@ -26,6 +26,7 @@ from service.core.db import create_pool, dsn_with_database, migrate
 from service.dev.embedded import EmbeddedServers, reachable
 from service.settings import Settings
 from service.web.app import create_app
+from tests.ci_no_skip import pytest_runtest_makereport  # noqa: F401  (the hook: CI allows no skip of some)
 from tests.oidc_server import oidc, oidc_session, start_oidc_provider  # noqa: F401  (fixtures)
 from tests.world import World
 
