@@ -215,13 +215,12 @@ async def test_a_client_that_hangs_up_mid_summary_gets_all_of_it_on_retry(client
 
     from service.web.app import create_app
     from service.web.server import ApiRunner
-    from tests.test_parse_errors import free_port
 
     await world.standard()
     runner = ApiRunner(create_app(settings), access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         ids = [f"H-{i:06d}" for i in range(100_000)]  # a summary larger than the socket buffers
         data = csv_bytes("ParticipantID", *ids)

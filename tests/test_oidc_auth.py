@@ -14,7 +14,7 @@ import time
 import aiohttp
 import jwt
 
-from service.dev.embedded import free_port
+from tests.serving import refused_port
 from tests.world import SITE_A, STUDY, expect
 
 ADD_URL = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
@@ -118,11 +118,12 @@ async def _alg_confusion_token(oidc, now: int) -> str:
 
 async def test_an_unreachable_provider_is_503_not_401(make_client, world):
     await world.standard()
-    client = await make_client(jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/realms/gone")
-    token = jwt.encode(
-        {"preferred_username": "crc_a", "exp": int(time.time()) + 60}, _rsa_key(), algorithm="RS256"
-    )
-    resp = await add(client, token, "DOWN-1")
+    with refused_port() as port:
+        client = await make_client(jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{port}/realms/gone")
+        token = jwt.encode(
+            {"preferred_username": "crc_a", "exp": int(time.time()) + 60}, _rsa_key(), algorithm="RS256"
+        )
+        resp = await add(client, token, "DOWN-1")
     assert (await expect(resp, 503))["message"] == "errorCode.serviceUnavailable"
     assert resp.headers["Retry-After"]
 
@@ -167,10 +168,11 @@ async def test_provider_refusing_our_client_or_down_is_503(make_client, world, o
     )
     resp = await misconfigured.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     assert (await expect(resp, 503))["message"] == "errorCode.serviceUnavailable"
-    down = await make_client(
-        jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/x", oidc_client_id="p"
-    )
-    resp = await down.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
+    with refused_port() as port:
+        down = await make_client(
+            jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{port}/x", oidc_client_id="p"
+        )
+        resp = await down.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     await expect(resp, 503)
     assert resp.headers["Retry-After"]
     # Neither counted against the user: the right password still works on a good configuration.
