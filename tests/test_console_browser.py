@@ -146,7 +146,13 @@ async def test_bulk_upload_shows_failed_rows_first_with_reasons(console, setting
     assert [r.split("\t")[1] for r in rows] == ["Failed", "Failed", "Added", "Added"]
     failed = "\n".join(rows[:2])
     assert "BAD-1" in failed and "This is not a valid email address." in failed
-    assert "This participant ID is already used in the study." in failed or "errorCode." in failed
+    assert rows[0].split("\t")[0] == "BAD-1" and "(errorCode.invalidEmailAddress)" in rows[0]
+    # The repeated ID: its own reason, in words and by code (not just any error).
+    assert rows[1].split("\t")[0] == "OK-1"
+    assert (
+        rows[1].split("\t")[2]
+        == "This participant ID is already used in the study. (errorCode.participantIDNotUnique)"
+    )
     assert await page.get_by_role("link", name="Download").count() == 1  # the result CSV
 
 

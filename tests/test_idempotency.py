@@ -165,6 +165,8 @@ async def test_a_retry_while_the_first_runs_is_409(client, world):
             if await world.pool.fetchval("SELECT count(*) FROM idempotency_keys"):
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the first request never claimed its key")
         second = await client.post(SITE_URL, data=b"ParticipantID\nS-1\nS-2\n", headers=headers)
         assert second.status == 409
         assert (await second.json())["message"] == "errorCode.requestInProgress"
