@@ -26,7 +26,7 @@ def start_serve(settings: Any, log_path: Path, *args: str, **env: str) -> subpro
 
     # One process unless asked for more: a supervisor killed (SIGKILL) leaves its children serving.
     env = {"PARTICIPANTS_PROCESSES": "1", **env}
-    full_env = cli_env(settings, PARTICIPANTS_PORT="0", PARTICIPANTS_LOG_JSON="true", **env)
+    full_env = cli_env(settings, **{"PARTICIPANTS_PORT": "0", "PARTICIPANTS_LOG_JSON": "true", **env})
     full_env["PARTICIPANTS_LOG_LEVEL"] = "INFO"  # the `listening` line is INFO
     with open(log_path, "wb") as log:
         return subprocess.Popen(

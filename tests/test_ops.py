@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
 
 import orjson
 from arq import create_pool
@@ -188,7 +187,7 @@ async def test_worker_health_counts_this_hosts_own_worker_processes(pool, settin
         await redis.aclose()
     out = capsys.readouterr().out
     assert f"{extract}: pid {os.getpid()}: Nov-22 j_complete=3" in out
-    assert f"{default}: no worker on {socket.gethostname()} with a recent heartbeat (queued: 0)" in out
+    assert f"{default}: no worker on {worker_beats.this_host()} with a recent heartbeat (queued: 0)" in out
     assert "elsewhere" not in out
 
 

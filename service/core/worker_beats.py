@@ -7,7 +7,7 @@ cleanly deletes its own key and index entry, never another process's; one that d
 a key that expires within one interval. Readers:
 
 - ``participants worker-health --queue Q`` (an orchestrator's health check, run inside the worker's
-  container) asks for this host's live workers of Q;
+  container) asks for this host's (``this_host``) live workers of Q;
 - the admin queue report and ``/metrics`` ask for every live worker of each queue.
 """
 
@@ -22,9 +22,15 @@ from typing import Any
 KEY_INFIX = ":health-check:"
 
 
+def this_host() -> str:
+    """The container's name for itself: ``HOSTNAME``, which Docker and Kubernetes set to the
+    container's (pod's) own, else the kernel's hostname."""
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
 def beat_key(queue: str) -> str:
     """This process's heartbeat key for ``queue``."""
-    return f"{queue}{KEY_INFIX}{socket.gethostname()}:{os.getpid()}"
+    return f"{queue}{KEY_INFIX}{this_host()}:{os.getpid()}"
 
 
 def index_key(queue: str) -> str:

@@ -7,7 +7,6 @@ container's hostname), and a replica elsewhere can neither make it pass nor, by 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 
 from arq import create_pool
@@ -19,7 +18,7 @@ from service.settings import Settings
 
 async def check_health(settings: Settings, queues: Sequence[str]) -> bool:
     """Print each queue's live workers on this host; True if every queue has at least one."""
-    host = socket.gethostname()
+    host = worker_beats.this_host()
     redis = await create_pool(redis_settings(settings))
     try:
         beats = await worker_beats.live_beats(redis, tuple(queues), host=host)
