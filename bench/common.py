@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_SECRET = secrets.token_urlsafe(32)
 # Queues of this run's own: two benchmarks (or a benchmark and the tests) sharing one Redis never take
 # each other's messages, and no benchmark flushes a database something else may be using.
+RUN_ID = secrets.token_hex(6)  # random, not the PID: PIDs repeat across machines and containers
 RUN_QUEUES = {
-    "PARTICIPANTS_EXTRACT_QUEUE": f"participants:bench-{os.getpid()}:extract",
-    "PARTICIPANTS_DEFAULT_QUEUE": f"participants:bench-{os.getpid()}:default",
+    "PARTICIPANTS_EXTRACT_QUEUE": f"participants:bench-{RUN_ID}:extract",
+    "PARTICIPANTS_DEFAULT_QUEUE": f"participants:bench-{RUN_ID}:default",
 }
 _embedded: EmbeddedServers | None = None
 
@@ -65,9 +66,9 @@ def redis_url() -> str:
 
 
 async def fresh_database(name: str) -> str:
-    """Create ``<name>_<pid>`` (so two runs never share one), apply the migrations, return its DSN.
-    The database is dropped when the script exits."""
-    name = f"{name}_{os.getpid()}"
+    """Create ``<name>_<run id>`` (so two runs never share one), apply the migrations, return its
+    DSN. The database is dropped when the script exits."""
+    name = f"{name}_{RUN_ID}"
     atexit.register(lambda: asyncio.run(_drop_database(name)))
     admin = await asyncpg.connect(server_dsn())
     try:

@@ -128,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="seconds (default 3600, at most PARTICIPANTS_JWT_MAX_LIFETIME_SECONDS)",
     )  # fmt: skip
     sub.add_parser("seed-demo", help="create the demo study, sites, users and participants")
-    sub.add_parser("worker-health", help="exit 0 if a worker reported healthy recently (for orchestrators)")
+    wh = sub.add_parser(
+        "worker-health", help="exit 0 if this host's worker of each queue beat recently (for orchestrators)"
+    )
+    wh.add_argument("--queue", choices=["extract", "default", "all"], default="all")
     add_receiver_parser(sub)
     args = parser.parse_args(argv)
 
@@ -220,7 +223,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         _require_urls(settings)
         from service.worker.health import check_health
 
-        sys.exit(0 if _run(check_health(settings)) else 1)
+        sys.exit(0 if _run(check_health(settings, queues(settings, args.queue))) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

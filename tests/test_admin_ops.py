@@ -9,6 +9,7 @@ import warnings
 import pytest
 from arq import create_pool
 
+from service.core import worker_beats
 from service.core.jobs import lifecycle, model
 from service.core.jobs.attempts import Beat, beat_jobs
 from service.core.redis import redis_settings
@@ -251,7 +252,10 @@ async def test_queue_health(client, world, pool, settings):
     redis = await create_pool(redis_settings(settings))
     try:
         await redis.enqueue_job("extract_participants_job", "x", _queue_name=settings.extract_queue)
-        await redis.set(f"{settings.default_queue}:health-check", b"Nov-22 17:00:00 j_complete=1 j_failed=0")
+        line = "Nov-22 17:00:00 j_complete=1 j_failed=0"
+        await worker_beats.record(
+            redis, settings.default_queue, worker_beats.beat_key(settings.default_queue), line, 60
+        )
     finally:
         await redis.aclose()
     body = await expect(await client.get("/admin/api/queue", headers=admin), 200)

@@ -121,6 +121,8 @@ async def test_client_connection_killed_mid_upload_leaves_nothing(client, world)
         )
         if busy == 0:
             break
+    else:
+        raise AssertionError("the cut upload's statements were still running after 5 s")
     assert await counts(world) == (0, 0)
     body = await expect(
         await upload(client, world.token("crc_a"), csv_bytes("ParticipantID", "HALF-000001")), 200

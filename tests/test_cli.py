@@ -8,13 +8,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import aiohttp
 import jwt
 import pytest
 
-from service.dev.embedded import free_port, reachable
+from tests.serving import bound_port, start_serve
 from tests.world import SITE_A, STUDY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +46,7 @@ def cli(settings, *args: str) -> str:
     return done.stdout.strip()
 
 
-async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, settings):
+async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, settings, tmp_path):
     await world.study()
     await world.site(SITE_A)
     assert "applied: nothing" in cli(settings, "migrate")
@@ -55,20 +54,10 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
     assert created["username"] == "boss" and created["admin"] is True
     token = cli(settings, "token", "boss", "--ttl", "120")
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"],
-        cwd=ROOT,
-        env=cli_env(settings, PARTICIPANTS_PORT=str(port)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    log_path = tmp_path / "serve.log"
+    proc = start_serve(settings, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while not reachable("127.0.0.1", port, 0.2):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        port = bound_port(proc, log_path)
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
             headers = {"Authorization": f"Bearer {token}"}
             role = {"studyOid": STUDY, "siteOid": SITE_A, "role": "ra"}
@@ -81,9 +70,9 @@ async def test_bootstrap_with_the_cli_then_serve_and_stop_cleanly(world, setting
                 assert resp.status == 200, await resp.text()
     finally:
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-    logged = stderr.decode()
+        proc.wait(timeout=20)
+    logged = log_path.read_text()
+    assert proc.returncode == 0, logged[-2000:]
     assert '"route":"/pages/auth/api/clinicaldata/studies/{studyOID}/sites/{siteOID}/participants"' in logged
     assert "Secret-Surname" not in logged  # personal data never reaches the log
 
@@ -112,37 +101,26 @@ def run_cli(settings, *args: str, stdin: str = "", **env: str) -> subprocess.Com
 )
 @pytest.mark.parametrize("command", [["serve"], ["worker", "--queue", "extract"]])
 def test_serve_and_worker_refuse_to_start_without_a_usable_secret(settings, command, secret, reason):
-    done = run_cli(settings, *command, PARTICIPANTS_JWT_SECRET=secret, PARTICIPANTS_PORT=str(free_port()))
+    done = run_cli(settings, *command, PARTICIPANTS_JWT_SECRET=secret, PARTICIPANTS_PORT="0")
     assert done.returncode == 2, done.stderr[-2000:]
     assert "refusing to start" in done.stderr and reason in done.stderr
     if secret:
         assert secret not in done.stderr  # the message names the problem, never the secret
 
 
-def test_an_oidc_issuer_alone_is_enough_to_start(settings):
-    port = free_port()
-    env = cli_env(
+def test_an_oidc_issuer_alone_is_enough_to_start(settings, tmp_path):
+    log_path = tmp_path / "serve.log"
+    proc = start_serve(
         settings,
+        log_path,
         PARTICIPANTS_JWT_SECRET="",
-        PARTICIPANTS_PORT=str(port),
         PARTICIPANTS_OIDC_ISSUER="http://127.0.0.1:9/realms/none",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while not reachable("127.0.0.1", port, 0.2):
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert bound_port(proc, log_path) > 0
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     assert proc.returncode == 0
 
 

@@ -146,9 +146,14 @@ async def test_bulk_upload_shows_failed_rows_first_with_reasons(console, setting
     assert [r.split("\t")[2] for r in rows] == ["Failed", "Failed", "Added", "Added"]
     failed = "\n".join(rows[:2])
     assert "BAD-1" in failed and "This is not a valid email address." in failed
-    # OK-1 again on row 5: its own reason, and the row it is on.
-    assert "This participant ID is on an earlier row of the same file." in failed
-    assert [r.split("\t")[0] for r in rows[:2]] == ["3", "5"]
+    assert (
+        rows[0].split("\t")[:3] == ["3", "BAD-1", "Failed"] and "(errorCode.invalidEmailAddress)" in rows[0]
+    )
+    # OK-1 again on row 5: its own reason, in words and by code (not just any error), and its row.
+    assert rows[1].split("\t")[:3] == ["5", "OK-1", "Failed"]
+    assert rows[1].split("\t")[3] == (
+        "This participant ID is on an earlier row of the same file. (errorCode.participantIDDuplicatedInFile)"
+    )
     assert await page.get_by_role("link", name="Download").count() == 1  # the result CSV
 
 

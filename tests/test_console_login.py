@@ -10,11 +10,11 @@ import pytest
 from redis.asyncio import Redis
 
 from service.core.deployment_key import REDIS_KEY, deployment_key, sign, user_digest
-from service.dev.embedded import free_port
 from service.web.console.login import LOGIN_COOKIE, LOGIN_FORM_SECONDS, LOGIN_PURPOSE
 from service.web.console.oidc_login import FLOW_COOKIE
 from service.web.console.sessions import COOKIE_NAME
 from tests.console_helpers import PASSWORD, csrf_of, give_password, sign_in
+from tests.serving import refused_port
 
 
 @pytest.fixture
@@ -96,11 +96,10 @@ async def test_a_failed_sign_in_shows_a_fresh_form_that_works(client, staff):
 
 async def test_oidc_sign_in_while_signed_in_goes_home(make_client, staff):
     # A provider nobody answers for: the start must not even ask it when someone is signed in.
-    client = await make_client(
-        oidc_issuer=f"http://127.0.0.1:{free_port()}/realms/x", oidc_client_id="console"
-    )
-    assert (await sign_in(client, "crc_a")).status == 303
-    resp = await client.get("/console/login/oidc", allow_redirects=False)
+    with refused_port() as port:
+        client = await make_client(oidc_issuer=f"http://127.0.0.1:{port}/realms/x", oidc_client_id="console")
+        assert (await sign_in(client, "crc_a")).status == 303
+        resp = await client.get("/console/login/oidc", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/console/"
     assert COOKIE_NAME not in resp.cookies  # the session is neither ended nor replaced
     assert (await client.get("/console/", allow_redirects=False)).status == 200

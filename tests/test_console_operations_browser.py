@@ -261,15 +261,18 @@ def test_the_dashboard_buckets_align_on_their_size():
 async def test_the_queue_page_follows_the_workers_heartbeat(console, settings):
     from redis.asyncio import Redis
 
+    from service.core import worker_beats
+
     client, context = console
     page = await sign_in(client, context, "admin")
     errors = watch_errors(page)
     await page.get_by_role("link", name="Queue").click()
     await page.evaluate("window.notReloaded = true")
     redis = Redis.from_url(settings.redis_url)
-    try:  # what a worker's arq writes every PARTICIPANTS_WORKER_HEALTH_SECONDS
+    try:  # what a worker process writes every PARTICIPANTS_WORKER_HEALTH_INTERVAL_SECONDS
         line = "Dec-07 19:00:00 j_complete=42 j_failed=1 j_retried=0 j_ongoing=2 queued=0"
-        await redis.set(f"{settings.extract_queue}:health-check", line, px=10_000)
+        queue = settings.extract_queue
+        await worker_beats.record(redis, queue, worker_beats.beat_key(queue), line, 10.0)
         await page.locator("#queue", has_text="j_complete=42").wait_for()
     finally:
         await redis.aclose()

@@ -302,27 +302,43 @@ async def test_the_sweeper_cron_in_a_real_worker_recovers_a_flushed_queue(
 
 
 class TcpProxy:
-    """A TCP forwarder we can cut and restore, standing in for a dependency going away."""
+    """A TCP forwarder we can cut and restore, standing in for a dependency going away.
+
+    Its listening socket is bound once (port 0, read back) and kept until ``close``: cut, it resets
+    every connection at once, so no other process can take its port while the dependency is away.
+    """
 
     def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target  # (host, port), or a unix socket's path (the embedded Postgres)
         self.port = 0
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.up = False
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
+        """Forward (again)."""
+        if self.server is None:
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+        self.up = True
 
     async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
+        """Cut: every open connection aborted, and new ones reset."""
+        self.up = False
         for w in list(self.writers):
             w.transport.abort()
         self.writers.clear()
-        await self.server.wait_closed()
+
+    async def close(self) -> None:
+        await self.stop()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.transport.abort()
+            return
         try:
             if isinstance(self.target, str):
                 up_reader, up_writer = await asyncio.open_unix_connection(self.target)
@@ -423,5 +439,4 @@ async def test_503_while_postgres_or_redis_is_down_and_recovery(make_client, wor
         assert STUDY in (await _job(pool, job_uuid))["file_name"]
     finally:
         for proxy in (pg_proxy, redis_proxy):
-            if proxy.server is not None and proxy.server.is_serving():
-                await proxy.stop()
+            await proxy.close()

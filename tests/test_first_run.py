@@ -60,7 +60,7 @@ async def test_a_second_demo_is_refused_politely_and_the_commands_work_beside_th
     port = free_port()
     env = cli_env(
         settings, PARTICIPANTS_PORT=str(port), PARTICIPANTS_DATA_DIR=str(tmp_path),
-        PARTICIPANTS_DB_CONNECTIONS_TOTAL="10", PARTICIPANTS_WORKER_HEALTH_SECONDS="0.5",
+        PARTICIPANTS_DB_CONNECTIONS_TOTAL="10", PARTICIPANTS_WORKER_HEALTH_INTERVAL_SECONDS="0.5",
     )  # fmt: skip
     first = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "dev"], cwd=ROOT, env=env, text=True,

@@ -165,6 +165,8 @@ async def test_a_retry_while_the_first_runs_is_409(client, world):
             if await world.pool.fetchval("SELECT count(*) FROM idempotency_keys"):
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the first request never claimed its key")
         second = await client.post(SITE_URL, data=b"ParticipantID\nS-1\nS-2\n", headers=headers)
         assert second.status == 409
         assert (await second.json())["message"] == "errorCode.requestInProgress"
@@ -215,13 +217,12 @@ async def test_a_client_that_hangs_up_mid_summary_gets_all_of_it_on_retry(client
 
     from service.web.app import create_app
     from service.web.server import ApiRunner
-    from tests.test_parse_errors import free_port
 
     await world.standard()
     runner = ApiRunner(create_app(settings), access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         ids = [f"H-{i:06d}" for i in range(100_000)]  # a summary larger than the socket buffers
         data = csv_bytes("ParticipantID", *ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import asyncpg
 
@@ -13,9 +14,8 @@ from service.core.roles import issued_before_epoch
 
 
 async def test_concurrent_migrations_apply_each_file_once(server_dsn):
-    name = "participants_migrations_test"
+    name = f"participants_migrations_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         dsn = dsn_with_database(server_dsn, name)
@@ -35,14 +35,13 @@ async def test_concurrent_migrations_apply_each_file_once(server_dsn):
 async def test_credentials_epoch_applies_on_an_existing_database(server_dsn, tmp_path):
     """0016 on a database that has users already: they keep their tokens and sessions (the epoch
     is the Unix epoch until their first change), and a change moves it to now."""
-    name = "participants_migrations_epoch_test"
+    name = f"participants_migrations_epoch_{uuid.uuid4().hex[:12]}"
     older = tmp_path / "sql"
     older.mkdir()
     for path in migration_files():
         if path.name < "0016":
             (older / path.name).write_text(path.read_text())
     admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         conn = await asyncpg.connect(dsn_with_database(server_dsn, name))

@@ -14,7 +14,7 @@ import time
 import aiohttp
 import jwt
 
-from service.dev.embedded import free_port
+from tests.serving import refused_port
 from tests.world import SITE_A, STUDY, expect
 
 ADD_URL = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
@@ -62,16 +62,32 @@ async def test_es256_and_a_rotated_key(make_client, world, oidc):
         await asyncio.sleep(0.6)
 
 
-async def test_unknown_kids_refetch_the_keys_at_most_once_per_interval(make_client, world, oidc):
+async def test_unknown_kids_refetch_the_keys_at_most_once_per_interval(
+    make_client, world, oidc, start_oidc_provider
+):
     await world.standard()
-    client = await oidc_client(make_client, oidc)  # the default interval: 30 s
+    client = await oidc_client(make_client, oidc, jwks_min_refresh_seconds=1.0)
     await expect(await add(client, await oidc.token(preferred_username="crc_a", aud=AUDIENCE), "RL-1"), 200)
-    before = (await oidc.stats())["/jwks"]
+    fetches = (await oidc.stats())["/jwks"]
+
+    # A key the provider published after the service's fetch: the first token signed with it
+    # refetches the set once, and it and the next ones are accepted.
     kid = await oidc.new_key("RS256")
-    for i in range(5):  # the first may refetch; the rest must not
-        token = await oidc.token(kid=kid, preferred_username="crc_a", aud=AUDIENCE, jti=str(i))
-        await add(client, token, f"RL-{2 + i}")
-    assert (await oidc.stats())["/jwks"] - before <= 1
+    await asyncio.sleep(1.1)  # past the refetch rate limit
+    for i in range(5):
+        token = await oidc.token(kid=kid, preferred_username="crc_a", aud=AUDIENCE, jti=f"new-{i}")
+        await expect(await add(client, token, f"RL-NEW-{i}"), 200)
+    assert (await oidc.stats())["/jwks"] == fetches + 1
+    fetches += 1
+
+    # Keys the provider never published (another issuer's): a stream of such tokens refetches once
+    # per interval, not once per token, and every one is refused.
+    other = start_oidc_provider()
+    await asyncio.sleep(1.1)
+    for i in range(5):
+        forged = await other.token(kid=await other.new_key("RS256"), preferred_username="crc_a", aud=AUDIENCE)
+        await expect(await add(client, forged, f"RL-X-{i}"), 401)
+    assert (await oidc.stats())["/jwks"] == fetches + 1
 
 
 async def test_tokens_the_service_must_refuse(make_client, world, oidc, start_oidc_provider):
@@ -118,11 +134,12 @@ async def _alg_confusion_token(oidc, now: int) -> str:
 
 async def test_an_unreachable_provider_is_503_not_401(make_client, world):
     await world.standard()
-    client = await make_client(jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/realms/gone")
-    token = jwt.encode(
-        {"preferred_username": "crc_a", "exp": int(time.time()) + 60}, _rsa_key(), algorithm="RS256"
-    )
-    resp = await add(client, token, "DOWN-1")
+    with refused_port() as port:
+        client = await make_client(jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{port}/realms/gone")
+        token = jwt.encode(
+            {"preferred_username": "crc_a", "exp": int(time.time()) + 60}, _rsa_key(), algorithm="RS256"
+        )
+        resp = await add(client, token, "DOWN-1")
     assert (await expect(resp, 503))["message"] == "errorCode.serviceUnavailable"
     assert resp.headers["Retry-After"]
 
@@ -167,10 +184,11 @@ async def test_provider_refusing_our_client_or_down_is_503(make_client, world, o
     )
     resp = await misconfigured.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     assert (await expect(resp, 503))["message"] == "errorCode.serviceUnavailable"
-    down = await make_client(
-        jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{free_port()}/x", oidc_client_id="p"
-    )
-    resp = await down.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
+    with refused_port() as port:
+        down = await make_client(
+            jwt_secret=None, oidc_issuer=f"http://127.0.0.1:{port}/x", oidc_client_id="p"
+        )
+        resp = await down.post(TOKEN_URL, json={"username": "crc_a", "password": "provider password"})
     await expect(resp, 503)
     assert resp.headers["Retry-After"]
     # Neither counted against the user: the right password still works on a good configuration.

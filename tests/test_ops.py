@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 
 import orjson
 from arq import create_pool
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.core import worker_beats
 from service.core.logs import JsonFormatter
 from service.core.redis import redis_settings
 from service.web.handlers import probes
@@ -96,7 +99,9 @@ async def test_metrics_count_requests_by_route_template_jobs_and_webhooks(make_c
     )
     redis = await create_pool(redis_settings(settings))
     await redis.enqueue_job("extract_participants_job", "x", _queue_name=settings.extract_queue)
-    await redis.set(f"{settings.default_queue}:health-check", b"alive")
+    await worker_beats.record(
+        redis, settings.default_queue, worker_beats.beat_key(settings.default_queue), "alive", 60
+    )
     await redis.aclose()
 
     resp = await client.get("/metrics")
@@ -161,19 +166,29 @@ async def test_docs_page_uses_the_vendored_script(client, pool):
     assert len(script) > 500_000 and "Redoc" in script[:200]
 
 
-async def test_worker_health(pool, settings, capsys):
-    assert await check_health(settings) is False
+async def test_worker_health_counts_this_hosts_own_worker_processes(pool, settings, capsys):
+    extract, default = settings.extract_queue, settings.default_queue
+    assert await check_health(settings, [extract, default]) is False
     redis = await create_pool(redis_settings(settings))
     try:
-        await redis.set(f"{settings.extract_queue}:health-check", b"Nov-22 j_complete=3")
-        assert await check_health(settings) is False  # the default queue's worker is missing
-        await redis.set(f"{settings.default_queue}:health-check", b"Nov-22 j_complete=1")
-        assert await check_health(settings) is True
+        # Another host's worker (another container's replica) says nothing about this one.
+        await worker_beats.record(redis, extract, f"{extract}:health-check:elsewhere:7", "elsewhere", 60)
+        assert await check_health(settings, [extract]) is False
+        await worker_beats.record(redis, extract, worker_beats.beat_key(extract), "Nov-22 j_complete=3", 60)
+        assert await check_health(settings, [extract]) is True
+        assert await check_health(settings, [extract, default]) is False  # the default queue's is missing
+        await worker_beats.record(redis, default, worker_beats.beat_key(default), "Nov-22 j_complete=1", 0.3)
+        assert await check_health(settings, [extract, default]) is True
+        await asyncio.sleep(0.4)  # a heartbeat not refreshed in time: that worker is gone or stuck
+        assert await check_health(settings, [default]) is False
+        await worker_beats.forget(redis, extract, worker_beats.beat_key(extract))
+        assert await check_health(settings, [extract]) is False
     finally:
         await redis.aclose()
     out = capsys.readouterr().out
-    assert f"{settings.extract_queue}: Nov-22 j_complete=3 (queued: 0)" in out
-    assert f"{settings.default_queue}: no recent heartbeat (queued: 0)" in out
+    assert f"{extract}: pid {os.getpid()}: Nov-22 j_complete=3" in out
+    assert f"{default}: no worker on {worker_beats.this_host()} with a recent heartbeat (queued: 0)" in out
+    assert "elsewhere" not in out
 
 
 async def test_a_redirect_is_logged_and_counted_with_its_own_status(client, pool, caplog):

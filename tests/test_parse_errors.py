@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -20,9 +19,9 @@ import pytest
 from aiohttp import web
 
 from service.core.logs import JsonFormatter
-from service.dev.embedded import free_port, reachable
 from service.web.app import create_app
 from service.web.server import MAX_HEADERS, MAX_REQUEST_LINE, ApiRunner
+from tests.serving import bound_port
 from tests.test_cli import ROOT, cli_env
 
 TOKEN = "SECRETTOKEN0123456789"
@@ -122,10 +121,9 @@ async def server(settings) -> AsyncIterator[tuple[int, io.StringIO]]:
     root.setLevel(logging.DEBUG)
     runner = ApiRunner(create_app(settings), access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield port, stream
+        yield runner.addresses[0][1], stream
     finally:
         await runner.cleanup()
         root.removeHandler(handler)
@@ -219,43 +217,33 @@ async def test_a_good_request_then_garbage_on_one_connection(server) -> None:
     assert TOKEN.encode() not in data and TOKEN not in logs.getvalue()
 
 
-def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 60
-    while not reachable("127.0.0.1", port, 0.2):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [["serve"], ["serve", "--processes", "2"], ["dev"]])
 async def test_every_way_of_serving_answers_json_and_logs_no_request_bytes(settings, pool, tmp_path, command):
     """``serve``, each process of ``serve --processes 2`` and ``dev``: their stderr is the log."""
-    port = free_port()
+    log_path = tmp_path / "stderr.log"
     env = cli_env(
         settings,
-        PARTICIPANTS_PORT=str(port),
+        PARTICIPANTS_PORT="0",
         PARTICIPANTS_LOG_LEVEL="DEBUG",
         PARTICIPANTS_DB_CONNECTIONS_TOTAL="10",
         PARTICIPANTS_DATA_DIR=str(tmp_path),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *command],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *command], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
     try:
-        _wait_listening(proc, port)
+        port = bound_port(proc, log_path)
         # Every case several times: with two processes, new connections land on both.
         for _ in range(2 if command == ["serve"] else 4):
             for raw, want_status, code in BAD_REQUESTS.values():
                 assert_json_error(*await exchange(port, raw), want_status, code)
     finally:
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=40)
-    logged = stderr.decode()
+        proc.wait(timeout=40)
+    logged = log_path.read_text()
     refused = [x for x in logged.splitlines() if "refused by the HTTP parser" in x]
     assert len(refused) == len(BAD_REQUESTS) * (2 if command == ["serve"] else 4), logged[-3000:]
     assert not any(s in logged for s in SECRETS), logged[-3000:]

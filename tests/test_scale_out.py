@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.dev.embedded import free_port, reachable
 from tests.bulk_files import form
+from tests.serving import bound_port
 from tests.test_cli import ROOT, cli_env
 from tests.world import STUDY
 
@@ -54,14 +54,6 @@ def started(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[su
                 proc.wait()
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not reachable("127.0.0.1", port, 0.2):
-        assert proc.poll() is None, log_path.read_text()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool, tmp_path) -> None:
     await world.study(participateEnabled=True)
@@ -93,16 +85,18 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
         # Postgres allows 100 connections: 2 APIs x 10 + 3 workers x at most 19, and the test's pool.
         PARTICIPANTS_DB_POOL_MAX="10",
     )
-    ports = [free_port(), free_port()]
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     with contextlib.ExitStack() as stack:
         api_logs = [tmp_path / f"api{i}.log" for i in range(2)]
-        apis = [
-            stack.enter_context(started(["serve"], {**env, "PARTICIPANTS_PORT": str(p)}, log))
-            for p, log in zip(ports, api_logs, strict=True)
-        ]
-        for port, api, log in zip(ports, apis, api_logs, strict=True):
-            wait_listening(port, api, log)
+        # Each API on a port of the kernel's choice, read back from its log (INFO, JSON).
+        api_env = {
+            **env,
+            "PARTICIPANTS_PORT": "0",
+            "PARTICIPANTS_LOG_LEVEL": "INFO",
+            "PARTICIPANTS_LOG_JSON": "true",
+        }
+        apis = [stack.enter_context(started(["serve"], api_env, log)) for log in api_logs]
+        ports = [bound_port(api, log) for api, log in zip(apis, api_logs, strict=True)]
         worker_logs = [tmp_path / f"worker{i}.log" for i in range(3)]
         workers = [
             stack.enter_context(started(["worker", "--queue", "all"], env, log)) for log in worker_logs

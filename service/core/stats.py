@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, Field
 
+from service.core import worker_beats
 from service.settings import Settings
 
 # Upper bounds (seconds) of the job-duration histogram; the SQL counts each bucket, the scrape names them.
@@ -92,21 +93,21 @@ class QueueReport(BaseModel):
 
 
 async def queue_health(redis: Any, settings: Settings) -> list[QueueHealth]:
-    """Each queue's depth and its workers' arq heartbeat, in one Redis round trip."""
+    """Each queue's depth and the heartbeat of its freshest live worker process."""
     names = (settings.extract_queue, settings.default_queue)
     pipe = redis.pipeline(transaction=False)
     for name in names:
         pipe.zcard(name)
-        pipe.get(f"{name}:health-check")
-    answers = await pipe.execute()
+    depths = await pipe.execute()
+    beats = await worker_beats.live_beats(redis, names)
     return [
         QueueHealth(
             name=name,
             depth=int(depth),
-            workerHeartbeat=beat.decode(errors="replace") if beat else None,
-            workerAlive=beat is not None,
+            workerHeartbeat=beats[name][0].line if beats[name] else None,
+            workerAlive=bool(beats[name]),
         )
-        for name, depth, beat in zip(names, answers[::2], answers[1::2], strict=True)
+        for name, depth in zip(names, depths, strict=True)
     ]
 
 

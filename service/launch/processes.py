@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,11 +44,12 @@ CHILD_FLAG = "--child"  # set by the supervisor on the processes it starts; not 
 
 
 def process_count(settings: Settings, requested: int | None) -> int:
-    """``--processes``, else ``PARTICIPANTS_PROCESSES``, else the cores this process may run on."""
+    """``--processes``, else ``PARTICIPANTS_PROCESSES``, else the cores this process may run on; never
+    more than ``db_connections_total`` (each process holds at least one connection)."""
     n = requested or settings.processes
     if not n:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, n)
+    return max(1, min(n, settings.db_connections_total))
 
 
 def pool_max_per_process(settings: Settings, processes: int) -> int:
@@ -67,6 +69,15 @@ def supervise(settings: Settings, processes: int) -> int:
         PARTICIPANTS_DB_POOL_MIN=str(min(settings.db_pool_min, pool_max)),
         PROMETHEUS_MULTIPROC_DIR=metrics_dir,
     )
+    # Port 0: the kernel picks one, bound here (never listening) for as long as the children run,
+    # so the port they all bind with SO_REUSEPORT stays ours between the pick and their start.
+    reserved = None
+    if settings.port == 0:
+        reserved = socket.socket()
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((settings.host, 0))
+        env["PARTICIPANTS_PORT"] = str(reserved.getsockname()[1])
+    port = reserved.getsockname()[1] if reserved is not None else settings.port
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -83,7 +94,7 @@ def supervise(settings: Settings, processes: int) -> int:
             )
         log.info(
             "serving",
-            extra={"processes": processes, "port": settings.port, "db_pool_max_per_process": pool_max},
+            extra={"processes": processes, "port": port, "db_pool_max_per_process": pool_max},
         )
         while not stopping:
             if any(c.poll() is not None for c in children):
@@ -105,4 +116,6 @@ def supervise(settings: Settings, processes: int) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if reserved is not None:
+            reserved.close()
     return code

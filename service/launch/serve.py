@@ -42,7 +42,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, child: bool = False)
         await web.TCPSite(
             runner, settings.host, settings.port, backlog=1024, reuse_port=child or None
         ).start()
-        log.info("listening", extra={"host": settings.host, "port": settings.port})
+        # The bound port: the one asked for, or the one the kernel chose for port 0.
+        log.info("listening", extra={"host": settings.host, "port": runner.addresses[0][1]})
         await stop.wait()
     finally:
         await runner.cleanup()

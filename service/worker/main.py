@@ -14,6 +14,7 @@ from typing import Any
 
 from arq import Worker
 
+from service.core import worker_beats
 from service.core.redis import redis_settings
 from service.settings import Settings
 from service.worker import context, tasks
@@ -39,9 +40,10 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
         if is_extract
         else settings.default_job_timeout_seconds,
         "max_tries": 5,
-        "health_check_key": f"{queue}:health-check",
-        # arq's default is an hour: its counts would show the worker's first minutes for that long.
-        "health_check_interval": settings.worker_health_seconds,
+        # A key per process, refreshed often: a stuck or dead worker reads unhealthy within one
+        # interval (arq's default is an hour), and replicas never share (or delete) one key.
+        "health_check_key": worker_beats.beat_key(queue),
+        "health_check_interval": settings.worker_health_interval_seconds,
         "handle_signals": False,
     }
     if is_extract:

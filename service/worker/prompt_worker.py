@@ -27,12 +27,16 @@ enqueued before lines existed) are then taken in arq's order, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from datetime import datetime
 from typing import Any
 
 from arq import Worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
+from service.core import worker_beats
 from service.core.jobs.queue import fair_prefix
 from service.core.redis import eval_script
 
@@ -114,6 +118,29 @@ class PromptWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
+
+    async def record_health(self) -> None:
+        """arq's health line, under this process's own key (core/worker_beats.py), not the queue's
+        one shared key: replicas of a queue then never hide each other."""
+        now = time.time()
+        if now - self._last_health_check < self.health_check_interval:
+            return
+        self._last_health_check = now
+        ongoing = sum(not t.done() for t in self.tasks.values())
+        queued = await self.pool.zcard(self.queue_name)
+        line = (
+            f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
+            f"j_retried={self.jobs_retried} j_ongoing={ongoing} queued={queued}"
+        )
+        lifetime = self.health_check_interval + 1
+        await worker_beats.record(self.pool, self.queue_name, self.health_check_key, line, lifetime)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            # Only this process's own key: a replica stopping says nothing about the others.
+            with contextlib.suppress(Exception):
+                await worker_beats.forget(self.pool, self.queue_name, self.health_check_key)
+        await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         loop = asyncio.get_running_loop()
