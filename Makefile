@@ -65,10 +65,11 @@ lint: $(STAMP) $(DCLINT_DEPS)
 test: lint $(STAMP) $(OIDC_DEPS) chromium
 	$(BIN)/python -m pytest
 
-# Regenerates docs/console-site.png and docs/console-queue.png from the browser tests.
+# Regenerates README's pictures (docs/console-*.png) from the browser tests that show those pages.
 screenshots: $(STAMP) chromium
-	PARTICIPANTS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_console_browser.py \
-	  -k "extracts_watches or admin_retries"
+	PARTICIPANTS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_console_participant_browser.py \
+	  tests/test_console_browser.py tests/test_console_operations_browser.py \
+	  -k "reveals_and_resets or lists_participants_first or admin_retries or live_bar or dashboard_draws"
 
 # The add-participant benchmark loads the API with wrk (C, one process for the load) when it is
 # there: a Python client would take CPU from the API it measures. As root it is installed with

@@ -2,8 +2,8 @@
 extract with live progress and a download identical to the API's, a bulk upload's failures, what a
 monitor and another site's CRC cannot see or do, an admin's retry and redelivery, and CSRF.
 
-``PARTICIPANTS_SCREENSHOTS=1`` also writes docs/console-site.png and docs/console-queue.png (see
-``make screenshots``).
+``PARTICIPANTS_SCREENSHOTS=1`` also writes docs/console-queue.png (see ``make screenshots``; the
+other pictures come from the participant and operations browser tests).
 """
 
 from __future__ import annotations
@@ -112,8 +112,6 @@ async def test_crc_extracts_watches_progress_and_downloads_the_apis_file(console
     await page.wait_for_selector("text=The extract was started.")
     assert await page.locator("#jobs td.status").first.inner_text() == "IN_QUEUE"
     await page.evaluate("window.notReloaded = true")
-    if SHOTS:
-        await page.screenshot(path=str(DOCS / "console-site.png"))
     worker = asyncio.create_task(run_jobs(settings))  # only now does a worker take the job
     await page.locator("#jobs .progress-text", has_text="300 of 300 rows (100 %)").wait_for()
     await worker

@@ -14,7 +14,7 @@ import pytest
 
 from service.core import storage as storage_module
 from service.core.jobs import lifecycle
-from tests.test_console_browser import REASON, console, sign_in, url  # noqa: F401  (the fixture)
+from tests.test_console_browser import DOCS, REASON, SHOTS, console, sign_in, url  # noqa: F401  (the fixture)
 from tests.test_extract import run_jobs, seed_site
 from tests.test_webhooks_support import finished_job, run_default_worker
 from tests.world import SITE_A, STUDY, expect
@@ -66,6 +66,8 @@ async def test_job_page_shows_a_live_bar_with_rate_and_time_left(console, pool, 
     text = await rate.inner_text()
     assert "Writing the file" in text and "left" in text, text
     assert await page.locator("#job-progress progress").get_attribute("max") == "60000"
+    if SHOTS:
+        await page.screenshot(path=str(DOCS / "console-job-progress.png"))
     await page.set_viewport_size(PHONE)
     await assert_fits(page)
     await page.set_viewport_size(DESKTOP)
@@ -205,6 +207,8 @@ async def test_the_dashboard_draws_the_last_hour_and_day(console, pool):
         )
         duration = await page.locator("#chart-duration desc").text_content()
         assert "p50 at most 2 s" in duration, duration
+        if SHOTS and window == "hour":
+            await page.screenshot(path=str(DOCS / "console-dashboard.png"), full_page=True)
         for size in (DESKTOP, PHONE):
             await page.set_viewport_size(size)
             await assert_fits(page)

@@ -8,6 +8,7 @@ import pytest
 
 from tests.browser import browser_context, unavailable_reason
 from tests.console_helpers import PASSWORD, give_password
+from tests.test_console_browser import DOCS, SHOTS
 from tests.world import SITE_A, STUDY, expect
 
 REASON = unavailable_reason()
@@ -46,6 +47,9 @@ async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client
 
         await page.get_by_role("button", name="Show access code").click()
         assert await page.locator("#access-code").inner_text() == code
+        if SHOTS:
+            phone = "-phone" if width < 500 else ""
+            await page.screenshot(path=str(DOCS / f"console-participant{phone}.png"), full_page=True)
         await page.get_by_role("button", name="Reset access code").click()
         await page.wait_for_selector("text=has a new access code")
         assert code not in await page.content()
@@ -77,6 +81,9 @@ async def test_the_site_page_lists_participants_first_and_fits_a_phone(make_clie
         await page.get_by_role("link", name=f"Site {SITE_A}").click()
         headings = await page.locator("h2").all_inner_texts()
         assert headings[0] == "Participants" and headings[-1] == "Jobs"
+        if SHOTS:
+            phone = "-phone" if width < 500 else ""
+            await page.screenshot(path=str(DOCS / f"console-site{phone}.png"), full_page=width < 500)
         await page.get_by_label("Participant ID starts with").fill("site-1")
         await page.get_by_role("button", name="Search").click()
         await page.wait_for_selector("text=1 participant whose ID starts with")

@@ -34,7 +34,8 @@ async def test_an_oc4_client_script_works_unchanged(world, settings, pool, tmp_p
             return subprocess.Popen([sys.executable, "-m", "service.cli", *cmd], cwd=ROOT, env=env,
                                     stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
 
-    procs = [start_serve(settings, serve_log, PARTICIPANTS_PATH_PREFIX="/OpenClinica")]
+    procs = [start_serve(settings, serve_log, PARTICIPANTS_PATH_PREFIX="/OpenClinica",
+                         PARTICIPANTS_PARTICIPATE_URL="https://portal.example.org")]  # fmt: skip
     try:
         port = bound_port(procs[0], serve_log)
         deadline = time.monotonic() + 60
