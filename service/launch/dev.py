@@ -31,7 +31,7 @@ async def dev(settings: Settings) -> None:
         if not settings.database_url:
             settings.database_url = embedded.postgres_url()
             print(f"embedded Postgres: {settings.database_url}")
-        if not settings.redis_url:
+        if not settings.redis_url and not settings.redis_sentinels:
             settings.redis_url = embedded.redis_url()
             print(f"embedded Redis: {settings.redis_url}")
         await migrate_dsn(settings.database_url)

@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from service.core.db import forget_read_only
 from service.core.errors import UNAVAILABLE, ApiError
 from service.web.apidoc import declared
 from service.web.input import NUL_IN_QUERY
 from service.web.logs import route_template
 from service.web.oidc import ProviderUnavailable
 from service.web.replies import error_response
+from service.web.resources import DB
 
 log = logging.getLogger("participants.errors")
 
@@ -61,6 +63,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(as_api_error(request, exc))
     except Exception as exc:
+        await forget_read_only(request.config_dict[DB], exc)
         return error_response(as_api_error(request, exc))
 
 

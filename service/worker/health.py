@@ -6,14 +6,12 @@ past it, so a present key means a live worker. Every queue is reported; healthy 
 
 from __future__ import annotations
 
-from arq import create_pool
-
-from service.core.redis import redis_settings
+from service.core.redis import connect_redis
 from service.settings import Settings
 
 
 async def check_health(settings: Settings) -> bool:
-    redis = await create_pool(redis_settings(settings))
+    redis = await connect_redis(settings)
     try:
         healthy = True
         for queue in (settings.extract_queue, settings.default_queue):
