@@ -58,9 +58,12 @@ async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event
             return
         if time.monotonic() - started > HEALTHY_RUN_SECONDS:
             delay = RESTART_MIN_SECONDS
+        kind = type(error).__name__ if error else None
         log.error(
-            "worker stopped by itself; starting it again",
-            extra={"queue": queue, "error": type(error).__name__ if error else None, "retry_in": delay},
+            "worker stopped by itself (%s); starting it again",
+            kind,
+            extra={"queue": queue, "error": kind, "retry_in": delay},
+            exc_info=error,
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
