@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench bench-smoke lint clean chromium wrk screenshots
+.PHONY: install run test bench bench-smoke lint clean chromium wrk screenshots failover-servers
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,21 @@ chromium:
 	  else echo "no $(CHROMIUM) and not root: the browser tests will be skipped"; fi; \
 	fi
 
+# The failover tests run their own Postgres primary and standby (Debian's server binaries under
+# /usr/lib/postgresql/<version>/bin) and Redis with sentinels (redis-server, also run as a sentinel).
+# As root, missing ones are installed with apt-get, as Chromium is; otherwise those tests are skipped
+# and pytest's summary says why.
+failover-servers:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	      || echo "$$missing could not be installed: the failover tests will be skipped"; \
+	  else echo "no$$missing and not root: the failover tests will be skipped"; fi; \
+	fi
+
 # ruff (rules and format) on the code and its tests, mypy on the service (strict in service/core).
 LINT_PATHS := service tests bench
 lint: $(STAMP)
@@ -45,7 +60,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy service
 
-test: lint $(STAMP) $(OIDC_DEPS) chromium
+test: lint $(STAMP) $(OIDC_DEPS) chromium failover-servers
 	$(BIN)/python -m pytest
 
 # Regenerates docs/console-site.png and docs/console-queue.png from the browser tests.

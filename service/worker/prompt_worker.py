@@ -31,12 +31,10 @@ import logging
 import time
 from typing import Any
 
+import redis.exceptions
 from arq import Worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.core.jobs.queue import fair_prefix
 from service.core.redis import connect_redis, eval_script
@@ -45,7 +43,13 @@ from service.settings import Settings
 log = logging.getLogger("participants.worker")
 
 # Redis failing under the poll loop: unreachable, timed out, or a demoted master refusing writes.
-REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
+REDIS_OUTAGE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    OSError,
+    TimeoutError,
+)
 
 # KEYS: the queue. ARGV: now (ms), the in-progress key's lifetime (ms), the free slots, the queue's
 # fairness prefix, arq's in-progress key prefix, then arq's due ids in its order (taken after the

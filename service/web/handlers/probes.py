@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel
 
-from service.core.db import pending_migrations, server_address
+from service.core.db import is_standby, pending_migrations, server_address
 from service.core.errors import ApiError
 from service.core.storage import StorageNotFound
 from service.web.apidoc import operation
@@ -81,7 +81,7 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
 
 async def _postgres(app: web.Application, found: dict[str, str]) -> str | None:
     async with app[DB].acquire() as conn:
-        if await conn.fetchval("SELECT pg_is_in_recovery()"):
+        if await is_standby(conn):
             return f"read-only (a standby): {server_address(conn)}"
         found["primary"] = server_address(conn)
         pending = await pending_migrations(conn)
