@@ -84,7 +84,9 @@ class PgPair:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def start(self) -> None:
+    def start(self, standby: bool = True) -> None:
+        """The primary, and (``standby``) the synchronous standby. Without one, the primary alone
+        with durable commits (what bench/costs.py measures)."""
         self._run(str(PG_BIN / "initdb"), "-D", str(self.primary_dir), "-U", "postgres", "--auth=trust",
                   "--no-sync", "-E", "UTF8")  # fmt: skip
         settings = {
@@ -99,9 +101,13 @@ class PgPair:
             "shared_buffers": "32MB",
             "max_connections": "120",
         }
+        if not standby:
+            del settings["synchronous_standby_names"], settings["fsync"]
         with (self.primary_dir / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
         self.pg_ctl(self.primary_dir, "start")
+        if not standby:
+            return
         self._run(str(PG_BIN / "pg_basebackup"), "-D", str(self.standby_dir), "-h", "127.0.0.1",
                   "-p", str(self.primary_port), "-U", "postgres", "-X", "stream", "-R", "--no-sync")  # fmt: skip
         with (self.standby_dir / "postgresql.auto.conf").open("a") as conf:
