@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -66,6 +67,35 @@ def tree_cpu(root_pid: int) -> float:
         total += cpu.get(pid, 0.0)
         todo.extend(children.get(pid, []))
     return total
+
+
+class RoundTrips:
+    """Commands clients sent to Redis (each one round trip; a pipeline's commands count one each),
+    read with MONITOR, which also shows the commands Lua scripts run (``client_type`` "lua"): those
+    are left out, as ``total_commands_processed`` cannot."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.sent = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        async with self.redis.monitor() as monitor:
+            async for command in monitor.listen():
+                if command["client_type"] != "lua" and not command["command"].upper().startswith("INFO"):
+                    self.sent += 1
+
+    async def __aenter__(self) -> RoundTrips:
+        self.task = asyncio.create_task(self._watch())
+        await asyncio.sleep(0.2)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.2)
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
 
 
 class Meter:
@@ -217,8 +247,9 @@ async def measure(args: argparse.Namespace, pair: PgPair, redis_url: str, pg_pid
             line("bytes per row", totals["bytes"] / totals["rows"], "B")
 
             before = await meter.read()
-            got = await extracts(base, many_token, [oid for oid, _ in sites], dsn, "S_MANY")
-            d = Meter.delta(before, await meter.read())
+            async with RoundTrips(Redis.from_url(redis_url)) as sent:
+                got = await extracts(base, many_token, [oid for oid, _ in sites], dsn, "S_MANY")
+                d = Meter.delta(before, await meter.read())
             jobs = got["jobs"]
             print(
                 f"nightly-sync shape: {int(jobs)} extracts of {args.site_rows} rows at once, {d['wall']:.2f} s wall"
@@ -228,6 +259,7 @@ async def measure(args: argparse.Namespace, pair: PgPair, redis_url: str, pg_pid
             line("API CPU per submit", d["api"] / jobs * 1000, "ms")
             line("Redis commands per job (submit to done, API and worker)", d["redis_commands"] / jobs, "")
             line("  of which the worker's polling meanwhile", polling * d["wall"] / jobs, "")
+            line("Redis round trips per job (script steps not counted)", sent.sent / jobs, "")
             line("jobs per second, one worker", jobs / d["wall"], "/s")
     await redis.aclose()
 
