@@ -69,7 +69,7 @@ def tree_cpu(root_pid: int) -> float:
     return total
 
 
-class RoundTrips:
+class CommandsSent:
     """Commands clients sent to Redis (each one round trip; a pipeline's commands count one each),
     read with MONITOR, which also shows the commands Lua scripts run (``client_type`` "lua"): those
     are left out, as ``total_commands_processed`` cannot."""
@@ -85,7 +85,7 @@ class RoundTrips:
                 if command["client_type"] != "lua" and not command["command"].upper().startswith("INFO"):
                     self.sent += 1
 
-    async def __aenter__(self) -> RoundTrips:
+    async def __aenter__(self) -> CommandsSent:
         self.task = asyncio.create_task(self._watch())
         await asyncio.sleep(0.2)
         return self
@@ -206,6 +206,15 @@ async def measure(args: argparse.Namespace, pair: PgPair, redis_url: str, pg_pid
     await migrate_dsn(dsn)
     await seed_user(dsn, args.rows)
     sites = await seed_sites(dsn, args.sites, args.site_rows)
+    conn = await asyncpg.connect(dsn)
+    size = await conn.fetchrow(
+        "SELECT pg_table_size('participants') AS heap, pg_indexes_size('participants') AS indexes,"
+        " (SELECT count(*) FROM participants) AS n"
+    )
+    await conn.close()
+    print(f"participants table: {size['n']} rows")
+    line("heap bytes per participant", size["heap"] / size["n"], "B")
+    line("index bytes per participant", size["indexes"] / size["n"], "B")
     token = mint_token(Settings(jwt_secret=BENCH_SECRET), USER, 3600)
     many_token = mint_token(Settings(jwt_secret=BENCH_SECRET), "bench_many", 3600)
     redis = Redis.from_url(redis_url)
@@ -247,7 +256,7 @@ async def measure(args: argparse.Namespace, pair: PgPair, redis_url: str, pg_pid
             line("bytes per row", totals["bytes"] / totals["rows"], "B")
 
             before = await meter.read()
-            async with RoundTrips(Redis.from_url(redis_url)) as sent:
+            async with CommandsSent(Redis.from_url(redis_url)) as sent:
                 got = await extracts(base, many_token, [oid for oid, _ in sites], dsn, "S_MANY")
                 d = Meter.delta(before, await meter.read())
             jobs = got["jobs"]
@@ -259,7 +268,7 @@ async def measure(args: argparse.Namespace, pair: PgPair, redis_url: str, pg_pid
             line("API CPU per submit", d["api"] / jobs * 1000, "ms")
             line("Redis commands per job (submit to done, API and worker)", d["redis_commands"] / jobs, "")
             line("  of which the worker's polling meanwhile", polling * d["wall"] / jobs, "")
-            line("Redis round trips per job (script steps not counted)", sent.sent / jobs, "")
+            line("Redis commands clients sent per job (a script counts once)", sent.sent / jobs, "")
             line("jobs per second, one worker", jobs / d["wall"], "/s")
     await redis.aclose()
 
