@@ -91,12 +91,18 @@ async def test_redis_master_killed_sentinels_promote_and_the_service_follows(
     try:
         queued = [await submit_extract(client, headers, tally) for _ in range(QUEUED)]
         assert all(queued), tally.statuses
-        # The workers are up (a job done) before the kill: a worker starting during a failover
-        # cannot find a master and is started again, which is not what is measured here.
+        # Both workers are up (a job done, both heartbeats written) before the kill: one starting then
+        # finds no master and is started again, which is not what is measured here.
+        master = Redis(host="127.0.0.1", port=sentinels.master_port)
+        health = [f"{settings.extract_queue}:health-check", f"{settings.default_queue}:health-check"]
         deadline = time.monotonic() + 30
-        while not await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'"):
+        while not (
+            await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
+            and await master.exists(*health) == len(health)
+        ):
             assert time.monotonic() < deadline, "\n".join(p.read_text()[-2000:] for p in logs)
             await asyncio.sleep(0.05)
+        await master.aclose()
         in_queue_at_kill = await pool.fetchval("SELECT count(*) FROM jobs WHERE status <> 'COMPLETED'")
         stop_at = time.monotonic() + AFTER_KILL_SECONDS
 

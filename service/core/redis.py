@@ -12,16 +12,17 @@ request that hangs.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
+import redis.exceptions
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError
 from redis.typing import EncodableT
 
 from service.core.links import Link, address
@@ -70,7 +71,7 @@ async def connect_redis(
         # A refused or dropped connection (a master that died, Sentinel still naming it) is tried
         # again a few times. A timeout is not: the caller has waited its bound once already.
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), settings.redis_retries),
-        "retry_on_error": [ConnectionError],  # redis-py's, not the builtin
+        "retry_on_error": [redis.exceptions.ConnectionError],
         "redis_connect_func": on_connect,
     }
     if rs.sentinel:
@@ -86,6 +87,20 @@ async def connect_redis(
         await client.aclose()
         raise
     return client
+
+
+# Redis failing under a call: unreachable, timed out, or a demoted master refusing writes.
+OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+async def forget_connections(client: Redis, exc: BaseException) -> None:
+    """After ``exc`` (a Redis outage), close every connection of ``client``'s pool, idle ones
+    included: the next call connects afresh (through Sentinel, to whichever server is master then),
+    so a master that stopped answering and wakes up after being replaced never gets a write
+    through a connection left idle in the pool."""
+    if isinstance(exc, OUTAGE):
+        with contextlib.suppress(Exception):
+            await client.connection_pool.disconnect()
 
 
 async def eval_script(client: Redis, script: str, keys: Sequence[str], *args: EncodableT) -> Any:

@@ -37,7 +37,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
 from service.core.jobs.queue import fair_prefix
-from service.core.redis import connect_redis, eval_script
+from service.core.redis import connect_redis, eval_script, forget_connections
 from service.settings import Settings
 
 log = logging.getLogger("participants.worker")
@@ -145,6 +145,7 @@ class PromptWorker(Worker):
         try:
             await super()._poll_iteration()
         except REDIS_OUTAGE as exc:
+            await forget_connections(self.pool, exc)
             if self._redis_lost_at is None:
                 self._redis_lost_at = time.monotonic()
                 log.warning(
