@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
+from service.settings import Settings
 from tests.test_extract import SUBMIT, UUID_TEXT
 from tests.world import SITE_A, STUDY
 
@@ -81,6 +83,17 @@ async def wait_for_jobs(
             detail = log() if callable(log) else ""
             pytest.fail(f"jobs unfinished after {seconds} s: {dict(states)} of {len(wanted)}\n{detail}")
         await asyncio.sleep(0.25)
+
+
+async def until_workers_up(redis: Redis, settings: Settings, log: Any, seconds: float = 30.0) -> None:
+    """Both queues' workers started (each writes its arq health-check key after its startup): a
+    worker still starting when a dependency fails over cannot start and is started again, which is
+    not what the failover tests measure."""
+    keys = [f"{settings.extract_queue}:health-check", f"{settings.default_queue}:health-check"]
+    deadline = time.monotonic() + seconds
+    while await redis.exists(*keys) < len(keys):
+        assert time.monotonic() < deadline, log()
+        await asyncio.sleep(0.05)
 
 
 def report(capsys: pytest.CaptureFixture[str], title: str, figures: dict[str, Any]) -> None:

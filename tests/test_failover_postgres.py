@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from service.core.db import create_pool, migrate_dsn
+from service.web.resources import LINKS
 from tests.engines import PgPair, pg_available
-from tests.failover_load import PARTICIPANTS, Tally, report, submit_extract, wait_for_jobs
+from tests.failover_load import PARTICIPANTS, Tally, report, submit_extract, until_workers_up, wait_for_jobs
 from tests.test_extract import seed_site
 from tests.test_extract_reliability import _start_worker, _stop
 from tests.world import SITE_A, World
@@ -30,6 +33,7 @@ BEFORE_KILL_SECONDS = 2.5
 AFTER_PROMOTION_SECONDS = 5.0
 OLD_PRIMARY_BACK_SECONDS = 3.0
 WRITES_BACK_WITHIN_SECONDS = 10.0
+RERUN_WITHIN_SECONDS = 10.0
 SITE_ROWS = 100_000  # an extract runs long enough (about a second) to be cut mid-COPY
 
 
@@ -73,9 +77,12 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
         PARTICIPANTS_DB_TIMEOUT_SECONDS="2", PARTICIPANTS_JOB_RETRY_DELAY_SECONDS="0.5",
         PARTICIPANTS_JOB_HEARTBEAT_SECONDS="0.5", PARTICIPANTS_LOG_LEVEL="WARNING", PARTICIPANTS_LOG_JSON="true", PYTHONUNBUFFERED="1",
     )  # fmt: skip
+    redis = Redis.from_url(str(settings.redis_url))
+    await until_workers_up(redis, settings, lambda: log_path.read_text()[-3000:])
+    await redis.aclose()
     headers = world.auth("crc_a")
     adds, extracts = Tally(), Tally()
-    phase = {"stop": False}
+    phase: dict[str, Any] = {"stop": False}
 
     async def one_client(n: int) -> None:
         i = 0
@@ -104,6 +111,7 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
     async def fail_over() -> tuple[float, float, float]:
         await asyncio.sleep(BEFORE_KILL_SECONDS)
         killed = time.monotonic()
+        phase["killed_at"] = time.time()
         await _run(*pg_pair.pg_ctl_command(pg_pair.primary_dir, "stop", "-m", "immediate"))
         await _run(*pg_pair.pg_ctl_command(pg_pair.standby_dir, "promote"))
         promoted = time.monotonic()
@@ -126,6 +134,9 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
         jobs = await wait_for_jobs(
             new_primary, extracts.acknowledged, 60, lambda: log_path.read_text()[-3000:]
         )
+        rerun_done = await new_primary.fetchval(
+            "SELECT max(extract(epoch FROM completed_at)) FROM jobs WHERE attempts > 1"
+        )
         saved = {
             r["subject_key"]
             for r in await new_primary.fetch(
@@ -137,6 +148,15 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
         old_read_only = await old.fetchval("SELECT pg_is_in_recovery()")
         await old.close()
         worker_log = log_path.read_text()
+        # An API whose DSN names only the old primary (now read-only): a write is a 503, never a
+        # 500, and /readyz says why.
+        stale = await make_client(database_url=pg_pair.url("participants", pg_pair.primary_port))
+        refused = await stale.post(
+            PARTICIPANTS, json={"subjectKey": "FO-RO-1", "firstName": "Ann"}, headers=headers
+        )
+        refused_body = await refused.json()
+        stale_ready = await (await stale.get("/readyz")).json()
+        postgres_link = client.server.app[LINKS].postgres
     finally:
         _stop(worker)
 
@@ -144,6 +164,7 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
     missing = set(adds.acknowledged) - saved
     first_ok = adds.first_ok_after(promoted)
     reruns = [j for j in jobs if j["attempts"] > 1]
+    rerun_after = None if rerun_done is None else round(float(rerun_done) - phase["killed_at"], 2)
     report(capsys, "Postgres failover (primary killed, standby promoted):", {
         "adds acknowledged": len(adds.acknowledged),
         "acknowledged adds on the new primary": len(set(adds.acknowledged) & saved),
@@ -156,6 +177,9 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
         "extract answers by status": dict(sorted(extracts.statuses.items())),
         "extract statuses": {s: sum(1 for j in jobs if j["status"] == s) for s in {j["status"] for j in jobs}},
         "extracts run more than once (cut by the failover)": len(reruns),
+        "those re-runs all completed within (s of the kill)": rerun_after,
+        "API: Postgres connections opened, failovers seen": (postgres_link.connections, postgres_link.failovers),
+        "write through a DSN naming only the read-only old primary": refused.status,
         "worker restarts": worker_log.count("worker stopped by itself"),
         "test run time (s)": round(time.monotonic() - started, 1),
         "load time (s)": round(load_seconds, 1),
@@ -170,6 +194,10 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
     assert extracts.acknowledged and all(j["status"] == "COMPLETED" for j in jobs), [
         (j["status"], j["error"]) for j in jobs if j["status"] != "COMPLETED"
     ]
+    assert rerun_after is None or rerun_after < RERUN_WITHIN_SECONDS  # not when the sweeper notices
+    assert postgres_link.failovers >= 1 and postgres_link.server == f"127.0.0.1:{pg_pair.standby_port}"
+    assert refused.status == 503 and refused.headers["Retry-After"], refused_body
+    assert stale_ready["params"]["checks"]["postgres"].startswith("read-only (a standby)"), stale_ready
     assert "outbox listener listening again" in worker_log
     # The workers' arq loops outlived it: a restart would have cancelled the jobs they were running.
     assert "worker stopped by itself" not in worker_log, worker_log[-4000:]

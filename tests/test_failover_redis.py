@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.engines import RedisSentinels, redis_server_binary
-from tests.failover_load import Tally, report, submit_extract, wait_for_jobs
+from tests.failover_load import Tally, report, submit_extract, until_workers_up, wait_for_jobs
 from tests.test_extract import SUBMIT, seed_site
 from tests.test_extract_reliability import _start_worker, _stop
 from tests.world import SITE_A
@@ -91,17 +91,8 @@ async def test_redis_master_killed_sentinels_promote_and_the_service_follows(
     try:
         queued = [await submit_extract(client, headers, tally) for _ in range(QUEUED)]
         assert all(queued), tally.statuses
-        # Both workers are up (a job done, both heartbeats written) before the kill: one starting then
-        # finds no master and is started again, which is not what is measured here.
         master = Redis(host="127.0.0.1", port=sentinels.master_port)
-        health = [f"{settings.extract_queue}:health-check", f"{settings.default_queue}:health-check"]
-        deadline = time.monotonic() + 30
-        while not (
-            await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
-            and await master.exists(*health) == len(health)
-        ):
-            assert time.monotonic() < deadline, "\n".join(p.read_text()[-2000:] for p in logs)
-            await asyncio.sleep(0.05)
+        await until_workers_up(master, settings, lambda: "\n".join(p.read_text()[-2000:] for p in logs))
         await master.aclose()
         in_queue_at_kill = await pool.fetchval("SELECT count(*) FROM jobs WHERE status <> 'COMPLETED'")
         stop_at = time.monotonic() + AFTER_KILL_SECONDS

@@ -12,6 +12,7 @@ the re-run is deferred until its heartbeat is stale, when the claim may take it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from service.settings import Settings
 from service.worker.failures import failure_reason
 
 log = logging.getLogger("participants.worker.retries")
+
+# Pauses between tries to record a hand-back (None: the last try).
+RECORD_PAUSES = (0.25, 0.5, 1.0, None)
 
 
 @dataclass
@@ -58,18 +62,26 @@ async def hand_back(ctx: dict[str, Any], job_uuid: UUID, claimed: Claimed, exc: 
     reason = failure_reason(exc)
     attempt = claimed.attempt
     delay = retry_delay(settings, attempt)
-    try:
-        async with pool.acquire(timeout=settings.db_timeout_seconds) as conn:
-            if attempt is not None and not can_retry(settings, attempt):
-                await lifecycle.fail_job(conn, job_uuid, reason, attempt)
-                log.warning("job failed on an outage", extra={"job_uuid": str(job_uuid), "reason": reason})
-                return FAILED
-            if attempt is not None:
-                await lifecycle.release_attempt(conn, job_uuid, attempt, reason)
-    except UNAVAILABLE:
-        if attempt is not None:
-            stale = max(settings.extract_stale_seconds, settings.job_stale_seconds)
-            delay = max(delay, stale + settings.job_heartbeat_seconds)
+    if attempt is not None:
+        # A Postgres failover leaves no primary for a moment (a promotion takes well under a
+        # second): the record is tried a few times before the re-run is left to the stale heartbeat.
+        for pause in RECORD_PAUSES:
+            try:
+                async with pool.acquire(timeout=settings.db_timeout_seconds) as conn:
+                    if not can_retry(settings, attempt):
+                        await lifecycle.fail_job(conn, job_uuid, reason, attempt)
+                        log.warning(
+                            "job failed on an outage", extra={"job_uuid": str(job_uuid), "reason": reason}
+                        )
+                        return FAILED
+                    await lifecycle.release_attempt(conn, job_uuid, attempt, reason)
+                break
+            except UNAVAILABLE:
+                if pause is None:
+                    stale = max(settings.extract_stale_seconds, settings.job_stale_seconds)
+                    delay = max(delay, stale + settings.job_heartbeat_seconds)
+                else:
+                    await asyncio.sleep(pause)
     log.warning(
         "job stopped by an outage; it runs again",
         extra={"job_uuid": str(job_uuid), "attempt": attempt, "reason": reason, "retry_in": delay},
