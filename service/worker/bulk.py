@@ -90,9 +90,11 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
     try:
         return await _bulk_add(ctx, job_uuid_str, claimed)
     except Exception as exc:
-        if not is_outage(exc):
+        # Before its claim nothing of the job ran: arq drops the message and the sweeper queues
+        # the job again from its row (IN_QUEUE) once Postgres answers.
+        if not is_outage(exc) or claimed.attempt is None:
             raise
-        return await hand_back(ctx, UUID(job_uuid_str), claimed, exc)
+        return await hand_back(ctx, UUID(job_uuid_str), claimed.attempt, exc)
 
 
 async def _bulk_add(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) -> str:

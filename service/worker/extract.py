@@ -51,9 +51,11 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
     try:
         return await _extract(ctx, job_uuid_str, claimed)
     except Exception as exc:
-        if not is_outage(exc):
+        # Before its claim nothing of the job ran: arq drops the message and the sweeper queues
+        # the job again from its row (IN_QUEUE) once Postgres answers.
+        if not is_outage(exc) or claimed.attempt is None:
             raise
-        return await hand_back(ctx, UUID(job_uuid_str), claimed, exc)
+        return await hand_back(ctx, UUID(job_uuid_str), claimed.attempt, exc)
 
 
 async def _extract(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) -> str:
