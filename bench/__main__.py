@@ -16,6 +16,7 @@ BENCHMARKS = [
     "bench.extract",
     "bench.many_extracts",
     "bench.fairness",
+    "bench.costs",
 ]
 
 

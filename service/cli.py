@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 def _require_urls(settings: Settings) -> None:
     missing = [n for n in ("database_url", "redis_url") if not getattr(settings, n)]
+    if settings.redis_sentinels:  # Redis is found through the sentinels
+        missing = [n for n in missing if n != "redis_url"]
     if missing:
         names = ", ".join("PARTICIPANTS_" + n.upper() for n in missing)
         sys.exit(

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -171,11 +171,37 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Failover. Redis through Sentinel: the sentinels as "host:port,host:port" and the name they
+    # watch the master under; then PARTICIPANTS_REDIS_URL only supplies the database number, user and
+    # password (its host is not used). Every Redis call gives up after these timeouts (a server that
+    # stops answering is a 503 within them, never a hung request); a refused or dropped connection
+    # is tried again this many times, a short backoff apart, before the caller sees the error.
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    redis_sentinel_master: str = "mymaster"
+    redis_connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    redis_retries: int = Field(default=3, ge=0)
+    # A job whose dependency (Postgres, Redis, object storage) failed mid-run goes back to the queue
+    # and runs again after this long, doubling with each attempt (up to job_max_attempts).
+    job_retry_delay_seconds: float = Field(default=1.0, gt=0)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)  # a ValueError here names the bad entry
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _host_ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for entry in value:
+                host, _, port = str(entry).rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"a sentinel is host:port, not {entry!r}")
         return value
 
     @field_validator(

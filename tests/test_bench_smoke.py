@@ -23,6 +23,8 @@ RATIO_LINES = {
     "many_extracts": r"1 worker process\(es\): all COMPLETED .* ratio \d+\.\d+x",
     "fairness (user B)": r"user B behind A's backlog: .* ratio \d+\.\d+x",
     "fairness (user A)": r"user A's \d+ extracts: .* ratio \d+\.\d+x",
+    # Costs, not ratios; skipped (saying why) without Postgres' server binaries or redis-server.
+    "costs": r"(Redis commands per job .*\d+\.\d+|costs: skipped \(.+\))",
 }
 
 

@@ -119,10 +119,14 @@ async def test_a_job_out_of_attempts_fails_instead_of_looping(client, world, poo
 # ---- failures end FAILED, never COMPLETED ----
 
 
-async def test_storage_down_ends_failed_with_the_reason(make_client, world, pool, s3_settings):
+async def test_storage_down_through_every_attempt_ends_failed_with_the_reason(
+    make_client, world, pool, s3_settings
+):
+    # An outage hands the job back for another attempt (worker/retries.py); the last one fails it.
     down = s3_settings.model_copy(
-        update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0}
-    )
+        update={"s3_endpoint": "http://127.0.0.1:9", "storage_timeout_seconds": 1.0,
+                "job_max_attempts": 2, "job_retry_delay_seconds": 0.2}
+    )  # fmt: skip
     client = await make_client(
         storage_backend="s3",
         s3_endpoint=down.s3_endpoint,
@@ -136,7 +140,7 @@ async def test_storage_down_ends_failed_with_the_reason(make_client, world, pool
     job_uuid = await submit(client, world)
     await run_jobs(down)
     job = await _job(pool, job_uuid)
-    assert job["status"] == "FAILED", job
+    assert job["status"] == "FAILED" and job["attempts"] == 2, job
     assert job["error"] == "storage: StorageUnavailable (OSError)", job["error"]  # connection refused
     assert job["sha256"] is None and job["completed_at"] is not None
     body = await expect(await download(client, world, job_uuid), 409)

@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service.core.links import Link, address
+
 log = logging.getLogger("participants.db")
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -55,16 +57,27 @@ async def create_pool(
     max_size: int = 20,
     timeout: float = 5.0,  # noqa: ASYNC109 - asyncpg's connect timeout, handed on
     acquire_timeout: float | None = None,
+    link: Link | None = None,
 ) -> asyncpg.Pool:
     """A pool of ``PooledConnection``s. With ``acquire_timeout``, every ``acquire()`` (and the pool's
     own ``fetch``/``execute`` helpers) gives up after that long with ``TimeoutError``: an exhausted
-    pool becomes a fast 503, never a request that hangs."""
+    pool becomes a fast 503, never a request that hangs.
+
+    ``dsn`` may name several hosts with ``target_session_attrs=read-write``: each new connection
+    goes to whichever of them is the primary then, so after a failover the pool's new connections
+    find the promoted standby by themselves. ``link`` counts them and notices the change of host."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if link is not None:
+            link.opened(server_address(conn))
+
     pool = await asyncpg.create_pool(
         dsn,
         connection_class=PooledConnection,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init,
         timeout=timeout,
         command_timeout=None,
     )
@@ -91,6 +104,28 @@ def _timed_pool_class(default_timeout: float) -> type[asyncpg.Pool]:
         return asyncpg.Pool.acquire(self, timeout=timeout)
 
     return type("TimedPool", (asyncpg.Pool,), {"__slots__": (), "acquire": acquire})
+
+
+def server_address(conn: asyncpg.Connection) -> str:
+    """The server ``conn`` reached, as the DSN named it (``host:port``, or a socket's path)."""
+    addr = getattr(conn, "_addr", None)  # asyncpg keeps the address it connected to, privately
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return address(addr[0], addr[1])
+    return str(addr) if addr else "unknown"
+
+
+async def is_standby(conn: asyncpg.Connection) -> bool:
+    """The server ``conn`` reached is in recovery (a standby: read-only)."""
+    return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+
+
+async def forget_read_only(pool: asyncpg.Pool, exc: BaseException) -> None:
+    """After a write refused as read-only (the server our connections reach was demoted, or is a
+    standby the DSN let through), every open connection of ``pool`` is closed on release and its
+    next ``acquire`` connects afresh, to whichever host is the primary now."""
+    if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
+        log.warning("a write was refused as read-only: the pool reconnects")
+        await pool.expire_connections()
 
 
 def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:

@@ -149,7 +149,9 @@ class ApiError(Exception):
 # 500). Postgres: unreachable, shutting down, the connection lost mid-statement (asyncpg then says
 # "another operation is in progress" or that the connection is closed), the pool closing or
 # exhausted (TimeoutError from acquire). Redis: unreachable, loading, or a read-only replica after a
-# failover. Object storage: ``StorageUnavailable`` (the storage module maps obstore's errors).
+# failover. Postgres during a failover: no host of the DSN is the primary yet
+# (``TargetServerAttributeNotMatched``, an ``InternalClientError``), or a write reached a read-only
+# server. Object storage: ``StorageUnavailable`` (the storage module maps obstore's errors).
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -157,7 +159,9 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,  # connection closed, pool closing
-    asyncpg.exceptions.InternalClientError,  # the protocol's state broken by a lost connection
+    asyncpg.exceptions.InternalClientError,  # a lost connection's protocol state; no host is primary
+    # A write reached a server that is read-only: a primary demoted, or a standby during a failover.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     StorageUnavailable,
 )
 try:  # redis is a dependency of arq

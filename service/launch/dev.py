@@ -41,7 +41,7 @@ async def dev(settings: Settings) -> None:
             started.append("the embedded Postgres")
             settings.database_url = embedded.postgres_url()
             print(f"embedded Postgres: {settings.database_url}")
-        if not settings.redis_url:
+        if not settings.redis_url and not settings.redis_sentinels:
             started.append("the embedded Redis")
             settings.redis_url = embedded.redis_url()
             print(f"embedded Redis: {settings.redis_url}")

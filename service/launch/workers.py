@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from service.core.links import Links
 from service.launch.startup import stop_event
 from service.settings import Settings
 
@@ -17,7 +18,8 @@ log = logging.getLogger("participants.cli")
 
 async def workers(settings: Settings, queues: Sequence[str], stop: asyncio.Event) -> None:
     """One supervised arq worker per queue until ``stop``."""
-    await asyncio.gather(*(_supervised_worker(settings, queue, stop) for queue in queues))
+    links = Links()  # the process's: a new primary or master is noticed across the workers' restarts
+    await asyncio.gather(*(_supervised_worker(settings, queue, stop, links) for queue in queues))
 
 
 # A worker that stopped by itself is started again after this long, doubling up to the maximum;
@@ -27,7 +29,7 @@ RESTART_MAX_SECONDS = 10.0
 HEALTHY_RUN_SECONDS = 60.0
 
 
-async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event) -> None:
+async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event, links: Links) -> None:
     """Run the queue's worker; when it stops by itself (arq's poll loop ends on a Redis error, its
     startup fails while Postgres is away), start a new one, so the process never sits alive and idle.
     Jobs lost meanwhile are re-enqueued by the sweeper from Postgres."""
@@ -36,7 +38,7 @@ async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event
     delay = RESTART_MIN_SECONDS
     while not stop.is_set():
         try:
-            worker = build_worker(settings, queue)
+            worker = build_worker(settings, queue, links)
         except RuntimeError as exc:  # a queue with nothing registered
             log.warning("no worker for %s: %s", queue, exc)
             return
@@ -56,9 +58,12 @@ async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event
             return
         if time.monotonic() - started > HEALTHY_RUN_SECONDS:
             delay = RESTART_MIN_SECONDS
+        kind = type(error).__name__ if error else None
         log.error(
-            "worker stopped by itself; starting it again",
-            extra={"queue": queue, "error": type(error).__name__ if error else None, "retry_in": delay},
+            "worker stopped by itself (%s); starting it again",
+            kind,
+            extra={"queue": queue, "error": kind, "retry_in": delay},
+            exc_info=error,
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)

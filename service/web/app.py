@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.core.links import Links
 from service.settings import Settings
 from service.web.clients import proxies
 from service.web.console.app import create_console_app
@@ -11,7 +12,7 @@ from service.web.logs import echo_request_id
 from service.web.metrics import METRICS, Metrics
 from service.web.middleware import error_middleware, nul_guard_middleware
 from service.web.openapi import OPENAPI_DOCUMENT
-from service.web.resources import SETTINGS, TRUSTED_PROXIES, db_ctx, http_ctx, redis_ctx, storage_ctx
+from service.web.resources import LINKS, SETTINGS, TRUSTED_PROXIES, db_ctx, http_ctx, redis_ctx, storage_ctx
 from service.web.routes import setup_routes
 from service.web.timing import timing_middleware
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[LINKS] = Links.told(metrics.count_link)
     app[TRUSTED_PROXIES] = proxies(settings.trusted_proxies, settings.forwarded_header)
     app[OPENAPI_DOCUMENT] = {}
     app.cleanup_ctx.extend([db_ctx, redis_ctx, http_ctx, storage_ctx])

@@ -137,6 +137,20 @@ class Metrics:
         # lock and builds a key on every call; the label sets are few (fixed methods, route
         # templates, statuses), so each is looked up once and kept.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Connections this process opened to Postgres and Redis (beyond the pools' first ones, each
+        # is a reconnect), and how many reached another server than the one before (a failover).
+        self.connections = Counter(
+            "participants_dependency_connections",
+            "Connections opened to a dependency",
+            ["dependency"],
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "participants_dependency_failovers",
+            "New connections that reached another server than the previous ones (a new primary or master)",
+            ["dependency"],
+            registry=self.registry,
+        )
         self.jobs = JobsCollector()
         self.registry.register(self.jobs)
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -154,6 +168,12 @@ class Metrics:
             children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_link(self, dependency: str, failover: bool) -> None:
+        """A connection opened to ``dependency`` (core.links tells); ``failover``: to a new server."""
+        self.connections.labels(dependency).inc()
+        if failover:
+            self.failovers.labels(dependency).inc()
 
     def exposed(self) -> CollectorRegistry:
         """What a scrape shows. Under ``serve --processes N`` (prometheus-client's multiprocess

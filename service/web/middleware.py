@@ -13,12 +13,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from service.core.db import forget_read_only
 from service.core.errors import UNAVAILABLE, ApiError
+from service.core.redis import forget_connections
 from service.web.apidoc import declared
 from service.web.input import NUL_IN_QUERY
 from service.web.logs import route_template
 from service.web.oidc import ProviderUnavailable
 from service.web.replies import error_response
+from service.web.resources import DB, REDIS
 
 log = logging.getLogger("participants.errors")
 
@@ -52,6 +55,13 @@ def as_api_error(request: web.Request, exc: Exception, logger: logging.Logger = 
     return ApiError("internalError")
 
 
+async def forget_broken_connections(request: web.Request, exc: BaseException) -> None:
+    """A dependency failed under this request: drop the connections that may lead back to a server
+    that is no longer primary (Postgres) or master (Redis), so the next requests connect afresh."""
+    await forget_read_only(request.config_dict[DB], exc)
+    await forget_connections(request.config_dict[REDIS], exc)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -61,6 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(as_api_error(request, exc))
     except Exception as exc:
+        await forget_broken_connections(request, exc)
         return error_response(as_api_error(request, exc))
 
 

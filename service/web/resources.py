@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
-import arq
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
 from service.core import db
 from service.core.connections import Connections
-from service.core.redis import redis_settings
+from service.core.links import Links
+from service.core.redis import connect_redis
 from service.core.storage import Storage
 from service.core.throttle import LoginThrottle
 from service.settings import Settings
@@ -33,6 +33,7 @@ LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 TRUSTED_PROXIES = web.AppKey(
     "trusted_proxies", Proxies
 )  # PARTICIPANTS_TRUSTED_PROXIES, parsed (web/clients.py)
+LINKS = web.AppKey("links", Links)  # connections opened to Postgres and Redis, failovers seen
 # The four above as the one value core's use-cases take (made last, from the others).
 CONNECTIONS = web.AppKey("connections", Connections)
 
@@ -41,15 +42,16 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     assert s.database_url, "PARTICIPANTS_DATABASE_URL must be resolved before the app starts"
     app[DB] = await db.create_pool(
-        s.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds, s.db_acquire_timeout_seconds
-    )
+        s.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds, s.db_acquire_timeout_seconds,
+        link=app[LINKS].postgres,
+    )  # fmt: skip
     yield
     await app[DB].close()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    app[REDIS] = await arq.create_pool(redis_settings(s), default_queue_name=s.default_queue)
+    app[REDIS] = await connect_redis(s, default_queue_name=s.default_queue, link=app[LINKS].redis)
     app[LOGIN_THROTTLE] = LoginThrottle(
         app[REDIS], s.login_max_failures, s.login_window_seconds,
         address_max_failures=s.login_max_failures_per_address,

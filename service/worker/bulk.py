@@ -44,6 +44,7 @@ from service.settings import Settings
 from service.worker.copy_to_storage import copy_query_to_storage
 from service.worker.failures import StopRequested, failure_reason
 from service.worker.heartbeats import Heartbeats
+from service.worker.retries import Claimed, can_retry, hand_back, is_outage
 
 log = logging.getLogger("participants.worker.bulk")
 
@@ -84,6 +85,20 @@ async def job_summary(
 
 
 async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> str:
+    """One attempt; an outage under it (Postgres, storage) hands the job back to run again soon
+    (nothing of the attempt committed: its insert and its status are one transaction)."""
+    claimed = Claimed()
+    try:
+        return await _bulk_add(ctx, job_uuid_str, claimed)
+    except Exception as exc:
+        # Before its claim nothing of the job ran: arq drops the message and the sweeper queues
+        # the job again from its row (IN_QUEUE) once Postgres answers.
+        if not is_outage(exc) or claimed.attempt is None:
+            raise
+        return await hand_back(ctx, UUID(job_uuid_str), claimed.attempt, exc)
+
+
+async def _bulk_add(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) -> str:
     settings: Settings = ctx["settings"]
     pool: asyncpg.Pool = ctx["db"]
     storage: Storage = ctx["storage"]
@@ -95,6 +110,7 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
         if job is None:
             return "skipped"
         attempt: int = job["attempts"]
+        claimed.attempt = attempt
         heartbeats: Heartbeats = ctx["heartbeats"]
         beat = stack.enter_context(heartbeats.track(job_uuid, attempt))
         upload_key: str = job["params"]["uploadKey"]
@@ -189,6 +205,8 @@ async def bulk_add_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> s
             raise
         except (StorageError, asyncpg.PostgresError) as exc:
             await _delete_upload(storage, result_key)  # written before a rollback, perhaps
+            if is_outage(exc) and can_retry(settings, attempt):
+                raise  # handed back on a fresh connection (retries.hand_back)
             reason = failure_reason(exc)
             log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
             return await fail(reason)

@@ -16,7 +16,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     assert settings.database_url
     ctx["db"] = await create_pool(
-        settings.database_url, 1, ctx.get("db_pool_max", 5), settings.db_timeout_seconds
+        settings.database_url,
+        1,
+        ctx.get("db_pool_max", 5),
+        settings.db_timeout_seconds,
+        link=ctx.get("db_link"),
     )
     ctx["storage"] = Storage.from_settings(settings)
     ctx["heartbeats"] = Heartbeats(settings)

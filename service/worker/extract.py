@@ -38,6 +38,7 @@ from service.settings import Settings
 from service.worker.copy_to_storage import copy_query_to_storage
 from service.worker.failures import StopRequested, failure_reason
 from service.worker.heartbeats import Heartbeats
+from service.worker.retries import Claimed, can_retry, hand_back, is_outage
 
 log = logging.getLogger("participants.worker.extract")
 
@@ -47,6 +48,19 @@ ACCESS_REVOKED = "errorCode.noSufficientPrivileges"
 
 
 async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> str:
+    """One attempt; an outage under it (Postgres, storage) hands the job back to run again soon."""
+    claimed = Claimed()
+    try:
+        return await _extract(ctx, job_uuid_str, claimed)
+    except Exception as exc:
+        # Before its claim nothing of the job ran: arq drops the message and the sweeper queues
+        # the job again from its row (IN_QUEUE) once Postgres answers.
+        if not is_outage(exc) or claimed.attempt is None:
+            raise
+        return await hand_back(ctx, UUID(job_uuid_str), claimed.attempt, exc)
+
+
+async def _extract(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) -> str:
     settings: Settings = ctx["settings"]
     pool: asyncpg.Pool = ctx["db"]
     storage: Storage = ctx["storage"]
@@ -58,6 +72,7 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
         if job is None:
             return "skipped"
         attempt: int = job["attempts"]
+        claimed.attempt = attempt
         if job["cancel_requested"]:
             await lifecycle.cancel_attempt(conn, job_uuid, attempt)
             return CANCELLED
@@ -107,13 +122,14 @@ async def extract_participants_job(ctx: dict[str, Any], job_uuid_str: str) -> st
                     await asyncio.shield(lifecycle.fail_job(conn, job_uuid, reason, attempt))
                 raise
             except Exception as exc:
+                if is_outage(exc) and can_retry(settings, attempt):
+                    raise  # handed back on a fresh connection (retries.hand_back)
                 reason = failure_reason(exc)
                 detail = str(exc)[:500] if isinstance(exc, StorageError) else reason
                 log.warning(
                     "extract failed", extra={"job_uuid": job_uuid_str, "reason": reason, "detail": detail}
                 )
-                # If Postgres itself is gone this raises too: the row stays IN_PROGRESS and the
-                # sweeper runs the job again once Postgres is back.
+                # If Postgres itself is gone this raises too, and the job is handed back instead.
                 await lifecycle.fail_job(conn, job_uuid, reason, attempt)
                 return FAILED
             finally:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from arq import create_pool
-
 from service.core import worker_beats
-from service.core.redis import redis_settings
+from service.core.redis import connect_redis
 from service.settings import Settings
 
 
 async def check_health(settings: Settings, queues: Sequence[str]) -> bool:
     """Print each queue's live workers on this host; True if every queue has at least one."""
     host = worker_beats.this_host()
-    redis = await create_pool(redis_settings(settings))
+    redis = await connect_redis(settings)
     try:
         beats = await worker_beats.live_beats(redis, tuple(queues), host=host)
         healthy = True

@@ -15,14 +15,19 @@ from typing import Any
 from arq import Worker
 
 from service.core import worker_beats
+from service.core.links import Links
 from service.core.redis import redis_settings
 from service.settings import Settings
 from service.worker import context, tasks
 from service.worker.prompt_worker import PromptWorker
 
 
-def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
+def build_worker(settings: Settings, queue: str, links: Links | None = None, **overrides: Any) -> Worker:
+    """``links``: the process's record of its connections (kept across the worker's restarts, so a
+    change of Postgres primary or Redis master is noticed and logged)."""
     is_extract = queue == settings.extract_queue
+    links = links or Links()
+    seen = {"redis_link": links.redis, "db_link": links.postgres}
     kwargs: dict[str, Any] = {
         "functions": tasks.EXTRACT_FUNCTIONS if is_extract else tasks.DEFAULT_FUNCTIONS,
         "cron_jobs": [] if is_extract else tasks.CRON_JOBS,
@@ -33,7 +38,12 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
         # The default queue's workers deliver webhooks, so they also listen for new outbox rows
         # (on a connection of their own, as the heartbeat). Every job, cron jobs included, holds
         # one pooled connection at a time: one more for a job's short second query.
-        "ctx": {"settings": settings, "listen_outbox": True, "db_pool_max": settings.default_max_jobs + 1},
+        "ctx": {
+            "settings": settings,
+            "listen_outbox": True,
+            "db_pool_max": settings.default_max_jobs + 1,
+            **seen,
+        },
         "max_jobs": settings.default_max_jobs,
         "poll_delay": settings.worker_poll_delay,
         "job_timeout": settings.extract_job_timeout_seconds
@@ -54,7 +64,7 @@ def build_worker(settings: Settings, queue: str, **overrides: Any) -> Worker:
             max_jobs=settings.extract_max_jobs,
             max_tries=1000,
             keep_result=0,
-            ctx={"settings": settings, "db_pool_max": settings.extract_max_jobs + 1},
+            ctx={"settings": settings, "db_pool_max": settings.extract_max_jobs + 1, **seen},
         )
     kwargs.update(overrides)
     return PromptWorker(**kwargs)

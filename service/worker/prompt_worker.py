@@ -28,17 +28,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from datetime import datetime
 from typing import Any
 
+import redis.exceptions
 from arq import Worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
 from service.core import worker_beats
 from service.core.jobs.queue import fair_prefix
-from service.core.redis import eval_script
+from service.core.redis import connect_redis, eval_script, forget_connections
+from service.settings import Settings
+
+log = logging.getLogger("participants.worker")
+
+# Redis failing under the poll loop: unreachable, timed out, or a demoted master refusing writes.
+REDIS_OUTAGE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    OSError,
+    TimeoutError,
+)
 
 # KEYS: the queue. ARGV: now (ms), the in-progress key's lifetime (ms), the free slots, the queue's
 # fairness prefix, arq's in-progress key prefix, then arq's due ids in its order (taken after the
@@ -114,6 +128,54 @@ class PromptWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slot_freed = asyncio.Event()
+        self._redis_lost_at: float | None = None
+
+    async def main(self) -> None:
+        # The service's Redis client (timeouts, retries, Sentinel) instead of arq's own, which has
+        # no read timeout and does not follow a Sentinel failover's timeouts.
+        if self._pool is None:
+            settings: Settings = self.ctx["settings"]
+            self._pool = await connect_redis(
+                settings, default_queue_name=self.queue_name, link=self.ctx.get("redis_link")
+            )
+        await super().main()
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll, outliving a Redis outage: arq ends its worker on the first Redis error, and
+        ending it cancels the jobs running, which need only Postgres and storage. Here the error is
+        logged once, the jobs carry on, and the next poll tries again (through Sentinel, the new
+        master once it is promoted)."""
+        try:
+            await super()._poll_iteration()
+        except REDIS_OUTAGE as exc:
+            await forget_connections(self.pool, exc)
+            if self._redis_lost_at is None:
+                self._redis_lost_at = time.monotonic()
+                log.warning(
+                    "redis unreachable; running jobs carry on",
+                    extra={"queue": self.queue_name, "error": type(exc).__name__, "running": len(self.tasks)},
+                )
+            return
+        if self._redis_lost_at is not None:
+            log.warning(
+                "redis reachable again",
+                extra={
+                    "queue": self.queue_name,
+                    "after_seconds": round(time.monotonic() - self._redis_lost_at, 2),
+                },
+            )
+            self._redis_lost_at = None
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run, but a Redis error around the job (reading its message, recording its end) is
+        not the poll loop's: the job's truth is its row in Postgres, and a message left behind is
+        delivered again later or swept, then finds its job finished."""
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_OUTAGE as exc:
+            log.warning(
+                "redis unreachable around a job", extra={"job_id": job_id, "error": type(exc).__name__}
+            )
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

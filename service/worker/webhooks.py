@@ -95,11 +95,38 @@ class OutboxListener:
         self.settings, self.pool, self.redis = settings, pool, redis
         self.conn: asyncpg.Connection | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False
 
     async def start(self) -> None:
         assert self.settings.database_url
-        self.conn = await asyncpg.connect(self.settings.database_url)
+        self.conn = await asyncpg.connect(
+            self.settings.database_url, timeout=self.settings.db_timeout_seconds
+        )
         await self.conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        self.conn.add_termination_listener(self._lost)
+
+    def _lost(self, conn: Any) -> None:
+        """The LISTEN connection died (a failover, a restart): listen again, on whichever host the
+        DSN's ``target_session_attrs`` finds primary, and sweep what was notified meanwhile."""
+        if self.conn is conn and not self.stopping:
+            self.conn = None
+            task = asyncio.get_running_loop().create_task(self._listen_again())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _listen_again(self) -> None:
+        delay = 0.2
+        while not self.stopping:
+            try:
+                await self.start()
+            except Exception as exc:  # noqa: BLE001 - anything but success: wait and try again
+                log.warning("outbox listener cannot listen yet: %s", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            log.warning("outbox listener listening again")
+            await self._enqueue("")  # an empty payload sweeps the outbox
+            return
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         task = asyncio.get_running_loop().create_task(self._enqueue(payload))
@@ -117,6 +144,7 @@ class OutboxListener:
             log.warning("outbox listener could not enqueue: %s", type(exc).__name__)
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.conn is not None:

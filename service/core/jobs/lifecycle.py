@@ -150,6 +150,19 @@ async def fail_job(
     return await _finish(conn, job_uuid, FAILED, attempt, error=error, made=JobFile(result=result))
 
 
+async def release_attempt(conn: asyncpg.Connection, job_uuid: UUID, attempt: int, error: str) -> bool:
+    """``attempt`` stopped on an outage (Postgres, Redis or storage), not on its input: the job is
+    ``IN_QUEUE`` again, its attempt counted and ``error`` kept as the last one seen, so the next
+    attempt may claim it at once instead of waiting for its heartbeat to go stale. False if the
+    attempt was no longer the current one (nothing changed)."""
+    status = await conn.execute(
+        """UPDATE jobs SET status = 'IN_QUEUE', error = $3, heartbeat_at = now()
+           WHERE uuid = $1 AND attempts = $2 AND status = 'IN_PROGRESS'""",
+        job_uuid, attempt, error[:1000],
+    )  # fmt: skip
+    return bool(status == "UPDATE 1")
+
+
 async def cancel_attempt(conn: asyncpg.Connection, job_uuid: UUID, attempt: int | None) -> bool:
     """The job ends CANCELLED (its attempt stopped on a cancel request, or no attempt ran yet)."""
     return await _finish(conn, job_uuid, CANCELLED, attempt, error="cancelled")

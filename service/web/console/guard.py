@@ -20,7 +20,7 @@ from service.core.errors import ApiError
 from service.web.console.render import console_path, error_page, redirect
 from service.web.console.sessions import ACCOUNT, COOKIE_NAME, SESSION, Session, SessionStore
 from service.web.logs import route_template
-from service.web.middleware import as_api_error
+from service.web.middleware import as_api_error, forget_broken_connections
 from service.web.resources import DB, SETTINGS
 
 log = logging.getLogger("participants.console")
@@ -128,4 +128,5 @@ async def html_error_middleware(request: web.Request, handler: Handler) -> web.S
             raise
         return error_page(request, as_api_error(request, exc, log))
     except Exception as exc:  # the API's own meaning of each failure, as a page
+        await forget_broken_connections(request, exc)
         return error_page(request, as_api_error(request, exc, log))

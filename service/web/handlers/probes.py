@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from pydantic import BaseModel
 
-from service.core.db import pending_migrations
+from service.core.db import is_standby, pending_migrations, server_address
 from service.core.errors import ApiError
 from service.core.storage import StorageNotFound
 from service.web.apidoc import operation
@@ -54,6 +54,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
+    # The Postgres server this process's connections reach (host:port as the DSN names it): with a
+    # multi-host DSN, the one that is primary now.
+    postgresPrimary: str | None = None
 
 
 def _service(summary: str, media: dict[str, Any] | type[BaseModel], *errors: int) -> Any:
@@ -76,9 +79,12 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     return name, result or "ok"
 
 
-async def _postgres(app: web.Application) -> str | None:
+async def _postgres(app: web.Application, found: dict[str, str]) -> str | None:
     async with app[DB].acquire() as conn:
-        pending = await pending_migrations(conn)  # its queries are the reachability check too
+        if await is_standby(conn):
+            return f"read-only (a standby): {server_address(conn)}"
+        found["primary"] = server_address(conn)
+        pending = await pending_migrations(conn)
     return f"migrations pending: {', '.join(pending)}" if pending else None
 
 
@@ -95,13 +101,18 @@ async def _storage(app: web.Application) -> None:
 async def readyz(request: web.Request) -> web.Response:
     """Postgres reachable with every migration applied, Redis and storage reachable."""
     app = request.app
+    found: dict[str, str] = {}
     results = await asyncio.gather(
-        _check("postgres", _postgres(app)), _check("redis", _redis(app)), _check("storage", _storage(app))
+        _check("postgres", _postgres(app, found)),
+        _check("redis", _redis(app)),
+        _check("storage", _storage(app)),
     )
     checks = dict(results)
+    primary = found.get("primary")
     if any(v != "ok" for v in checks.values()):
-        raise ApiError("serviceUnavailable", {"checks": checks}, headers={"Retry-After": "5"})
-    return reply(Readiness(status="ready", checks=checks))
+        params = {"checks": checks, "postgresPrimary": primary}
+        raise ApiError("serviceUnavailable", params, headers={"Retry-After": "5"})
+    return reply(Readiness(status="ready", checks=checks, postgresPrimary=primary))
 
 
 def _scrape_allowed(request: web.Request) -> bool:
