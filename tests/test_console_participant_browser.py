@@ -16,6 +16,22 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 API = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
 
 
+async def signed_in_page(context, client, width: int):
+    """A page of ``width`` pixels signed in as crc_a, and the list its console errors land in."""
+    context.set_default_timeout(30_000)
+    page = await context.new_page()
+    await page.set_viewport_size({"width": width, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(str(client.make_url("/console/login")))
+    await page.get_by_label("Username").fill("crc_a")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/console/")
+    return page, errors
+
+
 @pytest.mark.parametrize("width", [1280, 390])
 async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client, world, pool, width):
     client = await make_client()
@@ -26,17 +42,7 @@ async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client
     await expect(await client.post(API + "?register=y", json=person, headers=world.auth("crc_a")), 200)
     code = await pool.fetchval("SELECT access_code FROM participants")
     async with browser_context() as context:
-        context.set_default_timeout(30_000)
-        page = await context.new_page()
-        await page.set_viewport_size({"width": width, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(str(client.make_url("/console/login")))
-        await page.get_by_label("Username").fill("crc_a")
-        await page.get_by_label("Password").fill(PASSWORD)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.wait_for_url("**/console/")
+        page, errors = await signed_in_page(context, client, width)
         await page.goto(str(client.make_url(f"/console/studies/{STUDY}/sites/{SITE_A}")))
         await page.get_by_role("link", name="WEB-1").click()
         await page.wait_for_selector("text=Zoë")
@@ -67,17 +73,7 @@ async def test_the_site_page_lists_participants_first_and_fits_a_phone(make_clie
                   "emailAddress": f"maximilian.alexander.{n}@hospital-example.org", "phoneNumber": "+49 15112345678"}  # fmt: skip
         await expect(await client.post(API + "?register=y", json=person, headers=world.auth("crc_a")), 200)
     async with browser_context() as context:
-        context.set_default_timeout(30_000)
-        page = await context.new_page()
-        await page.set_viewport_size({"width": width, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(str(client.make_url("/console/login")))
-        await page.get_by_label("Username").fill("crc_a")
-        await page.get_by_label("Password").fill(PASSWORD)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.wait_for_url("**/console/")
+        page, errors = await signed_in_page(context, client, width)
         await page.get_by_role("link", name=f"Site {SITE_A}").click()
         headings = await page.locator("h2").all_inner_texts()
         assert headings[0] == "Participants" and headings[-1] == "Jobs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+import asyncpg
 from aiohttp import web
 from pydantic import RootModel
 
@@ -28,7 +29,7 @@ from service.core.participant_reads import (
     registered_accounts,
     search_by_fields,
 )
-from service.core.roles import Action, authorize, load_scope
+from service.core.roles import Action, Scope, authorize, load_scope
 from service.web.apidoc import PAGE, TEXT, Query, operation
 from service.web.auth import authenticated_username
 from service.web.idempotency import Recorder, once
@@ -43,6 +44,17 @@ class AccountList(RootModel[list[ParticipantAccount]]):
 
 def _oids(request: web.Request) -> tuple[str, str | None]:
     return request.match_info["studyOID"], request.match_info.get("siteOID")
+
+
+async def _scope(request: web.Request, conn: asyncpg.Connection, username: str) -> Scope:
+    """The caller (whose token was checked before a connection was taken) in the path's study (and
+    site), with some role there (OC4's order: who and where before what); what the role allows
+    with each participant is the use-case's to decide."""
+    study_oid, site_oid = _oids(request)
+    scope = await load_scope(conn, username, study_oid, site_oid)
+    authorize(scope, Action.LIST)
+    accept_query(request)
+    return scope
 
 
 PARTICIPATE_INFO = Query(
@@ -62,12 +74,9 @@ PARTICIPATE_INFO = Query(
 )
 async def get_participant_detail(request: web.Request) -> web.Response:
     """GET {level}/participant?participantID=&includeParticipateInfo=: OC4's one-participant read."""
-    study_oid, site_oid = _oids(request)
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, study_oid, site_oid)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         subject_key = query_text(request, "participantID", max_len=255)
         if subject_key is None:
             raise ApiError("invalidParameter", {**scope.params, "parameter": "participantID"})
@@ -82,9 +91,7 @@ async def get_participant_account(request: web.Request) -> web.Response:
     """GET {study}/participants/{subjectKey}."""
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         return reply(await participant_account(conn, scope, request.match_info["subjectKey"]))
 
 
@@ -101,9 +108,7 @@ async def list_participant_users(request: web.Request) -> web.Response:
     """GET {study}/participantUsers: a bare array, as OC4 answers it."""
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         page, size = page_params(request, default_size=1000)
         return reply(AccountList(await registered_accounts(conn, scope, page, size)))
 
@@ -118,9 +123,7 @@ async def search_participants(request: web.Request) -> web.Response:
     """GET {study}/participants/searchByFields."""
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         found = await search_by_fields(
             conn,
             scope,
@@ -143,9 +146,7 @@ async def get_access_link(request: web.Request) -> web.Response:
     """GET {study}/participants/{subjectKey}/accessLink?includeAccessCode=."""
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         include = query_flag(request, "includeAccessCode")
         link = await participant_access_link(
             conn, request.app[SETTINGS], scope, request.match_info["subjectKey"], include
@@ -166,9 +167,7 @@ async def connect_participant(request: web.Request) -> web.StreamResponse:
     username = await authenticated_username(request)
     raw = await request.read()
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
 
         async def work(_: Recorder | None) -> web.Response:
             body = await read_json_model(request, ConnectIn, scope.params)
@@ -189,9 +188,7 @@ async def put_participate_status(request: web.Request) -> web.Response:
     """PUT {study}/participants/{subjectKey}/participateStatus."""
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         body = await read_json_model(request, ParticipateStatusIn, scope.params)
         return reply(await report_participate_status(conn, scope, request.match_info["subjectKey"], body))
 
@@ -205,8 +202,6 @@ async def list_participant_invitations(request: web.Request) -> web.Response:
     """GET {study}/participants/{subjectKey}/invitations (ours; OC4 showed no delivery outcome)."""
     username = await authenticated_username(request)
     async with request.app[DB].acquire() as conn:
-        scope = await load_scope(conn, username, request.match_info["studyOID"], None)
-        authorize(scope, Action.LIST)
-        accept_query(request)
+        scope = await _scope(request, conn, username)
         row = await find_visible(conn, scope, request.match_info["subjectKey"])
         return reply(await invitations.list_invitations(conn, row["id"]))
