@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # other jobs (bulk uploads); a killed worker's job runs again after this + 10 s
     default_job_timeout_seconds: int = Field(default=300, ge=1)
     worker_poll_delay: float = 0.05
-    # Extracts (issue 4): progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
+    # Extracts: progress/heartbeat/cancel checks while streaming, the sweeper's thresholds.
     job_heartbeat_seconds: float = Field(default=1.0, gt=0)
     job_requeue_after_seconds: float = Field(default=5.0, gt=0)  # IN_QUEUE this long: make sure arq has it
     # Every worker beats for all its jobs every job_heartbeat_seconds, whatever they are waiting on:
