@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from service.core import worker_beats
 from service.settings import Settings
 from tests.test_extract import SUBMIT, UUID_TEXT
 from tests.world import SITE_A, STUDY
@@ -86,12 +87,12 @@ async def wait_for_jobs(
 
 
 async def until_workers_up(redis: Redis, settings: Settings, log: Any, seconds: float = 30.0) -> None:
-    """Both queues' workers started (each writes its arq health-check key after its startup): a
+    """Both queues' workers started (each process writes its heartbeat after its startup): a
     worker still starting when a dependency fails over cannot start and is started again, which is
     not what the failover tests measure."""
-    keys = [f"{settings.extract_queue}:health-check", f"{settings.default_queue}:health-check"]
+    queues = (settings.extract_queue, settings.default_queue)
     deadline = time.monotonic() + seconds
-    while await redis.exists(*keys) < len(keys):
+    while not all((await worker_beats.live_beats(redis, queues)).values()):
         assert time.monotonic() < deadline, log()
         await asyncio.sleep(0.05)
 

@@ -78,8 +78,13 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
         PARTICIPANTS_JOB_HEARTBEAT_SECONDS="0.5", PARTICIPANTS_LOG_LEVEL="WARNING", PARTICIPANTS_LOG_JSON="true", PYTHONUNBUFFERED="1",
     )  # fmt: skip
     redis = Redis.from_url(str(settings.redis_url))
-    await until_workers_up(redis, settings, lambda: log_path.read_text()[-3000:])
-    await redis.aclose()
+    try:
+        await until_workers_up(redis, settings, lambda: log_path.read_text()[-3000:])
+    except BaseException:
+        _stop(worker)  # a worker left running would take the next tests' jobs
+        raise
+    finally:
+        await redis.aclose()
     headers = world.auth("crc_a")
     adds, extracts = Tally(), Tally()
     phase: dict[str, Any] = {"stop": False}
