@@ -69,14 +69,8 @@ def _check_writable(scope: Scope, row: asyncpg.Record, params: dict[str, Any]) -
 async def _locked(
     conn: asyncpg.Connection, scope: Scope, subject_key: str
 ) -> tuple[asyncpg.Record, dict[str, Any]]:
-    row = await find_visible(conn, scope, subject_key)
-    locked = await conn.fetchrow(
-        "SELECT p.*, s.status AS site_status FROM participants p LEFT JOIN sites s ON s.id = p.site_id "
-        "WHERE p.id = $1 FOR UPDATE OF p",
-        row["id"],
-    )
-    assert locked is not None
-    return locked, {**scope.params, "subjectKey": row["subject_key"]}
+    row = await find_visible(conn, scope, subject_key, lock=True)
+    return row, {**scope.params, "subjectKey": row["subject_key"]}
 
 
 async def connect(
@@ -107,21 +101,18 @@ async def connect(
             changes["participate_status"] = "CREATED"
         elif body.resetAccessCode:
             changes["access_code"] = new_access_code()
+        actor = Actor(scope.user_id, scope.username)
         if changes:
-            row = await _apply(conn, scope, row, changes)
+            await _apply(conn, scope, row, changes)
             fields = [f for f, c in CONTACT_COLUMNS.items() if c in changes]
             if fields or registering:
                 action = "participant.register" if registering else "participant.update"
-                await audit.record(
-                    conn, scope, action, site_id=row["site_id"], participant_id=row["id"],
-                    details={"fields": fields, "registered": registering, "via": "connect"},
-                )  # fmt: skip
+                details = {"fields": fields, "registered": registering, "via": "connect"}
+                await audit.record_on_participant(conn, actor, action, row, details)
             if body.resetAccessCode and not registering:
-                await audit.record(
-                    conn, scope, "participant.accessCode.reset", site_id=row["site_id"],
-                    participant_id=row["id"], details={"via": "connect"},
-                )  # fmt: skip
-        actor = Actor(scope.user_id, scope.username)
+                await audit.record_on_participant(
+                    conn, actor, "participant.accessCode.reset", row, {"via": "connect"}
+                )
         if body.inviteParticipant:
             await invitations.queue_invitation(
                 conn, participant_id=row["id"], channel="email", actor=actor, settings=settings
@@ -130,22 +121,26 @@ async def connect(
             await invitations.queue_invitation(
                 conn, participant_id=row["id"], channel="sms", actor=actor, settings=settings
             )
-        return account(scope, await find_visible(conn, scope, row["subject_key"]))
+        return await _answer(conn, scope, row, changed=bool(changes))
 
 
 async def _apply(
     conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, changes: dict[str, Any]
-) -> asyncpg.Record:
-    columns = list(changes)
-    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
-    updated = await conn.fetchrow(
-        f"UPDATE participants SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1 RETURNING *",
+) -> None:
+    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(changes))
+    await conn.execute(
+        f"UPDATE participants SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1",
         row["id"],
         scope.user_id,
         *changes.values(),
     )
-    assert updated is not None
-    return updated
+
+
+async def _answer(
+    conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, *, changed: bool
+) -> ParticipantAccount:
+    """The account as it now stands: read again only when this call changed it."""
+    return account(scope, await find_visible(conn, scope, row["subject_key"]) if changed else row)
 
 
 ParticipateStatus = Literal["CREATED", "INVITED", "ACTIVE", "INACTIVE", "CONTACT_INFO_ENTERED"]
@@ -173,10 +168,10 @@ async def report_participate_status(
             raise ApiError("participateNotEnabled", params)
         if row["access_code"] is None:
             raise ApiError("participantNotRegistered", params)
-        if row["participate_status"] != body.status:
+        changed = row["participate_status"] != body.status
+        if changed:
             await _apply(conn, scope, row, {"participate_status": body.status})
-            await audit.record(
-                conn, scope, "participant.participateStatus", site_id=row["site_id"], participant_id=row["id"],
-                details={"from": row["participate_status"], "to": body.status},
-            )  # fmt: skip
-        return account(scope, await find_visible(conn, scope, row["subject_key"]))
+            details = {"from": row["participate_status"], "to": body.status}
+            actor = Actor(scope.user_id, scope.username)
+            await audit.record_on_participant(conn, actor, "participant.participateStatus", row, details)
+        return await _answer(conn, scope, row, changed=changed)

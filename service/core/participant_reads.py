@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from service.core import audit
 from service.core.access_links import AccessLink, access_link
+from service.core.audit import Actor
 from service.core.errors import ApiError
 from service.core.participants import REMOVED_STATUSES, STATUS_LABELS
 from service.core.roles import WRITERS, Action, Scope
@@ -36,7 +37,8 @@ PARTICIPATE_LABELS = {
 _SELECT = """
 SELECT p.id, p.study_id, p.site_id, p.subject_key, p.oid, p.status, p.first_name, p.last_name,
        p.email, p.phone, p.identifier, p.access_code, p.participate_status, p.created_at,
-       p.updated_at, s.oid AS site_oid, cu.username AS created_by, uu.username AS updated_by
+       p.updated_at, s.oid AS site_oid, s.status AS site_status, cu.username AS created_by,
+       uu.username AS updated_by
 FROM participants p
 LEFT JOIN sites s ON s.id = p.site_id
 LEFT JOIN users cu ON cu.id = p.created_by
@@ -90,12 +92,16 @@ def _text(value: str | None) -> str:
     return value or ""  # OC4 answers an empty string for a contact field never given
 
 
-async def find_visible(conn: asyncpg.Connection, scope: Scope, subject_key: str) -> asyncpg.Record:
+async def find_visible(
+    conn: asyncpg.Connection, scope: Scope, subject_key: str, *, lock: bool = False
+) -> asyncpg.Record:
     """The participant ``subject_key`` names in the scope's study (and site, on a site path), if
-    the caller may see it; else ``participantNotFound``."""
+    the caller may see it; else ``participantNotFound``. ``lock``: its row is locked for the
+    caller's transaction (a change follows)."""
     assert scope.study is not None
     params = {**scope.params, "subjectKey": subject_key[:100]}
-    row = await conn.fetchrow(SELECT_ONE, scope.study["id"], subject_key.strip())
+    query = SELECT_ONE + " FOR UPDATE OF p" if lock else SELECT_ONE
+    row = await conn.fetchrow(query, scope.study["id"], subject_key.strip())
     if row is None or not scope.sees(row["site_id"]):
         raise ApiError("participantNotFound", params)
     if scope.site is not None and row["site_id"] != scope.site["id"]:
@@ -111,10 +117,8 @@ def may_read_contact(scope: Scope, row: asyncpg.Record | dict[str, Any]) -> bool
 
 
 async def audit_code_read(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, via: str) -> None:
-    await audit.record(
-        conn, scope, "participant.accessCode.read", site_id=row["site_id"], participant_id=row["id"],
-        details={"via": via},
-    )  # fmt: skip
+    actor = Actor(scope.user_id, scope.username)
+    await audit.record_on_participant(conn, actor, "participant.accessCode.read", row, {"via": via})
 
 
 async def participant_detail(
