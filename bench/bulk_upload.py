@@ -89,8 +89,6 @@ def psql_floor(dsn: str, csv_path: Path, study_id: int, site_id: int, user_id: i
         .replace("$2", str(site_id))
         .replace("$3", str(user_id))
         .replace("$4", f"'{USER}'")
-        .replace("$5", "false")  # register=n, as the measured uploads
-        .replace("$6", "NULL")  # no access codes then
     )
     script = "\n".join(
         [

@@ -89,11 +89,15 @@ WHERE row_no IN (SELECT row_no FROM {STAGING} WHERE errors = '{{}}' ORDER BY row
 # upload quadratic. So the plain OID is computed here, checked against the study and the batch in
 # one join, and only the rows whose plain OID is taken go through participant_oid() for a suffix.
 # tests/test_bulk.py checks that both paths give the same OIDs.
-INSERT_ACCEPTED = f"""
+#
+# Registering (``register=y``), each row takes its access code from the array $5, in file order:
+# a window over the accepted rows that an upload without registration does not pay for, hence two
+# statements built from one text.
+_INSERT_ACCEPTED = f"""
 WITH accepted AS (
     SELECT subject_key, first_name, last_name, email, phone, identifier,
            'SS_' || upper(regexp_replace(subject_key, '[^A-Za-z0-9]', '', 'g')) AS plain_oid,
-           ($6::text[])[row_number() OVER (ORDER BY row_no)] AS access_code
+           @access_code AS access_code
     FROM {STAGING} WHERE errors = '{{}}' AND NOT added
 ), numbered AS (
     SELECT a.*, row_number() OVER (PARTITION BY plain_oid ORDER BY lower(subject_key)) AS nth
@@ -105,7 +109,7 @@ WITH accepted AS (
            CASE WHEN n.nth > 1 OR taken.oid IS NOT NULL THEN participant_oid($1, n.subject_key)
                 ELSE n.plain_oid END,
            n.first_name, n.last_name, n.email, n.phone, n.identifier, n.access_code,
-           CASE WHEN $5 THEN 'CREATED' ELSE '' END, $3, $3
+           @participate_status, $3, $3
     FROM numbered n
     LEFT JOIN (SELECT DISTINCT oid FROM participants WHERE study_id = $1) taken ON taken.oid = n.plain_oid
     ORDER BY lower(n.subject_key)
@@ -121,13 +125,22 @@ WITH accepted AS (
                    CASE WHEN ins.email IS NOT NULL THEN 'emailAddress' END,
                    CASE WHEN ins.phone IS NOT NULL THEN 'phoneNumber' END,
                    CASE WHEN ins.identifier IS NOT NULL THEN 'identifier' END], NULL)),
-               'registered', $5,
+               'registered', @registered,
                'bulk', true)
     FROM ins
 )
 UPDATE {STAGING} b SET added = true
 FROM ins WHERE b.errors = '{{}}' AND lower(b.subject_key) = lower(ins.subject_key)
 """
+
+
+def _insert_accepted(access_code: str, participate_status: str, registered: str) -> str:
+    text = _INSERT_ACCEPTED.replace("@access_code", access_code)
+    return text.replace("@participate_status", participate_status).replace("@registered", registered)
+
+
+INSERT_ACCEPTED = _insert_accepted("NULL::text", "''", "false")
+INSERT_REGISTERED = _insert_accepted("($5::text[])[row_number() OVER (ORDER BY row_no)]", "'CREATED'", "true")
 
 # Accepted but skipped by ON CONFLICT: a concurrent upload or add committed the same ID first.
 MARK_LOST_RACE = f"""
@@ -236,10 +249,11 @@ async def apply(
         if study["enforce_enrollment_cap"]:
             await conn.execute(MARK_PAST_CAP, admitted)
         for _ in range(CODE_DRAWS):
-            codes = new_access_codes(candidates) if register else None
-            await conn.execute(
-                INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username, register, codes
-            )
+            if register:
+                codes = new_access_codes(candidates)
+                await conn.execute(INSERT_REGISTERED, study_id, site_id, scope.user_id, scope.username, codes)
+            else:
+                await conn.execute(INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username)
             if not register or not await conn.fetchval(CODE_COLLISIONS, study_id):
                 break
         await conn.execute(MARK_LOST_RACE)
