@@ -24,11 +24,13 @@ from pathlib import Path
 import asyncpg
 
 from service.core.db import dsn_with_database, migrate
+from service.core.protection.kek import new_local_kek_text
 from service.dev.embedded import EmbeddedServers, free_port, reachable
 
 ROOT = Path(__file__).resolve().parent.parent
 # Per run: `participants serve` refuses any secret printed in the source.
 BENCH_SECRET = secrets.token_urlsafe(32)
+BENCH_KEK = new_local_kek_text()  # the run's key-encryption key, likewise
 # Queues of this run's own: two benchmarks (or a benchmark and the tests) sharing one Redis never take
 # each other's messages, and no benchmark flushes a database something else may be using.
 RUN_ID = secrets.token_hex(6)  # random, not the PID: PIDs repeat across machines and containers
@@ -111,6 +113,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         PARTICIPANTS_DATABASE_URL=database_url,
         PARTICIPANTS_REDIS_URL=redis_url(),
         PARTICIPANTS_JWT_SECRET=BENCH_SECRET,
+        PARTICIPANTS_KEK=BENCH_KEK,
         PARTICIPANTS_LOG_LEVEL="WARNING",
         PARTICIPANTS_PROCESSES="1",  # one API process unless a benchmark asks for more
         PYTHONPATH=str(ROOT),

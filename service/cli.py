@@ -21,7 +21,7 @@ from service.dev.webhook_receiver import add_receiver_parser
 from service.launch.dev import dev
 from service.launch.receiver import receive_webhooks
 from service.launch.serve import serve_until_stopped
-from service.launch.startup import require_verification, with_conn
+from service.launch.startup import require_key_source, require_verification, with_conn
 from service.launch.workers import queues, workers_until_stopped
 from service.settings import Settings
 from service.web.tokens import mint_token
@@ -172,6 +172,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         _run(receive_webhooks(args.host, args.port, args.secret))
     elif args.command == "serve":
         require_verification(settings)
+        require_key_source(settings)
         _require_urls(settings)
         from service.launch.processes import process_count, supervise
 
@@ -182,6 +183,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             sys.exit(supervise(settings, n))
     elif args.command == "worker":
         require_verification(settings)
+        require_key_source(settings)
         _require_urls(settings)
         _run(workers_until_stopped(settings, queues(settings, args.queue)))
     elif args.command == "migrate":
@@ -220,7 +222,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         print(f"password set for {args.username}")
     elif args.command == "seed-demo":
         _require_urls(settings)
-        print("demo users: " + ", ".join(_run(with_conn(settings, seed_demo))))
+        print("demo users: " + ", ".join(_run(with_conn(settings, seed_demo, keys=True))))
     elif args.command == "worker-health":
         _require_urls(settings)
         from service.worker.health import check_health

@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     # and every session ends this long after sign-in
     console_max_seconds: float = Field(default=8 * 3600.0, gt=0)
 
+    # Personal data at rest (docs/data-protection.md): the key-encryption key that wraps the data
+    # keys, either 32 random bytes in base64 (`openssl rand -base64 32`) or an AWS KMS key (id,
+    # ARN or alias; credentials the usual AWS way). No default: `serve` and `worker` refuse to start
+    # without one; `participants dev` makes a local one in <data_dir>/kek.
+    kek: str | None = None
+    kms_key_id: str | None = None
+    kms_region: str | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
+    kms_endpoint: str | None = None  # a KMS-compatible endpoint other than AWS's (tests use moto)
+    # Every process re-reads the data keys this often: a rotation's new key is used everywhere
+    # within it (the rotation waits twice this long before re-encrypting).
+    key_refresh_seconds: float = Field(default=5.0, gt=0)
+
     # Object storage for extract files and bulk uploads.
     storage_backend: Literal["local", "s3"] = "local"
     storage_path: Path | None = None  # local backend; default <data_dir>/storage
@@ -206,6 +218,10 @@ class Settings(BaseSettings):
 
     @field_validator(
         "jwt_secret",
+        "kek",
+        "kms_key_id",
+        "kms_region",
+        "kms_endpoint",
         "oidc_issuer",
         "oidc_audience",
         "oidc_client_id",

@@ -25,6 +25,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import create_pool as create_arq_pool
 
 from service.core.db import create_pool, dsn_with_database, migrate
+from service.core.protection.kek import new_local_kek_text
+from service.core.protection.loading import load_keyring
 from service.dev.embedded import EmbeddedServers, reachable
 from service.settings import Settings
 from service.web.app import create_app
@@ -36,6 +38,8 @@ from tests.world import World
 CLAIMABLE_REDIS_DBS = range(1, 16)
 CLAIM_KEY = "participants-test:redis-db:{}"
 CLAIM_SECONDS = 600  # renewed at each test: a run that died frees its database after this
+# The run's key-encryption key: random, as the JWT secret is (no usable key lives in the source).
+TEST_KEK = new_local_kek_text()
 # Set to 1 to skip the local servers and use the embedded ones, as a machine without them would.
 FORCE_EMBEDDED = os.environ.get("PARTICIPANTS_TEST_EMBEDDED") == "1"
 
@@ -137,6 +141,7 @@ def base_settings(database_url: str, redis_url: str, tmp_path_factory: pytest.Te
         redis_url=redis_url,
         data_dir=data_dir,
         jwt_secret=secrets.token_urlsafe(32),  # a fresh secret per run: no usable secret lives in the source
+        kek=TEST_KEK,
         log_json=False,
         worker_poll_delay=0.01,
         webhook_allow_private=False,
@@ -150,8 +155,11 @@ def settings(base_settings: Settings, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database_url, 1, 10)
+async def pool(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The tests' own pool, carrying the run's keyring (so tests can call core functions on it)."""
+    assert base_settings.database_url
+    keyring = await load_keyring(base_settings)
+    p = await create_pool(base_settings.database_url, 1, 10, keyring=keyring)
     yield p
     await p.close()
 
@@ -166,7 +174,8 @@ async def clean_state(
     if not {"pool", "client", "make_client", "world"} & set(request.fixturenames):
         return
     tables = await pool.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND tablename NOT IN ('schema_migrations', 'data_keys')"  # the keys last the run, as the KEK does
     )
     if tables:
         await pool.execute(

@@ -25,6 +25,7 @@ def cli_env(settings, **extra: str) -> dict[str, str]:
         PARTICIPANTS_DATABASE_URL=settings.database_url,
         PARTICIPANTS_REDIS_URL=settings.redis_url,
         PARTICIPANTS_JWT_SECRET=settings.jwt_secret,
+        PARTICIPANTS_KEK=settings.kek,
         PARTICIPANTS_DATA_DIR=str(settings.data_dir),
         PARTICIPANTS_STORAGE_PATH=str(settings.storage_dir),
         PYTHONPATH=ROOT,

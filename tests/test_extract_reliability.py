@@ -201,6 +201,7 @@ def _worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "PARTICIPANTS_REDIS_URL": str(settings.redis_url),
         "PARTICIPANTS_STORAGE_PATH": str(settings.storage_dir),
         "PARTICIPANTS_JWT_SECRET": settings.jwt_secret or "",
+        "PARTICIPANTS_KEK": settings.kek or "",
         "PARTICIPANTS_LOG_JSON": "false",
         "PARTICIPANTS_LOG_LEVEL": "WARNING",
         "PARTICIPANTS_WORKER_POLL_DELAY": "0.05",

@@ -105,7 +105,7 @@ async def test_a_bulk_upload_estimates_its_total_while_reading(client, world, se
     reports: list[tuple[int | None, bool]] = []
     stage = staging.stage
 
-    async def watched_stage(conn, batch) -> None:
+    async def watched_stage(conn, batch, seal) -> None:
         # Before each COPY after the first: the heartbeat (every 0.05 s) has had time to record
         # the estimate the previous batch's progress made; wait up to 2 s for it on a busy machine.
         for _ in range(40 if reports else 1):
@@ -114,7 +114,7 @@ async def test_a_bulk_upload_estimates_its_total_while_reading(client, world, se
                 break
             await asyncio.sleep(0.05)
         reports.append((row["rows_expected"], row["rows_estimated"]))
-        await stage(conn, batch)
+        await stage(conn, batch, seal)
 
     monkeypatch.setattr(staging, "stage", watched_stage)
     fast = settings.model_copy(update={"job_heartbeat_seconds": 0.05})

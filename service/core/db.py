@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from service.core.links import Link, address
+from service.core.protection.keyring import Keyring
 
 log = logging.getLogger("participants.db")
 
@@ -30,15 +31,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """One connection outside any pool (the CLI's), with the pool's codecs: the same core functions
-    (an audit row's JSON details, say) run on it unchanged."""
-    conn = await asyncpg.connect(dsn)
+class KeyedConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that carries the process's keyring (core/protection): the core functions that
+    encrypt or decrypt personal fields find the keys on the connection they were handed."""
+
+    keyring: Keyring | None = None
+
+
+async def connect(dsn: str, keyring: Keyring | None = None) -> asyncpg.Connection:
+    """One connection outside any pool (the CLI's), with the pool's codecs and, when given, the
+    keyring: the same core functions (an audit row's JSON details, say) run on it unchanged."""
+    conn = await asyncpg.connect(dsn, connection_class=KeyedConnection)
     await _init_connection(conn)
+    conn.keyring = keyring
     return conn
 
 
-class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+class PooledConnection(KeyedConnection):
     """A pooled connection released without asyncpg's reset query.
 
     The reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) costs a round trip on
@@ -58,6 +67,7 @@ async def create_pool(
     timeout: float = 5.0,  # noqa: ASYNC109 - asyncpg's connect timeout, handed on
     acquire_timeout: float | None = None,
     link: Link | None = None,
+    keyring: Keyring | None = None,
 ) -> asyncpg.Pool:
     """A pool of ``PooledConnection``s. With ``acquire_timeout``, every ``acquire()`` (and the pool's
     own ``fetch``/``execute`` helpers) gives up after that long with ``TimeoutError``: an exhausted
@@ -65,10 +75,12 @@ async def create_pool(
 
     ``dsn`` may name several hosts with ``target_session_attrs=read-write``: each new connection
     goes to whichever of them is the primary then, so after a failover the pool's new connections
-    find the promoted standby by themselves. ``link`` counts them and notices the change of host."""
+    find the promoted standby by themselves. ``link`` counts them and notices the change of host.
+    ``keyring``: the process's keys, carried by every connection (core/protection/fields.keys)."""
 
     async def init(conn: asyncpg.Connection) -> None:
         await _init_connection(conn)
+        conn.keyring = keyring
         if link is not None:
             link.opened(server_address(conn))
 

@@ -19,7 +19,14 @@ from service.core.audit import Actor
 from service.core.errors import ApiError
 from service.core.participant_ids import new_access_code
 from service.core.participant_reads import ParticipantAccount, account, find_visible
-from service.core.participants import CONTACT_COLUMNS, REMOVED_STATUSES, contact_changes
+from service.core.participants import (
+    CONTACT_COLUMNS,
+    REMOVED_STATUSES,
+    contact_changes,
+    is_registered,
+    stored_changes,
+    update_columns,
+)
 from service.core.roles import Action, Scope
 from service.core.validation import contact_errors
 from service.settings import Settings
@@ -94,8 +101,8 @@ async def connect(
         if wants_participate and not participate:
             raise ApiError("participateNotEnabled", params)
 
-        changes = contact_changes(row, contact)
-        registering = participate and row["access_code"] is None
+        changes: dict[str, Any] = await contact_changes(conn, row, contact)
+        registering = participate and not is_registered(row)
         if registering:
             changes["access_code"] = new_access_code()
             changes["participate_status"] = "CREATED"
@@ -127,20 +134,14 @@ async def connect(
 async def _apply(
     conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, changes: dict[str, Any]
 ) -> None:
-    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(changes))
-    await conn.execute(
-        f"UPDATE participants SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1",
-        row["id"],
-        scope.user_id,
-        *changes.values(),
-    )
+    await update_columns(conn, row, stored_changes(conn, row, changes), scope.user_id)
 
 
 async def _answer(
     conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record, *, changed: bool
 ) -> ParticipantAccount:
     """The account as it now stands: read again only when this call changed it."""
-    return account(scope, await find_visible(conn, scope, row["subject_key"]) if changed else row)
+    return await account(conn, scope, await find_visible(conn, scope, row["subject_key"]) if changed else row)
 
 
 ParticipateStatus = Literal["CREATED", "INVITED", "ACTIVE", "INACTIVE", "CONTACT_INFO_ENTERED"]
@@ -166,7 +167,7 @@ async def report_participate_status(
         assert scope.study is not None
         if not scope.study["participate_enabled"]:
             raise ApiError("participateNotEnabled", params)
-        if row["access_code"] is None:
+        if not is_registered(row):
             raise ApiError("participantNotRegistered", params)
         changed = row["participate_status"] != body.status
         if changed:

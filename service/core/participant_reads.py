@@ -22,6 +22,7 @@ from service.core.access_links import AccessLink, access_link
 from service.core.audit import Actor
 from service.core.errors import ApiError
 from service.core.participants import REMOVED_STATUSES, STATUS_LABELS
+from service.core.protection.fields import CONTACT, blind_of, keys, opened, opened_rows
 from service.core.roles import WRITERS, Action, Scope
 from service.settings import Settings
 
@@ -34,10 +35,10 @@ PARTICIPATE_LABELS = {
     "CONTACT_INFO_ENTERED": "Contact Info Entered",
 }
 
+# p.*: the stored (encrypted) personal columns, and the plain ones while a database from before
+# encryption still has them (core/protection/fields.py).
 _SELECT = """
-SELECT p.id, p.study_id, p.site_id, p.subject_key, p.oid, p.status, p.first_name, p.last_name,
-       p.email, p.phone, p.identifier, p.access_code, p.participate_status, p.created_at,
-       p.updated_at, s.oid AS site_oid, s.status AS site_status, cu.username AS created_by,
+SELECT p.*, s.oid AS site_oid, s.status AS site_status, cu.username AS created_by,
        uu.username AS updated_by
 FROM participants p
 LEFT JOIN sites s ON s.id = p.site_id
@@ -141,18 +142,19 @@ async def participant_detail(
     if participate and row["participate_status"]:
         detail.status = PARTICIPATE_LABELS.get(row["participate_status"], row["participate_status"])
     if may_read_contact(scope, row):
-        detail.firstName = _text(row["first_name"])
-        detail.lastName = _text(row["last_name"])
-        detail.secondaryID = _text(row["identifier"])
-        detail.email = _text(row["email"])
-        detail.mobileNumber = _text(row["phone"])
-        if participate and row["access_code"] is not None:
+        personal = await opened(conn, row)
+        detail.firstName = _text(personal["first_name"])
+        detail.lastName = _text(personal["last_name"])
+        detail.secondaryID = _text(personal["identifier"])
+        detail.email = _text(personal["email"])
+        detail.mobileNumber = _text(personal["phone"])
+        if participate and personal["access_code"] is not None:
             await audit_code_read(conn, scope, row, "participant")
-            detail.accessCode = row["access_code"]
+            detail.accessCode = personal["access_code"]
     return detail
 
 
-def account(scope: Scope, row: asyncpg.Record | dict[str, Any]) -> ParticipantAccount:
+async def account(conn: asyncpg.Connection, scope: Scope, row: asyncpg.Record) -> ParticipantAccount:
     """One participant as ``OCUserDTO``, its contact data only for roles that may read it."""
     fields: dict[str, Any] = {
         "viewStudySubjectId": row["id"],
@@ -167,24 +169,25 @@ def account(scope: Scope, row: asyncpg.Record | dict[str, Any]) -> ParticipantAc
     if row["participate_status"]:
         fields["status"] = row["participate_status"]
     if may_read_contact(scope, row):
+        personal = await opened(conn, row, CONTACT)
         fields |= {
-            "firstName": _text(row["first_name"]),
-            "lastName": _text(row["last_name"]),
-            "email": _text(row["email"]),
-            "phoneNumber": _text(row["phone"]),
-            "identifier": _text(row["identifier"]),
+            "firstName": _text(personal["first_name"]),
+            "lastName": _text(personal["last_name"]),
+            "email": _text(personal["email"]),
+            "phoneNumber": _text(personal["phone"]),
+            "identifier": _text(personal["identifier"]),
         }
     return ParticipantAccount(**fields)
 
 
 async def participant_account(conn: asyncpg.Connection, scope: Scope, subject_key: str) -> ParticipantAccount:
     """``GET .../studies/{s}/participants/{SSID}``."""
-    return account(scope, await find_visible(conn, scope, subject_key))
+    return await account(conn, scope, await find_visible(conn, scope, subject_key))
 
 
 LIST_REGISTERED = (
     _SELECT
-    + """WHERE p.study_id = $1 AND p.access_code IS NOT NULL
+    + """WHERE p.study_id = $1 AND p.access_code_ct IS NOT NULL
   AND ($2::bigint[] IS NULL OR p.site_id = ANY($2))
 ORDER BY p.subject_key, p.id
 LIMIT $3 OFFSET $4"""
@@ -200,7 +203,7 @@ async def registered_accounts(
     rows = await conn.fetch(
         LIST_REGISTERED, scope.study["id"], scope.visible_site_ids(), size, (page - 1) * size
     )
-    return [account(scope, r) for r in rows]
+    return [await account(conn, scope, r) for r in rows]
 
 
 SEARCH = (
@@ -208,9 +211,9 @@ SEARCH = (
     + """WHERE p.study_id = $1
   AND ($2::bigint[] IS NULL OR p.site_id = ANY($2))
   AND ($3::text IS NULL OR lower(p.subject_key) = $3)
-  AND ($4::text IS NULL OR lower(btrim(p.first_name)) = $4)
-  AND ($5::text IS NULL OR lower(btrim(p.last_name)) = $5)
-  AND ($6::text IS NULL OR lower(btrim(p.identifier)) = $6)
+  AND ($4::bytea IS NULL OR p.first_name_bidx = $4)
+  AND ($5::bytea IS NULL OR p.last_name_bidx = $5)
+  AND ($6::bytea IS NULL OR p.identifier_bidx = $6)
 ORDER BY p.subject_key, p.id
 LIMIT $7"""
 )
@@ -227,19 +230,29 @@ async def search_by_fields(
     identifier: str | None,
 ) -> list[ParticipantAccount]:
     """``GET .../participants/searchByFields``: exact matches, ignoring case and surrounding
-    spaces, of every field given (a blank one is not given). A search by contact data is a read of it, so only roles that
-    read contact data search, and only at the sites where they do (a study-level participant
-    needs such a role on the study)."""
+    spaces, of every field given (a blank one is not given). Names and the identifier are matched
+    by their blind indexes (NFKC, case-folded, trimmed), never decrypted to compare. A search by
+    contact data is a read of it, so only roles that read contact data search, and only at the
+    sites where they do (a study-level participant needs such a role on the study)."""
     assert scope.study is not None
-    terms = [v.strip().lower() if v is not None and v.strip() else None for v in
+    study_id = scope.study["id"]
+    given = [v if v is not None and v.strip() else None for v in
              (participant_id, first_name, last_name, identifier)]  # fmt: skip
     sites = scope.sites_allowed(Action.READ_CONTACT)
     if sites == []:
         raise ApiError("noSufficientPrivileges", scope.params)
-    if not any(terms):
+    if not any(given):
         return []  # no criterion matches nothing (never the whole study's contact data)
-    rows = await conn.fetch(SEARCH, scope.study["id"], sites, *terms, SEARCH_LIMIT)
-    return [account(scope, r) for r in rows if may_read_contact(scope, r)]
+    ring = keys(conn)
+    terms = [
+        given[0].strip().lower() if given[0] else None,
+        *(
+            blind_of(ring, c, v, study_id)
+            for c, v in zip(("first_name", "last_name", "identifier"), given[1:], strict=True)
+        ),
+    ]
+    rows = await conn.fetch(SEARCH, study_id, sites, *terms, SEARCH_LIMIT)
+    return [await account(conn, scope, r) for r in rows if may_read_contact(scope, r)]
 
 
 async def participant_access_link(
@@ -256,9 +269,10 @@ async def participant_access_link(
         raise ApiError("noSufficientPrivileges", params)
     if row["status"] in REMOVED_STATUSES:
         raise ApiError("participantNotAvailable", params)
-    if row["access_code"] is None:
+    code = (await opened(conn, row, ("access_code",)))["access_code"]
+    if code is None:
         raise ApiError("participantNotRegistered", params)
-    link = access_link(settings, row["access_code"], include_code=include_code)
+    link = access_link(settings, code, include_code=include_code)
     if include_code:
         await audit_code_read(conn, scope, row, "accessLink")
     return link
@@ -285,9 +299,7 @@ class Roster(BaseModel):
 
 ROSTER_WHERE = "p.site_id = $1 AND ($2::text IS NULL OR lower(p.subject_key) LIKE $2 || '%')"
 ROSTER = f"""
-SELECT p.id, p.site_id, p.subject_key, p.status, p.participate_status, p.first_name, p.last_name,
-       p.email, p.phone
-FROM participants p WHERE {ROSTER_WHERE}
+SELECT p.* FROM participants p WHERE {ROSTER_WHERE}
 ORDER BY p.subject_key, p.id
 LIMIT $3 OFFSET $4
 """
@@ -309,13 +321,15 @@ async def site_roster(
     rows = await conn.fetch(ROSTER, scope.site["id"], pattern, size, (page - 1) * size)
     total: int = await conn.fetchval(ROSTER_COUNT, scope.site["id"], pattern)
     contact = scope.may(Action.READ_CONTACT, scope.site["id"])
+    personal = await opened_rows(conn, rows, ("first_name", "last_name", "email", "phone")) if contact else []
     listed = []
-    for r in rows:
+    for i, r in enumerate(rows):
         row: dict[str, Any] = {"subjectKey": r["subject_key"], "status": STATUS_LABELS[r["status"]]}
         if r["participate_status"]:
             row["participateStatus"] = r["participate_status"]
         if contact:
-            row |= {"firstName": _text(r["first_name"]), "lastName": _text(r["last_name"]),
-                    "email": _text(r["email"]), "phoneNumber": _text(r["phone"])}  # fmt: skip
+            c = personal[i]
+            row |= {"firstName": _text(c["first_name"]), "lastName": _text(c["last_name"]),
+                    "email": _text(c["email"]), "phoneNumber": _text(c["phone"])}  # fmt: skip
         listed.append(RosterRow(**row))
     return Roster(participants=listed, total=total, page=page, pageSize=size)

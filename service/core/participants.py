@@ -14,6 +14,15 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from service.core import audit
 from service.core.errors import ApiError
 from service.core.participant_ids import new_access_code, next_generated_id
+from service.core.protection.fields import (
+    CONTACT,
+    PERSONAL,
+    STORED_LIST,
+    keys,
+    opened,
+    sealed,
+    stored_values,
+)
 from service.core.roles import Action, Scope
 from service.core.validation import contact_errors, participant_id_errors
 
@@ -57,22 +66,6 @@ class ParticipantOut(BaseModel):
     siteOid: str | None
 
 
-class ListedParticipant(BaseModel):
-    subjectKey: str
-    subjectOid: str
-    status: str
-    siteOid: str | None
-    createdBy: Any = None
-    createdAt: str | None = None
-    lastModifiedBy: Any = None
-    lastModified: str | None = None
-    participateStatus: str | None = None  # only for a registered participant (not in OC4's list)
-
-
-class ParticipantList(BaseModel):
-    studyParticipants: list[ListedParticipant]
-
-
 def view(row: asyncpg.Record | dict[str, Any], site_oid: str | None) -> ParticipantOut:
     return ParticipantOut(
         subjectKey=row["subject_key"],
@@ -92,10 +85,11 @@ SELECT p.*, s.oid AS site_oid FROM participants p LEFT JOIN sites s ON s.id = p.
 WHERE p.study_id = $1 AND lower(p.subject_key) = lower($2)
 """
 
-INSERT_PARTICIPANT = """
-INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
-                          identifier, access_code, participate_status, created_by, updated_by)
-VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $11)
+# The personal columns are $4..$13 (fields.STORED: ciphertexts, then blind indexes).
+INSERT_PARTICIPANT = f"""
+INSERT INTO participants (study_id, site_id, subject_key, oid, {STORED_LIST}, participate_status,
+                          created_by, updated_by)
+VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
 ON CONFLICT DO NOTHING
 RETURNING *
 """
@@ -167,19 +161,28 @@ async def save_participant(
         raise ApiError("participantIDNotUnique", params)
 
 
-INSERT_PARTICIPANT_WITH_AUDIT = """
+INSERT_PARTICIPANT_WITH_AUDIT = f"""
 WITH created AS (
-    INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
-                              identifier, access_code, participate_status, created_by, updated_by)
-    VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $11)
+    INSERT INTO participants (study_id, site_id, subject_key, oid, {STORED_LIST}, participate_status,
+                              created_by, updated_by)
+    VALUES ($1, $2, $3, participant_oid($1, $3), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)
     ON CONFLICT DO NOTHING
     RETURNING *
 ), audited AS (
     INSERT INTO audit_log (user_id, username, action, study_id, site_id, participant_id, details)
-    SELECT $11, $12, 'participant.create', $1, $2, id, $13 FROM created
+    SELECT $15, $16, 'participant.create', $1, $2, id, $17 FROM created
 )
 SELECT * FROM created
 """
+
+
+def _personal(
+    conn: asyncpg.Connection, study_id: int, key: str, contact: dict[str, str | None], code: str | None
+) -> list[Any]:
+    """The stored personal columns of a new participant (fields.STORED, in order)."""
+    values: dict[str, str | None] = {c: contact.get(f) or None for f, c in CONTACT_COLUMNS.items()}
+    values["access_code"] = code
+    return stored_values(keys(conn), study_id, key, values)
 
 
 async def _create_in_one_statement(
@@ -193,8 +196,7 @@ async def _create_in_one_statement(
         study["id"],
         site["id"] if site else None,
         key,
-        *(contact.get(k) or None for k in CONTACT_COLUMNS),
-        new_access_code() if register else None,
+        *_personal(conn, study["id"], key, contact, new_access_code() if register else None),
         "CREATED" if register else "",
         scope.user_id,
         scope.username,
@@ -219,14 +221,12 @@ async def _create(
         key = await next_generated_id(conn, scope)
         params["subjectKey"] = key
     code = new_access_code() if register else None
-    values = [contact.get(k) or None for k in CONTACT_COLUMNS]
     row = await conn.fetchrow(
         INSERT_PARTICIPANT,
         study["id"],
         site["id"] if site else None,
         key,
-        *values,
-        code,
+        *_personal(conn, study["id"], key, contact, code),
         "CREATED" if register else "",
         scope.user_id,
     )
@@ -243,15 +243,32 @@ async def _create(
     return view(row, scope.site_oid)
 
 
-def contact_changes(existing: asyncpg.Record, contact: dict[str, str | None]) -> dict[str, Any]:
+async def contact_changes(
+    conn: asyncpg.Connection, existing: asyncpg.Record, contact: dict[str, str | None]
+) -> dict[str, str | None]:
     """Column -> new value for each contact field given that differs from ``existing`` ("" clears)."""
-    changes: dict[str, Any] = {}
+    current = await opened(conn, existing, CONTACT)
+    changes: dict[str, str | None] = {}
     for field, column in CONTACT_COLUMNS.items():
         if field in contact:
             value = contact[field] or None
-            if value != existing[column]:
+            if value != current[column]:
                 changes[column] = value
     return changes
+
+
+def stored_changes(
+    conn: asyncpg.Connection, existing: asyncpg.Record, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """``changes`` (column -> value) with each personal column replaced by its stored columns, and a
+    row still holding plain columns (from before encryption) losing them: an update never leaves
+    a value in clear."""
+    personal = {c: v for c, v in changes.items() if c in PERSONAL}
+    rest = {c: v for c, v in changes.items() if c not in PERSONAL}
+    plain = {c: existing.get(c) for c in PERSONAL if existing.get(c) is not None}
+    stored = sealed(keys(conn), existing["study_id"], existing["subject_key"], plain | personal)
+    return rest | stored | dict.fromkeys(plain)  # the plain copies go in the same statement
+    return changes | stored
 
 
 async def _update(
@@ -274,8 +291,8 @@ async def _update(
             # The ID is taken somewhere the caller may not act: from where they stand it is not unique.
             raise ApiError("participantIDNotUnique", params)
 
-    changes = contact_changes(existing, contact)
-    registering = register and existing["access_code"] is None
+    changes: dict[str, Any] = await contact_changes(conn, existing, contact)
+    registering = register and not is_registered(existing)
     if registering:
         changes["access_code"] = new_access_code()
         changes["participate_status"] = "CREATED"
@@ -284,15 +301,8 @@ async def _update(
     if not changes:
         return view(existing, existing["site_oid"])
 
-    columns = list(changes)
-    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
-    row = await conn.fetchrow(
-        f"UPDATE participants SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1 RETURNING *",
-        existing["id"],
-        scope.user_id,
-        *changes.values(),
-    )
-    assert row is not None
+    fields = [f for f, c in CONTACT_COLUMNS.items() if c in changes]
+    row = await update_columns(conn, existing, stored_changes(conn, existing, changes), scope.user_id)
     action = (
         "participant.reassign"
         if reassign
@@ -300,12 +310,31 @@ async def _update(
         if registering
         else "participant.update"
     )
-    fields = [f for f, c in CONTACT_COLUMNS.items() if c in changes]
     details: dict[str, Any] = {"fields": fields, "registered": registering}
     if reassign:
         details["fromSiteId"] = existing["site_id"]
     await audit.record(conn, scope, action, participant_id=row["id"], details=details)
     return view(row, scope.site_oid)
+
+
+def is_registered(row: asyncpg.Record) -> bool:
+    """Registered for Participate: the row holds an access code (encrypted, or plain from before)."""
+    return row["access_code_ct"] is not None or row.get("access_code") is not None
+
+
+async def update_columns(
+    conn: asyncpg.Connection, existing: asyncpg.Record, stored: dict[str, Any], user_id: int | None
+) -> asyncpg.Record:
+    """Write ``stored`` (column -> value, names from this module only) into ``existing``'s row."""
+    assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(stored))
+    row = await conn.fetchrow(
+        f"UPDATE participants SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1 RETURNING *",
+        existing["id"],
+        user_id,
+        *stored.values(),
+    )
+    assert row is not None
+    return row
 
 
 async def set_status(
@@ -339,46 +368,3 @@ async def set_status(
             participant_id=row["id"],
         )
         return view(updated, row["site_oid"])
-
-
-LIST_PARTICIPANTS = """
-SELECT p.subject_key, p.oid, p.status, s.oid AS site_oid, cu.username AS created_by, p.created_at,
-       uu.username AS updated_by, p.updated_at, p.participate_status
-FROM participants p
-LEFT JOIN sites s ON s.id = p.site_id
-LEFT JOIN users cu ON cu.id = p.created_by
-LEFT JOIN users uu ON uu.id = p.updated_by
-WHERE p.study_id = $1
-  AND ($2::bigint IS NULL OR p.site_id = $2)
-  AND ($3::bigint[] IS NULL OR p.site_id = ANY($3))
-ORDER BY p.subject_key, p.id
-LIMIT $4 OFFSET $5
-"""
-
-
-async def list_participants(conn: asyncpg.Connection, scope: Scope, page: int, size: int) -> ParticipantList:
-    """OC4's listing shape, without personal data. Site-level roles see their own sites only."""
-    assert scope.study is not None
-    rows = await conn.fetch(
-        LIST_PARTICIPANTS,
-        scope.study["id"],
-        scope.site["id"] if scope.site else None,
-        scope.visible_site_ids(),
-        size,
-        (page - 1) * size,
-    )
-    listed = [
-        ListedParticipant(
-            subjectKey=r["subject_key"],
-            subjectOid=r["oid"],
-            status=STATUS_LABELS[r["status"]],
-            siteOid=r["site_oid"],
-            createdBy=r["created_by"],
-            createdAt=r["created_at"].isoformat(),
-            lastModifiedBy=r["updated_by"],
-            lastModified=r["updated_at"].isoformat(),
-            **({"participateStatus": r["participate_status"]} if r["participate_status"] else {}),
-        )
-        for r in rows
-    ]
-    return ParticipantList(studyParticipants=listed)

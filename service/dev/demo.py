@@ -9,6 +9,7 @@ import asyncpg
 
 from service.core import directory
 from service.core.errors import ApiError
+from service.core.protection.fields import STORED, STORED_LIST, keys, stored_values
 
 DEMO_STUDY = "S_DEMO(PROD)"
 DEMO_SITES = ("S_SITE_A", "S_SITE_B")
@@ -66,13 +67,14 @@ async def seed_demo(conn: asyncpg.Connection) -> list[str]:
                 )
             )
     study_id = await conn.fetchval("SELECT id FROM studies WHERE oid = $1", DEMO_STUDY)
+    ring = keys(conn)
     for site, key, first, last, email, phone in DEMO_PARTICIPANTS:
+        values = {"first_name": first, "last_name": last, "email": email, "phone": phone}
         await conn.execute(
-            """INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
-                                         access_code, participate_status)
-               SELECT $1, s.id, $3, participant_oid($1, $3), $4, $5, $6, $7, NULL, ''
+            f"""INSERT INTO participants (study_id, site_id, subject_key, oid, {STORED_LIST}, participate_status)
+               SELECT $1, s.id, $3, participant_oid($1, $3), {", ".join(f"${i}" for i in range(4, 4 + len(STORED)))}, ''
                FROM sites s WHERE s.oid = $2
                ON CONFLICT DO NOTHING""",
-            study_id, site, key, first, last, email, phone,
+            study_id, site, key, *stored_values(ring, study_id, key, values),
         )  # fmt: skip
     return [u[0] for u in DEMO_USERS]

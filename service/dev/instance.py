@@ -111,6 +111,10 @@ def apply_dev_env(settings: Settings) -> bool:
     if not settings.redis_url and values.get("PARTICIPANTS_REDIS_URL"):
         settings.redis_url = values["PARTICIPANTS_REDIS_URL"]
         taken = True
+    if taken and not settings.kek and not settings.kms_key_id:
+        from service.dev.secret import KEK_FILE_NAME, read_dev_secret
+
+        settings.kek = read_dev_secret(settings.data_dir, KEK_FILE_NAME)  # the demo database's own
     return taken
 
 

@@ -9,7 +9,7 @@ import asyncpg
 
 from service.launch.dev_session import allow_loopback_webhooks, announce, running_parts, stopped_message
 from service.launch.serve import serve
-from service.launch.startup import require_verification, stop_event, with_conn
+from service.launch.startup import require_key_source, require_verification, stop_event, with_conn
 from service.launch.workers import queues, workers
 from service.settings import Settings
 from service.web.tokens import mint_token
@@ -22,13 +22,19 @@ async def dev(settings: Settings) -> None:
     from service.core.db import migrate_dsn
     from service.dev.demo import seed_demo
     from service.dev.embedded import EmbeddedServers
-    from service.dev.secret import dev_secret, secret_path
+    from service.dev.secret import KEK_FILE_NAME, dev_kek, dev_secret, secret_path
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not settings.jwt_secret and not settings.oidc_issuer:
         settings.jwt_secret = dev_secret(settings.data_dir)
         print(f"token secret: random, kept in {secret_path(settings.data_dir)} (mode 0600)")
     require_verification(settings)
+    if not settings.kek and not settings.kms_key_id:
+        settings.kek = dev_kek(settings.data_dir)
+        print(
+            f"personal data key: random, kept in {secret_path(settings.data_dir, KEK_FILE_NAME)} (mode 0600)"
+        )
+    require_key_source(settings)
     if not settings.participate_url:
         # A reserved name (RFC 2606) that can never be a real portal: the demo's access links look
         # as they will in production, and nobody mistakes them for working ones.
@@ -49,7 +55,7 @@ async def dev(settings: Settings) -> None:
 
         mail_sink = await start_mail_sink(settings)  # noqa: F841 - serves until the process ends
         await migrate_dsn(settings.database_url)
-        users = await with_conn(settings, seed_demo)
+        users = await with_conn(settings, seed_demo, keys=True)
         passwords = await with_conn(settings, demo_passwords)
         allow_loopback_webhooks(settings)
         print_demo(settings, users, passwords)

@@ -32,10 +32,27 @@ def require_verification(settings: Settings) -> None:
         log.warning("no OIDC audience configured: tokens the provider issued to any client are accepted")
 
 
-async def with_conn(settings: Settings, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    from service.core.db import connect
+def require_key_source(settings: Settings) -> None:
+    """Exit 2 unless a key-encryption key is configured: personal fields are never written in clear."""
+    from service.core.protection.kek import KeySourceError, kek_from_settings
 
-    conn = await connect(settings.database_url)  # type: ignore[arg-type]
+    try:
+        kek_from_settings(settings)
+    except KeySourceError as exc:
+        print(f"participants: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+async def with_conn(
+    settings: Settings, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, keys: bool = False
+) -> T:
+    """``fn`` over one connection; with ``keys``, the connection carries the database's keyring
+    (for a command that reads or writes personal fields)."""
+    from service.core.db import connect
+    from service.core.protection.loading import load_keyring
+
+    keyring = await load_keyring(settings) if keys else None
+    conn = await connect(settings.database_url, keyring)  # type: ignore[arg-type]
     try:
         return await fn(conn)
     finally:

@@ -16,6 +16,7 @@ from arq.connections import ArqRedis
 from service.core import db
 from service.core.connections import Connections
 from service.core.links import Links
+from service.core.protection.loading import load_keyring, refreshing
 from service.core.redis import connect_redis
 from service.core.storage import Storage
 from service.core.throttle import LoginThrottle
@@ -41,11 +42,13 @@ CONNECTIONS = web.AppKey("connections", Connections)
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     assert s.database_url, "PARTICIPANTS_DATABASE_URL must be resolved before the app starts"
+    keyring = await load_keyring(s)  # personal fields are encrypted: no keys, no start
     app[DB] = await db.create_pool(
         s.database_url, s.db_pool_min, s.db_pool_max, s.db_timeout_seconds, s.db_acquire_timeout_seconds,
-        link=app[LINKS].postgres,
+        link=app[LINKS].postgres, keyring=keyring,
     )  # fmt: skip
-    yield
+    async with refreshing(app[DB], keyring, s.key_refresh_seconds):
+        yield
     await app[DB].close()
 
 

@@ -165,11 +165,13 @@ async def _bulk_add(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) ->
         try:
             check_bulk_allowed(scope)
             await attempts.enter_phase(conn, beat, "reading")
+            register = bool(job["params"].get("register"))
             parser = await staging.stage_csv(
                 conn,
                 storage.read_stream(upload_key),
-                scope.site is not None,
+                scope,
                 settings.bulk_max_bytes,
+                register,
                 on_progress=on_progress,
             )
             beat.rows_done = beat.rows_expected = parser.data_rows
@@ -183,7 +185,7 @@ async def _bulk_add(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) ->
                 parser.valid_rows,
                 {"rows": parser.data_rows, "bytes": parser.bytes_read, "jobUuid": job_uuid_str},
                 on_decided=on_decided,
-                register=bool(job["params"].get("register")),
+                register=register,
             )
         except ApiError as err:
             # A file-level failure: the job FAILED, its result the synchronous endpoint's failure body.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.core.db import create_pool
+from service.core.protection.loading import load_keyring, refreshing
 from service.core.storage import Storage
 from service.settings import Settings
 from service.worker import webhooks
@@ -15,13 +16,17 @@ from service.worker.heartbeats import Heartbeats
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     assert settings.database_url
+    keyring = await load_keyring(settings)  # the jobs decrypt and encrypt personal fields
     ctx["db"] = await create_pool(
         settings.database_url,
         1,
         ctx.get("db_pool_max", 5),
         settings.db_timeout_seconds,
         link=ctx.get("db_link"),
+        keyring=keyring,
     )
+    ctx["keys_refresh"] = refreshing(ctx["db"], keyring, settings.key_refresh_seconds)
+    await ctx["keys_refresh"].__aenter__()
     ctx["storage"] = Storage.from_settings(settings)
     ctx["heartbeats"] = Heartbeats(settings)
     await ctx["heartbeats"].start()
@@ -34,5 +39,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     await webhooks.stop_outbox_listener(ctx)
     if "heartbeats" in ctx:
         await ctx.pop("heartbeats").stop()
+    if "keys_refresh" in ctx:
+        await ctx.pop("keys_refresh").__aexit__(None, None, None)
     if "db" in ctx:
         await ctx["db"].close()

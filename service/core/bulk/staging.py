@@ -27,9 +27,10 @@ from typing import Any
 import asyncpg
 
 from service.core import audit
-from service.core.bulk.parser import BulkCsvParser, Row, StagedRow
+from service.core.bulk.parser import BulkCsvParser, Row
 from service.core.participant_ids import new_access_codes
 from service.core.participants import lock_study_and_check_cap
+from service.core.protection.fields import STORED, STORED_LIST, keys, sealed, stored_values
 from service.core.roles import Scope
 
 STAGING = "bulk_rows"
@@ -43,18 +44,17 @@ ENCODE_SLICE = 500
 # thread keeps the GIL busy, and the loop then waits up to the switch interval (5 ms) each time it
 # takes the GIL back, which it does several times per request it serves.
 PARSE_SLICE = 16 * 1024
-STAGED_COLUMNS = list(StagedRow._fields)
+# The personal values are staged already encrypted (fields.STORED): nothing personal is ever in
+# clear in Postgres, not even in a session's temp table. A registering upload stages each valid
+# row's access code too.
+STAGED_COLUMNS = ["row_no", "subject_key", *STORED, "errors"]
 
 CREATE_STAGING = f"""
 DROP TABLE IF EXISTS pg_temp.{STAGING};
 CREATE TEMP TABLE {STAGING} (
     row_no integer NOT NULL,
     subject_key text NOT NULL,
-    first_name text,
-    last_name text,
-    email text,
-    phone text,
-    identifier text,
+    {", ".join(c + " bytea" for c in STORED)},
     errors text[] NOT NULL,
     added boolean NOT NULL DEFAULT false
 )
@@ -89,58 +89,44 @@ WHERE row_no IN (SELECT row_no FROM {STAGING} WHERE errors = '{{}}' ORDER BY row
 # upload quadratic. So the plain OID is computed here, checked against the study and the batch in
 # one join, and only the rows whose plain OID is taken go through participant_oid() for a suffix.
 # tests/test_bulk.py checks that both paths give the same OIDs.
-#
-# Registering (``register=y``), each row takes its access code from the array $5, in file order:
-# a window over the accepted rows that an upload without registration does not pay for, hence two
-# statements built from one text.
-_INSERT_ACCEPTED = f"""
+INSERT_ACCEPTED = f"""
 WITH accepted AS (
-    SELECT subject_key, first_name, last_name, email, phone, identifier,
-           'SS_' || upper(regexp_replace(subject_key, '[^A-Za-z0-9]', '', 'g')) AS plain_oid,
-           @access_code AS access_code
+    SELECT subject_key, {STORED_LIST},
+           'SS_' || upper(regexp_replace(subject_key, '[^A-Za-z0-9]', '', 'g')) AS plain_oid
     FROM {STAGING} WHERE errors = '{{}}' AND NOT added
 ), numbered AS (
     SELECT a.*, row_number() OVER (PARTITION BY plain_oid ORDER BY lower(subject_key)) AS nth
     FROM accepted a
 ), ins AS (
-    INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone,
-                              identifier, access_code, participate_status, created_by, updated_by)
+    INSERT INTO participants (study_id, site_id, subject_key, oid, {STORED_LIST}, participate_status,
+                              created_by, updated_by)
     SELECT $1, $2, n.subject_key,
            CASE WHEN n.nth > 1 OR taken.oid IS NOT NULL THEN participant_oid($1, n.subject_key)
                 ELSE n.plain_oid END,
-           n.first_name, n.last_name, n.email, n.phone, n.identifier, n.access_code,
-           @participate_status, $3, $3
+           {", ".join("n." + c for c in STORED)},
+           CASE WHEN n.access_code_ct IS NULL THEN '' ELSE 'CREATED' END, $3, $3
     FROM numbered n
     LEFT JOIN (SELECT DISTINCT oid FROM participants WHERE study_id = $1) taken ON taken.oid = n.plain_oid
     ORDER BY lower(n.subject_key)
     ON CONFLICT DO NOTHING
-    RETURNING id, subject_key, first_name, last_name, email, phone, identifier
+    RETURNING id, subject_key, first_name_ct, last_name_ct, email_ct, phone_ct, identifier_ct, access_code_ct
 ), aud AS (
     INSERT INTO audit_log (user_id, username, action, study_id, site_id, participant_id, details)
     SELECT $3, $4, 'participant.create', $1, $2, ins.id,
            jsonb_build_object(
                'fields', to_jsonb(array_remove(ARRAY[
-                   CASE WHEN ins.first_name IS NOT NULL THEN 'firstName' END,
-                   CASE WHEN ins.last_name IS NOT NULL THEN 'lastName' END,
-                   CASE WHEN ins.email IS NOT NULL THEN 'emailAddress' END,
-                   CASE WHEN ins.phone IS NOT NULL THEN 'phoneNumber' END,
-                   CASE WHEN ins.identifier IS NOT NULL THEN 'identifier' END], NULL)),
-               'registered', @registered,
+                   CASE WHEN ins.first_name_ct IS NOT NULL THEN 'firstName' END,
+                   CASE WHEN ins.last_name_ct IS NOT NULL THEN 'lastName' END,
+                   CASE WHEN ins.email_ct IS NOT NULL THEN 'emailAddress' END,
+                   CASE WHEN ins.phone_ct IS NOT NULL THEN 'phoneNumber' END,
+                   CASE WHEN ins.identifier_ct IS NOT NULL THEN 'identifier' END], NULL)),
+               'registered', ins.access_code_ct IS NOT NULL,
                'bulk', true)
     FROM ins
 )
 UPDATE {STAGING} b SET added = true
 FROM ins WHERE b.errors = '{{}}' AND lower(b.subject_key) = lower(ins.subject_key)
 """
-
-
-def _insert_accepted(access_code: str, participate_status: str, registered: str) -> str:
-    text = _INSERT_ACCEPTED.replace("@access_code", access_code)
-    return text.replace("@participate_status", participate_status).replace("@registered", registered)
-
-
-INSERT_ACCEPTED = _insert_accepted("NULL::text", "''", "false")
-INSERT_REGISTERED = _insert_accepted("($5::text[])[row_number() OVER (ORDER BY row_no)]", "'CREATED'", "true")
 
 # Accepted but skipped by ON CONFLICT: a concurrent upload or add committed the same ID first.
 MARK_LOST_RACE = f"""
@@ -150,8 +136,13 @@ UPDATE {STAGING} SET errors = ARRAY['participantIDNotUnique'] WHERE errors = '{{
 # drawn twice (about 1 in 10^10 per row at a million codes). Those rows are inserted again with
 # fresh codes.
 CODE_COLLISIONS = f"""
-SELECT count(*) FROM {STAGING} b WHERE b.errors = '{{}}' AND NOT b.added
+SELECT b.row_no, b.subject_key FROM {STAGING} b
+WHERE b.errors = '{{}}' AND NOT b.added AND b.access_code_ct IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM participants p WHERE p.study_id = $1 AND lower(p.subject_key) = lower(b.subject_key))
+"""
+NEW_CODES = f"""
+UPDATE {STAGING} b SET access_code_ct = c.ct, access_code_bidx = c.bidx
+FROM unnest($1::integer[], $2::bytea[], $3::bytea[]) AS c(row_no, ct, bidx) WHERE b.row_no = c.row_no
 """
 CODE_DRAWS = 3
 
@@ -176,30 +167,56 @@ async def drop_staging(conn: asyncpg.Connection) -> None:
         await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
 
 
-async def stage(conn: asyncpg.Connection, rows: Sequence[Row]) -> None:
+Sealer = Callable[[Row], tuple[Any, ...]]
+
+
+def row_sealer(conn: asyncpg.Connection, study_id: int, register: bool) -> Sealer:
+    """Turns a parsed row into its staged record: the contact values encrypted with their blind
+    indexes and, ``register``ing, a valid row's new access code likewise."""
+    ring = keys(conn)
+    codes: list[str] = []
+
+    def seal(row: Row) -> tuple[Any, ...]:
+        row_no, key, first, last, email, phone, identifier, errors = row
+        code = None
+        if register and not errors:
+            if not codes:
+                codes.extend(new_access_codes(1000))  # one draw from the system's generator per 1,000
+            code = codes.pop()
+        values = {"first_name": first, "last_name": last, "email": email, "phone": phone,
+                  "identifier": identifier, "access_code": code}  # fmt: skip
+        return (row_no, key, *stored_values(ring, study_id, key, values), errors)
+
+    return seal
+
+
+async def stage(conn: asyncpg.Connection, rows: Sequence[Row], seal: Sealer) -> None:
     """COPY a batch of parsed rows into the staging table (binary COPY, one round trip)."""
     if rows:
-        await conn.copy_records_to_table(STAGING, records=_with_pauses(rows), columns=STAGED_COLUMNS)
+        await conn.copy_records_to_table(STAGING, records=_sealed(rows, seal), columns=STAGED_COLUMNS)
 
 
-async def _with_pauses(rows: Sequence[Row]) -> AsyncIterator[Row]:
+async def _sealed(rows: Sequence[Row], seal: Sealer) -> AsyncIterator[tuple[Any, ...]]:
     for i, row in enumerate(rows):
         if i % ENCODE_SLICE == 0:
             await asyncio.sleep(0)
-        yield row
+        yield seal(row)
 
 
 async def stage_csv(
     conn: asyncpg.Connection,
     body: AsyncIterable[bytes],
-    site_level: bool,
+    scope: Scope,
     max_bytes: int,
+    register: bool = False,
     on_progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> BulkCsvParser:
     """Parse ``body`` into a fresh staging table, a batch of rows per COPY; return the parser
     (its counts). ``on_progress(rows, bytes)`` after each COPY. File-level problems raise
     ``ApiError`` from the parser."""
-    parser = BulkCsvParser(site_level, max_bytes)
+    assert scope.study is not None
+    parser = BulkCsvParser(scope.site is not None, max_bytes)
+    seal = row_sealer(conn, scope.study["id"], register)
     await create_staging(conn)
     batch: list[Row] = []
     async for chunk in body:
@@ -207,12 +224,12 @@ async def stage_csv(
             batch += parser.feed(chunk[start : start + PARSE_SLICE])
             await asyncio.sleep(0)  # let the loop answer others between slices
             if len(batch) >= COPY_BATCH:
-                await stage(conn, batch)
+                await stage(conn, batch, seal)
                 batch = []
                 if on_progress is not None:
                     await on_progress(parser.data_rows, parser.bytes_read)
     batch += parser.close()
-    await stage(conn, batch)
+    await stage(conn, batch, seal)
     return parser
 
 
@@ -249,13 +266,11 @@ async def apply(
         if study["enforce_enrollment_cap"]:
             await conn.execute(MARK_PAST_CAP, admitted)
         for _ in range(CODE_DRAWS):
-            if register:
-                codes = new_access_codes(candidates)
-                await conn.execute(INSERT_REGISTERED, study_id, site_id, scope.user_id, scope.username, codes)
-            else:
-                await conn.execute(INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username)
-            if not register or not await conn.fetchval(CODE_COLLISIONS, study_id):
+            await conn.execute(INSERT_ACCEPTED, study_id, site_id, scope.user_id, scope.username)
+            collided = await conn.fetch(CODE_COLLISIONS, study_id) if register else []
+            if not collided:
                 break
+            await _draw_again(conn, study_id, collided)
         await conn.execute(MARK_LOST_RACE)
         row = await conn.fetchrow(COUNTS)
         assert row is not None
@@ -270,6 +285,21 @@ async def apply(
             await on_decided(conn, outcome)
         await before_commit(conn)
     return outcome
+
+
+async def _draw_again(conn: asyncpg.Connection, study_id: int, rows: list[asyncpg.Record]) -> None:
+    """New access codes for the staged rows whose code was taken (staged as ``row_sealer`` does)."""
+    ring = keys(conn)
+    codes = new_access_codes(len(rows))
+    sealed_codes = [
+        sealed(ring, study_id, r["subject_key"], {"access_code": c}) for r, c in zip(rows, codes, strict=True)
+    ]
+    await conn.execute(
+        NEW_CODES,
+        [r["row_no"] for r in rows],
+        [c["access_code_ct"] for c in sealed_codes],
+        [c["access_code_bidx"] for c in sealed_codes],
+    )
 
 
 async def _cursor_batches(

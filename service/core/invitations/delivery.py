@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -36,6 +37,7 @@ from service.core.invitations.transports import (
     send_email,
     sms_provider,
 )
+from service.core.protection.fields import with_personal
 from service.settings import Settings
 
 log = logging.getLogger("participants.invitations")
@@ -46,8 +48,7 @@ WHERE id = $1 AND status = 'QUEUED' AND next_attempt_at <= now()
 RETURNING *
 """
 PARTICIPANT = """
-SELECT p.id, p.study_id, p.site_id, p.subject_key, p.status, p.email, p.phone, p.access_code, p.first_name,
-       st.participate_enabled, st.name AS study_name
+SELECT p.*, st.participate_enabled, st.name AS study_name
 FROM participants p JOIN studies st ON st.id = p.study_id WHERE p.id = $1
 """
 
@@ -81,7 +82,9 @@ async def attempt_invitation(pool: asyncpg.Pool, settings: Settings, invitation_
         invitation = await conn.fetchrow(CLAIM, invitation_id, lease_seconds(settings))
         if invitation is None:
             return "not_due"
-        participant = await conn.fetchrow(PARTICIPANT, invitation["participant_id"])
+        participant = await with_personal(
+            conn, await conn.fetchrow(PARTICIPANT, invitation["participant_id"])
+        )
         template = await study_template(conn, invitation["study_id"], invitation["channel"])
 
     started = time.perf_counter()
@@ -115,7 +118,7 @@ async def attempt_invitation(pool: asyncpg.Pool, settings: Settings, invitation_
 
 
 async def _send(
-    settings: Settings, invitation: asyncpg.Record, participant: asyncpg.Record | None, template: Template
+    settings: Settings, invitation: asyncpg.Record, participant: dict[str, Any] | None, template: Template
 ) -> SendResult:
     channel = invitation["channel"]
     if participant is None:

@@ -27,6 +27,7 @@ from service.core.invitations.model import (
     StudyInvitationList,
 )
 from service.core.invitations.transports import configured
+from service.core.protection.fields import with_personal
 from service.settings import Settings
 
 REMOVED_STATUSES = ("removed", "auto-removed")
@@ -34,8 +35,7 @@ NOT_CONFIGURED = {"email": "emailNotConfigured", "sms": "smsNotConfigured"}
 NO_ADDRESS = {"email": ("email", "participantHasNoEmail"), "sms": ("phone", "participantHasNoPhone")}
 
 PARTICIPANT = """
-SELECT p.id, p.study_id, p.site_id, p.subject_key, p.status, p.email, p.phone, p.access_code,
-       st.participate_enabled
+SELECT p.*, st.participate_enabled
 FROM participants p JOIN studies st ON st.id = p.study_id WHERE p.id = $1
 """
 
@@ -71,7 +71,7 @@ async def queue_invitation(
     if not configured(settings, channel):
         raise ApiError(NOT_CONFIGURED[channel])
     portal_host(settings)  # 409 participateUrlNotConfigured: the message could hold no link
-    row = await conn.fetchrow(PARTICIPANT, participant_id)
+    row = await with_personal(conn, await conn.fetchrow(PARTICIPANT, participant_id))
     if row is None:
         raise ApiError("participantNotFound")
     check_invitable(row, channel)

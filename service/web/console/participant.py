@@ -25,7 +25,7 @@ from service.core.participant_reads import (
     participant_account,
     participant_detail,
 )
-from service.core.participants import set_status
+from service.core.participants import is_registered, set_status
 from service.core.roles import Action, Scope, authorize, load_scope
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT
@@ -75,7 +75,7 @@ async def _page(
         "account": account,
         "participate_label": PARTICIPATE_LABELS.get(account.get("status", ""), ""),
         "participate": bool(scope.study["participate_enabled"]),
-        "registered": row["access_code"] is not None,
+        "registered": is_registered(row),
         "sees_contact": may_read_contact(scope, row),
         "may_write": may_write and row["status"] in ("available", "signed"),
         "invitations": sent,

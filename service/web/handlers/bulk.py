@@ -125,7 +125,7 @@ async def add_from_csv(
 ) -> web.StreamResponse:  # fmt: skip
     settings = request.app[SETTINGS]
     try:
-        parser = await staging.stage_csv(conn, file.chunks(), scope.site is not None, settings.bulk_max_bytes)
+        parser = await staging.stage_csv(conn, file.chunks(), scope, settings.bulk_max_bytes, register)
         outcome = await staging.apply(
             conn, scope, parser.valid_rows, {"rows": parser.data_rows, "bytes": parser.bytes_read},
             register=register,

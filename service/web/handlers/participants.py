@@ -6,14 +6,8 @@ import hashlib
 
 from aiohttp import web
 
-from service.core.participants import (
-    ParticipantIn,
-    ParticipantList,
-    ParticipantOut,
-    list_participants,
-    save_participant,
-    set_status,
-)
+from service.core.participant_list import ParticipantList, list_participants
+from service.core.participants import ParticipantIn, ParticipantOut, save_participant, set_status
 from service.core.roles import Action, authorize, load_scope
 from service.web.apidoc import PAGE, Link, Query, operation
 from service.web.auth import authenticated_username
