@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from service.core.protection.fields import with_personal
+from service.core.protection.fields import keys, sealed, with_personal
 from service.dev.synthetic import add_participants
 
 
@@ -29,3 +29,28 @@ async def seed(pool: asyncpg.Pool, study_oid: str, site_oid: str | None, people:
         )
         assert ids is not None, study_oid
         return await add_participants(conn, ids["study_id"], ids["site_id"], people)
+
+
+async def everyone(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Every participant in ID order, personal columns in clear."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT * FROM participants ORDER BY subject_key, id")
+        return [p for r in rows if (p := await with_personal(conn, r)) is not None]
+
+
+async def code_of(pool: asyncpg.Pool, subject_key: str | None = None) -> str | None:
+    """The participant's access code in clear (the only participant's, without an ID)."""
+    found = await person(pool, subject_key) if subject_key else (await everyone(pool))[0]
+    assert found is not None, subject_key
+    return found["access_code"]
+
+
+async def change_personal(pool: asyncpg.Pool, participant_id: int, column: str, value: str | None) -> None:
+    """Write one personal column behind the service's back (as another process would), encrypted."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT study_id, subject_key FROM participants WHERE id = $1", participant_id
+        )
+        stored = sealed(keys(conn), row["study_id"], row["subject_key"], {column: value})
+        sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(stored))
+        await conn.execute(f"UPDATE participants SET {sets} WHERE id = $1", participant_id, *stored.values())

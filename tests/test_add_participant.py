@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from service.core.participant_ids import ACCESS_CODE_ALPHABET
+from service.core.protection.fields import with_personal
 from tests.world import SITE_A, SITE_B, STUDY, expect
 
 STUDY_URL = f"/pages/auth/api/clinicaldata/studies/{STUDY}/participants"
@@ -23,7 +24,10 @@ SEED_BODY = {
 
 
 async def row(pool, key: str):
-    return await pool.fetchrow("SELECT * FROM participants WHERE lower(subject_key) = lower($1)", key)
+    """The stored row, its personal columns decrypted (the row itself holds ciphertexts only)."""
+    async with pool.acquire() as conn:
+        stored = await conn.fetchrow("SELECT * FROM participants WHERE lower(subject_key) = lower($1)", key)
+        return await with_personal(conn, stored)
 
 
 async def test_seed_example_adds_and_registers(client, world, pool):

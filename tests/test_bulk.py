@@ -16,6 +16,7 @@ from tests.bulk_files import (
     summary,
     upload,
 )
+from tests.people import person
 from tests.world import SITE_A, STUDY, expect
 
 
@@ -411,7 +412,7 @@ async def test_contact_columns_at_site_level(client, world):
         "Crc_A",
         body["createdAt"],
     )
-    row = await world.pool.fetchrow("SELECT * FROM participants WHERE subject_key = 'P-1'")
+    row = await person(world.pool, "P-1")
     assert (row["first_name"], row["last_name"], row["email"], row["phone"], row["identifier"]) == (
         "Ann",
         "Lee",
@@ -419,7 +420,7 @@ async def test_contact_columns_at_site_level(client, world):
         "+1 1234567890",
         "ID-9",
     )
-    row = await world.pool.fetchrow("SELECT * FROM participants WHERE subject_key = 'P-2'")
+    row = await person(world.pool, "P-2")
     assert (row["first_name"], row["email"], row["access_code"], row["participate_status"]) == (
         None,
         None,

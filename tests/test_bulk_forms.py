@@ -10,6 +10,7 @@ import pytest
 from service.core.bulk.parser import BulkCsvParser, _delimiter_of
 from service.core.errors import ApiError
 from tests.bulk_files import SITE_URL, file_failure, not_utf8, summary, upload
+from tests.people import everyone
 from tests.test_bulk import body_of, keys_in_study
 from tests.test_webhooks_support import run_default_worker
 from tests.world import expect
@@ -39,8 +40,7 @@ async def test_hospital_exports_are_read(client, world, name, data, raw):
     assert body == summary(["M-1", "M-2"], [], "Crc_A", body["createdAt"])
     assert sorted(k for k, _, _ in await keys_in_study(world)) == ["M-1", "M-2"]
     if name != "comma_quoted_semicolons":
-        names = await world.pool.fetch("SELECT last_name FROM participants ORDER BY subject_key")
-        assert [r["last_name"] for r in names] == ["Müller", "ОНІО"]
+        assert [r["last_name"] for r in await everyone(world.pool)] == ["Müller", "ОНІО"]
 
 
 def test_the_header_row_decides_the_delimiter():

@@ -10,6 +10,7 @@ from service.core import participant_ids
 from service.core.bulk import staging
 from service.core.participant_ids import ACCESS_CODE_ALPHABET, ACCESS_CODE_LENGTH, new_access_codes
 from tests.bulk_files import SITE_URL, csv_bytes, upload
+from tests.people import everyone
 from tests.test_bulk_async import job_status, submit
 from tests.test_webhooks_support import run_default_worker
 from tests.world import expect
@@ -18,8 +19,7 @@ FILE = csv_bytes("ParticipantID,FirstName,EmailAddress", "R-1,Ann,ann@example.or
 
 
 async def registered(pool) -> dict[str, tuple[str | None, str]]:
-    rows = await pool.fetch("SELECT subject_key, access_code, participate_status FROM participants")
-    return {r["subject_key"]: (r["access_code"], r["participate_status"]) for r in rows}
+    return {r["subject_key"]: (r["access_code"], r["participate_status"]) for r in await everyone(pool)}
 
 
 def check_codes(found: dict[str, tuple[str | None, str]], keys: list[str]) -> None:

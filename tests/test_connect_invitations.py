@@ -6,6 +6,7 @@ Idempotency-Key) invites once."""
 from __future__ import annotations
 
 from tests.invitation_servers import sms_server, smtp_server  # noqa: F401  (fixtures)
+from tests.people import code_of, everyone
 from tests.test_invitations import PERSON, PORTAL, add_participant, deliver, mail_settings, make_due  # noqa: F401
 from tests.world import STUDY, expect
 
@@ -60,12 +61,12 @@ async def test_connect_refuses_an_invitation_that_cannot_go_and_changes_nothing(
                                                                    "smtp_security", "mail_from"}))  # fmt: skip
     await world.standard()
     await add_participant(client, world, phoneNumber=None)
-    before = await pool.fetchval("SELECT access_code FROM participants")
+    before = await code_of(pool)
     body = {"firstName": "Changed", "resetAccessCode": True, "inviteViaSms": True}
     refused = await expect(
         await client.post(f"{API}/OHIO-7/connect", json=body, headers=world.auth("crc_a")), 409
     )
     assert refused["message"] == "errorCode.smsNotConfigured"
-    row = await pool.fetchrow("SELECT first_name, access_code FROM participants")
-    assert tuple(row) == ("Ottilie", before)  # the whole call rolled back
+    row = (await everyone(pool))[0]
+    assert (row["first_name"], row["access_code"]) == ("Ottilie", before)  # the whole call rolled back
     assert await pool.fetchval("SELECT count(*) FROM invitations") == 0

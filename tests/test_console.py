@@ -10,6 +10,7 @@ import pytest
 from service.web.console.login import LOGIN_COOKIE
 from service.web.console.sessions import COOKIE_NAME, KEY_PREFIX
 from tests.console_helpers import PASSWORD, give_password, page_csrf, sign_in
+from tests.people import seed
 from tests.world import SITE_A, SITE_B, STUDY
 
 SITE_A_PAGE = f"/console/studies/{STUDY}/sites/{SITE_A}"
@@ -250,12 +251,8 @@ async def test_assets_come_from_the_package_and_pages_name_no_person(client, mak
         resp = await client.get(f"/console/static/{name}")
         assert resp.status == 200 and resp.content_type == media
     assert (await client.get("/console/static/../settings.py")).status == 404
-    await pool.execute(
-        """INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email)
-           SELECT s.study_id, s.id, 'SK-1', 'SS_SK1', 'Zelda', 'Quartermaine', 'zq@example.org'
-           FROM sites s WHERE s.oid = $1""",
-        SITE_A,
-    )
+    await seed(pool, STUDY, SITE_A, [{"subject_key": "SK-1", "oid": "SS_SK1", "first_name": "Zelda",
+                                      "last_name": "Quartermaine", "email": "zq@example.org"}])  # fmt: skip
     await sign_in(client, "monitor")  # a role that does not read contact data
     html = await (await client.get(SITE_A_PAGE)).text()
     assert "SK-1" in html

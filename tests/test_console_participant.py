@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from tests.console_helpers import give_password, page_csrf, sign_in
+from tests.people import code_of, everyone
 from tests.world import SITE_A, STUDY, expect
 
 API = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
@@ -25,8 +26,8 @@ async def setup(client, world, pool, register: bool = True) -> None:
                                    headers=world.auth("crc_a")), 200)  # fmt: skip
 
 
-async def code_of(pool) -> str | None:
-    return await pool.fetchval("SELECT access_code FROM participants WHERE subject_key = 'P-1'")
+async def p1_code(pool) -> str | None:
+    return await code_of(pool, "P-1")
 
 
 async def test_site_list_links_to_the_participant_page_which_shows_status_and_contact(client, world, pool):
@@ -42,7 +43,7 @@ async def test_site_list_links_to_the_participant_page_which_shows_status_and_co
     assert resp.status == 200 and "Zoë" in html and "zoe@example.org" in html and "Created" in html
     title = re.search(r"<title>(.*)</title>", html).group(1)
     assert "Zoë" not in title and "zoe" not in title
-    assert await code_of(pool) not in html  # not shown until asked for
+    assert await p1_code(pool) not in html  # not shown until asked for
     assert 'id="reveal"' in html and 'id="reset"' in html and 'id="invite-email"' in html
 
 
@@ -52,7 +53,7 @@ async def test_reveal_is_a_post_audited_and_not_cached(client, world, pool):
     csrf = await page_csrf(client, PAGE)
     resp = await client.post(PAGE + "/reveal", data={"csrf": csrf})
     html = await resp.text()
-    assert resp.status == 200 and await code_of(pool) in html
+    assert resp.status == 200 and await p1_code(pool) in html
     assert resp.headers["Cache-Control"] == "no-store"
     assert str(resp.url).endswith("/reveal")  # the code is in the answer, not in a URL
     audit = await pool.fetch(
@@ -71,7 +72,7 @@ async def test_monitor_sees_neither_contact_nor_code_nor_actions(client, world, 
     assert 'id="reveal"' not in html and 'id="reset"' not in html and 'id="register"' not in html
     csrf = await page_csrf(client, PAGE)
     resp = await client.post(PAGE + "/reveal", data={"csrf": csrf})
-    assert resp.status == 403 and await code_of(pool) not in await resp.text()
+    assert resp.status == 403 and await p1_code(pool) not in await resp.text()
     resp = await client.post(PAGE + "/reset", data={"csrf": csrf})
     assert resp.status == 403
     assert (
@@ -93,22 +94,22 @@ async def test_reset_register_and_contact_changes(client, world, pool):
     csrf = await page_csrf(client, PAGE)
     resp = await client.post(PAGE + "/register", data={"csrf": csrf})
     assert "P-1 is registered" in await resp.text()
-    first = await code_of(pool)
+    first = await p1_code(pool)
     assert first
     resp = await client.post(PAGE + "/reset", data={"csrf": csrf})
     assert "P-1 has a new access code" in await resp.text()
-    assert await code_of(pool) not in (None, first)
+    assert await p1_code(pool) not in (None, first)
 
     form = {"csrf": csrf, "firstName": "Ann", "lastName": "", "email": "not-an-email", "phoneNumber": "",
             "identifier": ""}  # fmt: skip
     resp = await client.post(PAGE + "/contact", data=form)
     html = await resp.text()
     assert resp.status == 400 and "not-an-email" in html  # the form keeps what was typed
-    assert await pool.fetchval("SELECT first_name FROM participants") == "Zoë"
+    assert (await everyone(pool))[0]["first_name"] == "Zoë"
     resp = await client.post(PAGE + "/contact", data={**form, "email": "ann@example.org"})
     assert resp.status == 200 and "P-1: contact data saved" in await resp.text()
-    row = await pool.fetchrow("SELECT first_name, last_name, email FROM participants")
-    assert tuple(row) == ("Ann", None, "ann@example.org")
+    row = (await everyone(pool))[0]
+    assert (row["first_name"], row["last_name"], row["email"]) == ("Ann", None, "ann@example.org")
 
 
 async def test_invite_without_a_transport_says_why(client, world, pool):

@@ -8,6 +8,7 @@ import pytest
 
 from tests.browser import browser_context, unavailable_reason
 from tests.console_helpers import PASSWORD, give_password
+from tests.people import code_of
 from tests.test_console_browser import DOCS, SHOTS
 from tests.world import SITE_A, STUDY, expect
 
@@ -40,7 +41,7 @@ async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client
     person = {"subjectKey": "WEB-1", "firstName": "Zoë", "lastName": "Müller-Lüdenscheidt, Jr.",
               "emailAddress": "zoe.mueller-luedenscheidt@example.org", "phoneNumber": "+49 1511234567"}  # fmt: skip
     await expect(await client.post(API + "?register=y", json=person, headers=world.auth("crc_a")), 200)
-    code = await pool.fetchval("SELECT access_code FROM participants")
+    code = await code_of(pool)
     async with browser_context() as context:
         page, errors = await signed_in_page(context, client, width)
         await page.goto(str(client.make_url(f"/console/studies/{STUDY}/sites/{SITE_A}")))
@@ -59,7 +60,7 @@ async def test_a_crc_opens_a_participant_reveals_and_resets_its_code(make_client
         await page.get_by_role("button", name="Reset access code").click()
         await page.wait_for_selector("text=has a new access code")
         assert code not in await page.content()
-        assert await pool.fetchval("SELECT access_code FROM participants") not in (None, code)
+        assert await code_of(pool) not in (None, code)
         assert errors == []
 
 

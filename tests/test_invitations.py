@@ -18,6 +18,7 @@ from service.core.invitations.delivery import attempt_invitation
 from service.core.redis import redis_settings
 from service.worker.invitations import sweep_invitations
 from tests.invitation_servers import SMS_FROM, SMS_SID, SMS_TOKEN, sms_server, smtp_server  # noqa: F401
+from tests.people import change_personal, person
 from tests.test_webhooks_support import run_default_worker
 from tests.world import SITE_A, STUDY, expect
 
@@ -55,7 +56,7 @@ async def add_participant(client, world, register="y", **fields):
     await expect(
         await client.post(f"{SITE_URL}?register={register}", json=body, headers=world.auth("crc_a")), 200
     )
-    return await world.pool.fetchrow("SELECT * FROM participants WHERE subject_key = $1", body["subjectKey"])
+    return await person(world.pool, body["subjectKey"])
 
 
 async def queue(pool, settings, participant_id, channel="email"):
@@ -191,7 +192,7 @@ async def test_the_current_code_is_sent(client, world, pool, mail_settings, smtp
     )
     p = await add_participant(client, world)
     await queue(pool, mail_settings, p["id"])
-    await pool.execute("UPDATE participants SET access_code = 'NEWCODE42' WHERE id = $1", p["id"])
+    await change_personal(pool, p["id"], "access_code", "NEWCODE42")
     await deliver(mail_settings, pool)
     [message] = smtp_server.received
     assert message["Subject"] == "Code for Juno"
@@ -268,7 +269,7 @@ async def test_a_participant_changed_since_queueing_fails_without_sending(
     await world.standard()
     p = await add_participant(client, world)
     await queue(pool, mail_settings, p["id"])
-    await pool.execute("UPDATE participants SET email = NULL WHERE id = $1", p["id"])
+    await change_personal(pool, p["id"], "email", None)
     await deliver(mail_settings, pool)
     [failed] = await invitations(pool, p["id"])
     assert (failed.status, failed.lastError) == ("FAILED", "participantHasNoEmail")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.people import code_of, person
 from tests.test_extract import download, parse_csv, run_jobs, submit
 from tests.world import SITE_A, SITE_B, STUDY, expect
 
@@ -21,10 +22,6 @@ async def add(client, world, key: str, register: bool = True, site: str = SITE_A
     return await expect(
         await client.post(url, json=body, headers=world.auth("crc_a" if site == SITE_A else "crc_b")), 200
     )
-
-
-async def code_of(pool, key: str) -> str | None:
-    return await pool.fetchval("SELECT access_code FROM participants WHERE subject_key = $1", key)
 
 
 async def test_an_oc4_app_registers_reads_the_code_resets_it_and_the_old_one_is_gone(
@@ -280,7 +277,7 @@ async def test_connect_updates_contact_with_the_add_rules_and_registers(client, 
                                           headers=world.auth("crc_a")), 200)  # fmt: skip
     assert body["firstName"] == "Ann" and body["email"] == "ann@example.org" and body["lastName"] == ""
     assert body["status"] == "CREATED"  # connect registers, as OC4's does
-    row = await pool.fetchrow("SELECT * FROM participants WHERE subject_key = 'C-1'")
+    row = await person(pool, "C-1")
     assert row["access_code"] and row["last_name"] is None and row["identifier"] == "MRN-7"
     actions = [r["action"] for r in await pool.fetch("SELECT action FROM audit_log ORDER BY id")]
     assert actions[-1] == "participant.register"
