@@ -6,6 +6,7 @@ API on the loopback interface, pinned images, and a connection budget within Pos
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -35,6 +36,7 @@ DOT_ENV = {
     "PARTICIPANTS_S3_ACCESS_KEY_ID": "participants-service",
     "PARTICIPANTS_S3_SECRET_ACCESS_KEY": "svc-" + "2" * 20,
     "PARTICIPANTS_JWT_SECRET": "jwt-" + "3" * 40,
+    "PARTICIPANTS_KEK": base64.b64encode(b"4" * 32).decode(),
 }
 VARIABLE = re.compile(r"\$\$|\$\{([A-Z0-9_]+)(?::([?-])([^}]*))?\}")
 
@@ -174,6 +176,7 @@ def local_env(name: str, settings: Settings, s3_endpoint: str, **extra: str) -> 
         PARTICIPANTS_S3_ACCESS_KEY_ID=ACCESS_KEY,
         PARTICIPANTS_S3_SECRET_ACCESS_KEY=SECRET_KEY,
         PARTICIPANTS_DATA_DIR=str(settings.data_dir),
+        PARTICIPANTS_KEK=str(settings.kek),  # the local database's keys are wrapped by the run's own
         # The container's 0.0.0.0:8080 becomes a port of the kernel's choice on the loopback.
         PARTICIPANTS_HOST="127.0.0.1",
         PARTICIPANTS_PORT="0",
