@@ -56,12 +56,14 @@ STORED = tuple(c + "_ct" for c in PERSONAL) + tuple(c + "_bidx" for c in BLIND)
 STORED_LIST = ", ".join(STORED)
 
 
-def stored_values(
-    ring: Keyring, study_id: int, subject_key: str, values: Mapping[str, str | None]
-) -> list[Any]:
-    """``sealed`` as the values of ``STORED``, in order (None for a column not in ``values``)."""
-    out = sealed(ring, study_id, subject_key, values)
-    return [out.get(c) for c in STORED]
+def stored_values(ring: Keyring, study_id: int, subject_key: str, values: Mapping[str, str | None]) -> list[Any]:
+    """The values of ``STORED``, in order, for a row whose personal columns hold ``values`` (a
+    column missing from it: None, as for a new participant)."""
+    personal = tuple(values.get(c) for c in PERSONAL)
+    out: list[Any] = ring.encrypt_all(study_id, subject_key, PERSONAL, personal)
+    for column in BLIND:
+        out.append(blind_of(ring, column, values.get(column), study_id))
+    return out
 
 
 def _open(ring: Keyring, row: Mapping[str, Any], columns: tuple[str, ...]) -> dict[str, str | None]:
