@@ -1,5 +1,5 @@
 """``participants``: serve, worker, migrate, dev, create-user, disable-user, enable-user, set-password,
-token, seed-demo, worker-health, webhook-receiver.
+token, seed-demo, worker-health, webhook-receiver, verify-audit.
 
 Output is plain text or JSON (a created object), never a Python repr. Beside a running ``participants
 dev`` every command finds its servers in ``.data/dev.env`` when no variable names them."""
@@ -135,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     wh.add_argument("--queue", choices=["extract", "default", "all"], default="all")
     add_receiver_parser(sub)
+    sub.add_parser("verify-audit", help="check the audit log's seals (exit 1 names the first bad row)")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -228,6 +229,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         from service.worker.health import check_health
 
         sys.exit(0 if _run(check_health(settings, queues(settings, args.queue))) else 1)
+    elif args.command == "verify-audit":
+        _require_urls(settings)
+        from service.core.audit_seal import verify_command
+        from service.dev.secret import read_dev_secret
+
+        # The seal key derives from the JWT secret, beside `make run` the one `participants dev` made.
+        settings.jwt_secret = settings.jwt_secret or read_dev_secret(settings.data_dir)
+        verdict = _run(with_conn(settings, lambda c: verify_command(c, settings)))
+        print(verdict.message)
+        sys.exit(0 if verdict.intact else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.core.audit_seal import Sealer
 from service.core.db import create_pool
 from service.core.protection.loading import load_keyring, refreshing
 from service.core.storage import Storage
@@ -28,6 +29,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["keys_refresh"] = refreshing(ctx["db"], keyring, settings.key_refresh_seconds)
     await ctx["keys_refresh"].__aenter__()
     ctx["storage"] = Storage.from_settings(settings)
+    ctx["audit_sealer"] = Sealer()  # kept across the seal cron's runs (worker/maintenance.py)
     ctx["heartbeats"] = Heartbeats(settings)
     await ctx["heartbeats"].start()
     if ctx.get("listen_outbox"):

@@ -14,6 +14,8 @@
   touch the row of the current attempt, so its results are never recorded.
 - ``expire_jobs`` (every 30 s): completed files past retention are deleted; the job becomes ``EXPIRED``.
 - ``forget_idempotency_keys`` (every 5 minutes): Idempotency-Key answers past retention.
+- ``seal_audit`` (every 2 s): seals the audit rows whose writers have all ended (core/audit_seal.py);
+  a watermark still waiting on a long transaction is kept for the next run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import asyncpg
 from arq import cron
 from arq.cron import CronJob
 
-from service.core import idempotency
+from service.core import audit_seal, idempotency
 from service.core.jobs import attempts, lifecycle, queue
 from service.core.jobs.model import JOB_FUNCTIONS
 from service.core.storage import StorageError
@@ -101,8 +103,23 @@ async def forget_idempotency_keys(ctx: dict[str, Any]) -> int:
     return len(body_keys)
 
 
+async def seal_audit(ctx: dict[str, Any]) -> int:
+    """Extend the audit log's hash chain; return how many rows were sealed."""
+    sealer: audit_seal.Sealer = ctx.setdefault("audit_sealer", audit_seal.Sealer())
+    async with ctx["db"].acquire() as conn:
+        try:
+            key = await audit_seal.seal_key(conn, ctx["settings"])
+        except audit_seal.SealKeyMissing:
+            return 0  # nothing to seal with: verify-audit says so
+        # Never waits past the next run: a slow watermark is kept in the sealer for it.
+        return await sealer.run(conn, key, wait=1.5)
+
+
 CRON_JOBS: list[CronJob] = [
     cron(sweep_jobs, second=set(range(0, 60, 2)), run_at_startup=True, timeout=60),
     cron(expire_jobs, second={5, 35}, run_at_startup=True, timeout=300),
     cron(forget_idempotency_keys, minute=set(range(0, 60, 5)), second={50}, run_at_startup=True, timeout=300),
+    cron(
+        seal_audit, second=set(range(1, 60, 2)), run_at_startup=True, timeout=60, keep_result=0, max_tries=1
+    ),
 ]
