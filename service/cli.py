@@ -232,11 +232,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "verify-audit":
         _require_urls(settings)
         from service.core.audit_seal import verify_command
-        from service.dev.secret import read_dev_secret
 
-        # The seal key derives from the JWT secret, beside `make run` the one `participants dev` made.
-        settings.jwt_secret = settings.jwt_secret or read_dev_secret(settings.data_dir)
-        verdict = _run(with_conn(settings, lambda c: verify_command(c, settings)))
+        verdict = _run(with_conn(settings, verify_command, keys=True))  # the keyring's audit key
         print(verdict.message)
         sys.exit(0 if verdict.intact else 1)
 

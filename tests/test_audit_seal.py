@@ -21,7 +21,7 @@ TESTER = audit.Actor(None, "tester")
 
 async def seal(pool: asyncpg.Pool, settings, wait: float = 10.0) -> int:
     async with pool.acquire() as conn:
-        return await audit_seal.seal_pending(conn, await audit_seal.seal_key(conn, settings), wait)
+        return await audit_seal.seal_pending(conn, audit_seal.seal_key(conn), wait)
 
 
 def verify_audit(settings) -> tuple[int, str]:
@@ -189,7 +189,7 @@ async def test_batches_of_sealing_and_verifying_chain_on(pool, settings):
     )
     assert await seal(pool, settings) == n
     async with pool.acquire() as conn:
-        verdict = await audit_seal.verify(conn, await audit_seal.seal_key(conn, settings))
+        verdict = await audit_seal.verify(conn, audit_seal.seal_key(conn))
     assert verdict.intact and f"{n} sealed rows verified" in verdict.message, verdict.message
 
 
@@ -213,7 +213,7 @@ async def test_a_writer_holding_a_lower_id_is_waited_for(pool, settings):
         await pool.release(holder)
     assert await seal(pool, settings) == 2
     async with pool.acquire() as conn:
-        assert (await audit_seal.verify(conn, await audit_seal.seal_key(conn, settings))).intact
+        assert (await audit_seal.verify(conn, audit_seal.seal_key(conn))).intact
 
 
 async def test_concurrent_writers_while_sealing_never_look_inserted(pool, settings):
@@ -240,7 +240,7 @@ async def test_concurrent_writers_while_sealing_never_look_inserted(pool, settin
     await asyncio.gather(*writers)
     assert sealed_early + await seal(pool, settings) == 20
     async with pool.acquire() as conn:
-        verdict = await audit_seal.verify(conn, await audit_seal.seal_key(conn, settings))
+        verdict = await audit_seal.verify(conn, audit_seal.seal_key(conn))
     assert verdict.intact and "20 sealed rows verified" in verdict.message, verdict.message
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
-from service.settings import Settings
+from service.core.protection.fields import keys
 
 GENESIS = bytes(32)  # what the first sealed row chains from
 BATCH = 5000  # rows sealed per statement (and per transaction), and fetched per round trip by verify
@@ -39,17 +39,10 @@ _ROW = (
 )
 
 
-class SealKeyMissing(RuntimeError):
-    """No key to seal with (no JWT secret configured)."""
-
-
-async def seal_key(conn: asyncpg.Connection, settings: Settings) -> bytes:
-    """The key the audit log is sealed and verified with."""
-    # replaced by the keyring's audit key
-    del conn  # the keyring reads its wrapped key from the database
-    if not settings.jwt_secret:
-        raise SealKeyMissing("no audit seal key: PARTICIPANTS_JWT_SECRET is not set")
-    return hmac.new(settings.jwt_secret.encode(), b"participants audit seal v1", hashlib.sha256).digest()
+def seal_key(conn: asyncpg.Connection) -> bytes:
+    """The key the audit log is sealed and verified with: the keyring's audit key (a data key
+    wrapped by the key-encryption key, core/protection), carried by ``conn``."""
+    return keys(conn).audit_key
 
 
 def canonical(row: asyncpg.Record) -> bytes:
@@ -225,10 +218,6 @@ def _broken(audit_id: int, action: str | None, why: str) -> Verdict:
     return Verdict(False, f"audit log broken at {named}: {why}")
 
 
-async def verify_command(conn: asyncpg.Connection, settings: Settings) -> Verdict:
+async def verify_command(conn: asyncpg.Connection) -> Verdict:
     """``participants verify-audit``: the verdict with the key the service seals with."""
-    try:
-        key = await seal_key(conn, settings)
-    except SealKeyMissing as exc:
-        return Verdict(False, f"cannot verify the audit log: {exc}")
-    return await verify(conn, key)
+    return await verify(conn, seal_key(conn))

@@ -56,7 +56,9 @@ STORED = tuple(c + "_ct" for c in PERSONAL) + tuple(c + "_bidx" for c in BLIND)
 STORED_LIST = ", ".join(STORED)
 
 
-def stored_values(ring: Keyring, study_id: int, subject_key: str, values: Mapping[str, str | None]) -> list[Any]:
+def stored_values(
+    ring: Keyring, study_id: int, subject_key: str, values: Mapping[str, str | None]
+) -> list[Any]:
     """The values of ``STORED``, in order, for a row whose personal columns hold ``values`` (a
     column missing from it: None, as for a new participant)."""
     personal = tuple(values.get(c) for c in PERSONAL)
