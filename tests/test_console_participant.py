@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from tests.console_helpers import give_password, page_csrf, sign_in
-from tests.people import person
 from tests.world import SITE_A, STUDY, expect
 
 API = f"/pages/auth/api/clinicaldata/studies/{STUDY}/sites/{SITE_A}/participants"
@@ -27,9 +26,7 @@ async def setup(client, world, pool, register: bool = True) -> None:
 
 
 async def code_of(pool) -> str | None:
-    found = await person(pool, "P-1")
-    assert found is not None
-    return found["access_code"]
+    return await pool.fetchval("SELECT access_code FROM participants WHERE subject_key = 'P-1'")
 
 
 async def test_site_list_links_to_the_participant_page_which_shows_status_and_contact(client, world, pool):
@@ -107,11 +104,11 @@ async def test_reset_register_and_contact_changes(client, world, pool):
     resp = await client.post(PAGE + "/contact", data=form)
     html = await resp.text()
     assert resp.status == 400 and "not-an-email" in html  # the form keeps what was typed
-    assert (await person(pool, "P-1"))["first_name"] == "Zoë"
+    assert await pool.fetchval("SELECT first_name FROM participants") == "Zoë"
     resp = await client.post(PAGE + "/contact", data={**form, "email": "ann@example.org"})
     assert resp.status == 200 and "P-1: contact data saved" in await resp.text()
-    row = await person(pool, "P-1")
-    assert (row["first_name"], row["last_name"], row["email"]) == ("Ann", None, "ann@example.org")
+    row = await pool.fetchrow("SELECT first_name, last_name, email FROM participants")
+    assert tuple(row) == ("Ann", None, "ann@example.org")
 
 
 async def test_invite_without_a_transport_says_why(client, world, pool):

@@ -233,3 +233,27 @@ async def test_admin_api_and_cli_erase_and_list_erasures(client, world, pool, se
 
     listed = (await asyncio.to_thread(cli, settings, "erasures", "--since", "2000-01-01")).splitlines()
     assert [re.search(r'"subjectKey":"([^"]+)"', line).group(1) for line in listed] == [KEY, "ZQ-2"]
+
+
+async def test_an_extract_running_during_an_erasure_expires_when_it_completes(client, world, pool, settings):
+    from service.core.storage import Storage
+    from service.worker.maintenance import expire_jobs
+
+    await world.standard()
+    await add(client, world, PERSON)
+    await expect(await client.post(f"{SITE_API}/{KEY}/erase", headers=world.auth("dm")), 200)
+    read_before, read_after = await submit(client, world, "crc_a"), await submit(client, world, "inv_a")
+    await run_jobs(settings)
+    # As if the first had started (and read the site) before the erasure and finished after it.
+    await pool.execute(
+        "UPDATE jobs SET started_at = (SELECT erased_at FROM participants WHERE subject_key = $2)"
+        " - interval '1 second' WHERE uuid = $1::uuid",
+        read_before,
+        KEY,
+    )
+    await expire_jobs({"db": pool, "storage": Storage.from_settings(settings)})
+    jobs = {str(r["uuid"]): r for r in await pool.fetch("SELECT uuid, status, error, object_key FROM jobs")}
+    assert (jobs[read_before]["status"], jobs[read_before]["error"]) == ("EXPIRED", EXTRACT_REASON)
+    assert not (Path(settings.storage_dir) / jobs[read_before]["object_key"]).exists()
+    assert jobs[read_after]["status"] == "COMPLETED" and jobs[read_after]["error"] is None
+    assert (Path(settings.storage_dir) / jobs[read_after]["object_key"]).exists()
