@@ -20,12 +20,7 @@ COLUMNS = ["study_id", "site_id", "subject_key", "oid", "status", "participate_s
 
 
 def synthetic_oid(subject_key: str) -> str:
-    return (
-        "SS_"
-        + re.sub(r"[^A-Za-z0-9]", "", subject_key).upper()
-        + "_"
-        + hashlib.md5(subject_key.encode()).hexdigest()[:8]
-    )
+    return "SS_" + re.sub(r"[^A-Za-z0-9]", "", subject_key).upper() + "_" + hashlib.md5(subject_key.encode()).hexdigest()[:8]
 
 
 async def add_participants(
