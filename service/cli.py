@@ -1,5 +1,5 @@
 """``participants``: serve, worker, migrate, dev, create-user, disable-user, enable-user, set-password,
-token, seed-demo, worker-health, webhook-receiver, verify-audit.
+token, seed-demo, worker-health, webhook-receiver, verify-audit, erase, erasures.
 
 Output is plain text or JSON (a created object), never a Python repr. Beside a running ``participants
 dev`` every command finds its servers in ``.data/dev.env`` when no variable names them."""
@@ -19,6 +19,7 @@ from service.core.logs import setup_logging
 from service.dev.instance import apply_dev_env, demo_lock, running_message
 from service.dev.webhook_receiver import add_receiver_parser
 from service.launch.dev import dev
+from service.launch.erasure_cli import add_erasure_parsers, run_erasure_command
 from service.launch.receiver import receive_webhooks
 from service.launch.serve import serve_until_stopped
 from service.launch.startup import require_key_source, require_verification, with_conn
@@ -136,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     wh.add_argument("--queue", choices=["extract", "default", "all"], default="all")
     add_receiver_parser(sub)
     sub.add_parser("verify-audit", help="check the audit log's seals (exit 1 names the first bad row)")
+    add_erasure_parsers(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -224,6 +226,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "seed-demo":
         _require_urls(settings)
         print("demo users: " + ", ".join(_run(with_conn(settings, seed_demo, keys=True))))
+    elif args.command in ("erase", "erasures"):
+        _require_urls(settings)
+        run_erasure_command(args, settings, _run)
     elif args.command == "worker-health":
         _require_urls(settings)
         from service.worker.health import check_health

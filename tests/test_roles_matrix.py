@@ -28,6 +28,11 @@ def expected(endpoint: str, user: str) -> str:
         return NO_ROLE  # crc_b: a role in the study, none at site A
     if endpoint == "add_at_study":
         return OK if user in STUDY_WRITERS else NOT_ALLOWED
+    if endpoint in ("erase_at_site", "erase_at_study"):
+        # The data manager (study-level coordinator) alone: not a site's coordinator.
+        if user == "dm":
+            return OK
+        return NO_ROLE if endpoint == "erase_at_site" and user == "crc_b" else NOT_ALLOWED
     if endpoint == "list_at_site":
         return OK if study_level or user in SITE_A_WRITERS | SITE_A_OTHERS else NO_ROLE
     if endpoint == "list_at_study":
@@ -38,6 +43,8 @@ def expected(endpoint: str, user: str) -> str:
 ENDPOINTS = [
     "add_at_site",
     "add_at_study",
+    "erase_at_site",
+    "erase_at_study",
     "list_at_site",
     "list_at_study",
     "remove_at_site",
@@ -57,6 +64,10 @@ async def call(client, world, endpoint: str, user: str):
         return await client.get(STUDY_URL, headers=h)
     if endpoint == "remove_at_site":
         return await client.delete(SITE_URL + "/EXISTING-1", headers=h)
+    if endpoint == "erase_at_site":
+        return await client.post(SITE_URL + "/EXISTING-1/erase", headers=h)
+    if endpoint == "erase_at_study":
+        return await client.post(STUDY_URL + "/EXISTING-1/erase", headers=h)
     if endpoint == "restore_at_site":
         return await client.post(SITE_URL + "/EXISTING-1/restore", headers=h)
     raise AssertionError(endpoint)

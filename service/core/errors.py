@@ -79,6 +79,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "jobNotRetryable": 409,
     "jobNotCancellable": 409,
     "participantNotAvailable": 409,
+    "participantErased": 409,  # its personal data were erased: it cannot be restored
     "participantSiteToStudyReassignmentNotAllowed": 409,
     "alreadyExists": 409,
     "participantIDGenerationFailed": 409,

@@ -6,6 +6,10 @@ retry gets that answer again instead of a second participant, job or upload. The
 different request is ``idempotencyKeyReused`` (422); a retry while the first is still being worked
 on is ``requestInProgress`` (409). A 5xx or 429 is not kept: the claim is released so a retry runs.
 
+A kept body is sealed under the active field key (core/protection/blobs.py): a connect call's
+answer holds a participant's contact data. An answer about one participant names it
+(``participant_id``), and erasing that participant deletes the answer (core/erasure.py).
+
 A claim whose request never finished (its process died) is taken over after ``lease``: longer
 than any request may run, so a slow request is never run twice at once.
 """
@@ -20,11 +24,19 @@ import asyncpg
 import orjson
 
 from service.core.errors import ApiError
+from service.core.protection.blobs import opened_blob, seal
+from service.core.protection.fields import keys
 
 MAX_KEY_LENGTH = 255
 # Answers kept with the key: those that cannot change on a retry. Not kept: anything else, which
 # a retry should meet afresh.
 KEPT_HEADERS = ("Content-Type", "Location", "Job-Uuid", "Retry-After", "WWW-Authenticate")
+SEAL_PURPOSE = "idempotency"
+
+
+def _context(username: str, key: str) -> bytes:
+    """A kept body's associated data: it opens only as the answer of this user's key."""
+    return username.encode() + b"\x1f" + key.encode()
 
 
 def transient(status: int) -> bool:
@@ -69,7 +81,7 @@ async def claim(
             INSERT INTO idempotency_keys AS k (username, key, fingerprint) VALUES ($1, $2, $3)
             ON CONFLICT (username, key) DO UPDATE
                SET fingerprint = EXCLUDED.fingerprint, created_at = now(), status = NULL,
-                   headers = NULL, body = NULL, body_key = NULL
+                   headers = NULL, body = NULL, body_key = NULL, sealed = false, participant_id = NULL
              WHERE k.created_at < now() - $4::float8 * interval '1 second'
                 OR (k.status IS NULL AND k.created_at < now() - $5::float8 * interval '1 second')
             RETURNING true
@@ -79,7 +91,7 @@ async def claim(
         if mine:
             return None
         row = await conn.fetchrow(
-            "SELECT fingerprint, status, headers, body, body_key FROM idempotency_keys"
+            "SELECT fingerprint, status, headers, body, body_key, sealed FROM idempotency_keys"
             " WHERE username = $1 AND key = $2",
             username, key,
         )  # fmt: skip
@@ -90,18 +102,24 @@ async def claim(
         if row["status"] is None:
             raise ApiError("requestInProgress", headers={"Retry-After": "1"})
         headers = orjson.loads(row["headers"]) if row["headers"] else {}
-        return Kept(row["status"], headers, row["body"], row["body_key"])
+        body = row["body"]
+        if body is not None and row["sealed"]:
+            body = await opened_blob(conn, SEAL_PURPOSE, _context(username, key), body)
+        return Kept(row["status"], headers, body, row["body_key"])
     raise ApiError("requestInProgress", headers={"Retry-After": "1"})
 
 
 async def keep(
     conn: asyncpg.Connection, username: str, key: str, status: int, headers: dict[str, Any],
-    body: bytes | None, body_key: str | None = None,
+    body: bytes | None, body_key: str | None = None, participant_id: int | None = None,
 ) -> None:  # fmt: skip
+    """Keep the answer, its body sealed; ``participant_id``: the participant it is about, if any."""
+    if body is not None:
+        body = seal(keys(conn), SEAL_PURPOSE, _context(username, key), body)
     await conn.execute(
-        "UPDATE idempotency_keys SET status = $3, headers = $4::jsonb, body = $5, body_key = $6"
-        " WHERE username = $1 AND key = $2",
-        username, key, status, orjson.dumps(headers).decode(), body, body_key,
+        "UPDATE idempotency_keys SET status = $3, headers = $4::jsonb, body = $5, body_key = $6,"
+        " sealed = $5::bytea IS NOT NULL, participant_id = $7 WHERE username = $1 AND key = $2",
+        username, key, status, orjson.dumps(headers).decode(), body, body_key, participant_id,
     )  # fmt: skip
 
 
@@ -109,6 +127,14 @@ async def release(conn: asyncpg.Connection, username: str, key: str) -> None:
     await conn.execute(
         "DELETE FROM idempotency_keys WHERE username = $1 AND key = $2 AND status IS NULL", username, key
     )
+
+
+async def forget_participant(conn: asyncpg.Connection, participant_id: int) -> list[str | None]:
+    """Forget every kept answer about ``participant_id``; return their storage keys (to delete)."""
+    rows = await conn.fetch(
+        "DELETE FROM idempotency_keys WHERE participant_id = $1 RETURNING body_key", participant_id
+    )
+    return [r["body_key"] for r in rows]
 
 
 async def purge_expired(conn: asyncpg.Connection, retention: float, batch: int) -> list[str | None]:

@@ -351,6 +351,9 @@ async def set_status(
         removed = row["status"] in REMOVED_STATUSES
         if remove == removed:
             return view(row, row["site_oid"])
+        if not remove and row["erased_at"] is not None:
+            # Its personal data are gone for good: it stays removed (docs/erasure.md).
+            raise ApiError("participantErased", params)
         if not remove and await lock_study_and_check_cap(conn, study) < 1:
             raise ApiError("participantsEnrollmentCapReached", params)
         updated = await conn.fetchrow(

@@ -71,6 +71,7 @@ class Action(Enum):
     LIST = "list"
     EXTRACT = "extract"
     READ_CONTACT = "read_contact"  # one participant's contact data and access code
+    ERASE = "erase"  # destroy one participant's personal data for good (docs/erasure.md)
 
 
 # action -> (roles allowed when held at study level, roles allowed when held at the site)
@@ -80,6 +81,9 @@ ALLOWED: dict[Action, tuple[frozenset[str], frozenset[str]]] = {
     Action.LIST: (ALL_ROLES, ALL_ROLES),
     Action.EXTRACT: (frozenset(), frozenset({"ra", "investigator"})),
     Action.READ_CONTACT: (WRITERS, CONTACT_READERS_AT_SITE),
+    # OC4's data manager (the study-level coordinator) alone, besides the service's admins: an
+    # erasure cannot be undone, and a site's staff ask the data manager for it.
+    Action.ERASE: (frozenset({"coordinator"}), frozenset()),
 }
 
 # Actions that change participants need the study (and site) to be 'available'.

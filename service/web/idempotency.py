@@ -41,6 +41,8 @@ class Recorder:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=INLINE_MAX)  # noqa: SIM115
         self.size = 0
         self.incomplete = False  # the answer was cut short: not one to replay
+        # The participant the answer is about (a connect call's): erasing it forgets the answer.
+        self.participant_id: int | None = None
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -96,7 +98,9 @@ async def once(
         if not (idempotency.transient(resp.status) or recorder.incomplete):
             headers = {h: resp.headers[h] for h in idempotency.KEPT_HEADERS if h in resp.headers}
             body, body_key = await _body(request, resp, recorder)
-            await idempotency.keep(conn, username, key, resp.status, headers, body, body_key)
+            await idempotency.keep(
+                conn, username, key, resp.status, headers, body, body_key, recorder.participant_id
+            )
             return resp
     except BaseException:
         await _release(conn, username, key)

@@ -13,6 +13,7 @@
   If a stuck worker wakes up, its attempt number is stale: the final status and the heartbeat only
   touch the row of the current attempt, so its results are never recorded.
 - ``expire_jobs`` (every 30 s): completed files past retention are deleted; the job becomes ``EXPIRED``.
+  A completed extract that started before an erasure at its site is due at once (core/erasure.py).
 - ``forget_idempotency_keys`` (every 5 minutes): Idempotency-Key answers past retention.
 - ``seal_audit`` (every 2 s): seals the audit rows whose writers have all ended (core/audit_seal.py);
   a watermark still waiting on a long transaction is kept for the next run.
@@ -28,7 +29,7 @@ import asyncpg
 from arq import cron
 from arq.cron import CronJob
 
-from service.core import audit_seal, idempotency
+from service.core import audit_seal, erasure, idempotency
 from service.core.jobs import attempts, lifecycle, queue
 from service.core.jobs.model import JOB_FUNCTIONS
 from service.core.storage import StorageError
@@ -84,6 +85,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
 async def expire_jobs(ctx: dict[str, Any]) -> int:
     """Delete files past retention and mark their jobs EXPIRED; return how many expired."""
     async with ctx["db"].acquire() as conn:
+        await erasure.expire_read_before_erasure(conn)
         expired = await lifecycle.expire_due_jobs(conn, ctx["storage"], EXPIRE_BATCH)
     if expired:
         log.info("expired job files", extra={"count": len(expired)})

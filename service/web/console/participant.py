@@ -1,6 +1,7 @@
 """The participant page: one participant at a site, its contact data (for the roles that may see
 it), Participate status and invitations; revealing its access code (audited), resetting it,
-registering, inviting by email or SMS, and changing contact data.
+registering, inviting by email or SMS, changing contact data, and erasing the participant's
+personal data for good (after a confirmation step: the participant ID typed again).
 
 Every action is the API's use-case (core.participant_reads, core.participant_connect) as the
 signed-in user. The access code is shown only in the answer to a deliberate, CSRF-protected POST:
@@ -15,7 +16,7 @@ from urllib.parse import urlencode
 import asyncpg
 from aiohttp import web
 
-from service.core import invitations
+from service.core import erasure, invitations
 from service.core.errors import ApiError
 from service.core.participant_connect import ConnectIn, connect
 from service.core.participant_reads import (
@@ -30,7 +31,7 @@ from service.core.roles import Action, Scope, authorize, load_scope
 from service.web.console.render import explain, redirect, render
 from service.web.console.sessions import ACCOUNT
 from service.web.replies import wire_data
-from service.web.resources import DB, SETTINGS
+from service.web.resources import DB, SETTINGS, STORAGE
 
 CONTACT_FIELDS = ("firstName", "lastName", "email", "phoneNumber", "identifier")
 NOTICES = {
@@ -39,6 +40,7 @@ NOTICES = {
     "reset": "Participant {key} has a new access code; the old one no longer works.",
     "invited-email": "An email invitation to participant {key} is queued; its outcome shows below.",
     "invited-sms": "An SMS invitation to participant {key} is queued; its outcome shows below.",
+    "erased": "Participant {key}: personal data erased for good.",
 }
 
 
@@ -57,6 +59,7 @@ async def _page(
     errors: list[str] | None = None,
     form: dict[str, str] | None = None,
     status: int = 200,
+    confirm_erase: bool = False,
 ) -> web.Response:
     key = request.match_info["subjectKey"]
     async with request.config_dict[DB].acquire() as conn:
@@ -66,6 +69,7 @@ async def _page(
         sent = [wire_data(i) for i in (await invitations.list_invitations(conn, row["id"])).invitations]
     assert scope.study is not None
     may_write = scope.may(Action.WRITE_AT_SITE, row["site_id"])
+    erased = row["erased_at"] is not None
     notice = NOTICES.get(request.query.get("done", ""), "").format(key=row["subject_key"]) or None
     context: dict[str, Any] = {
         "study": scope.study_oid,
@@ -76,7 +80,10 @@ async def _page(
         "participate_label": PARTICIPATE_LABELS.get(account.get("status", ""), ""),
         "participate": bool(scope.study["participate_enabled"]),
         "registered": is_registered(row),
-        "sees_contact": may_read_contact(scope, row),
+        "sees_contact": may_read_contact(scope, row) and not erased,
+        "erased_at": row["erased_at"],
+        "may_erase": _may_erase(request, scope, row) and not erased,
+        "confirm_erase": confirm_erase,
         "may_write": may_write and row["status"] in ("available", "signed"),
         "invitations": sent,
         "code": code,
@@ -87,6 +94,11 @@ async def _page(
     response = render(request, "participant.html", context, status=status)
     response.headers["Cache-Control"] = "no-store"  # a revealed code must not come back from a cache
     return response
+
+
+def _may_erase(request: web.Request, scope: Scope, row: asyncpg.Record) -> bool:
+    """A data manager (the study-level coordinator) or an admin."""
+    return scope.may(Action.ERASE, row["site_id"]) or request[ACCOUNT].admin
 
 
 async def participant_page(request: web.Request) -> web.StreamResponse:
@@ -159,3 +171,21 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 async def restore(request: web.Request) -> web.StreamResponse:
     return await _set_status(request, remove=False)
+
+
+async def erase(request: web.Request) -> web.StreamResponse:
+    """POST .../erase: without the participant ID typed again, the confirmation step; with it,
+    the erasure (core/erasure.py), then back to the participant's page."""
+    key = request.match_info["subjectKey"]
+    confirm = str((await request.post()).get("confirm", "")).strip()
+    async with request.config_dict[DB].acquire() as conn:
+        scope = await _scope(request, conn)
+        row = await find_visible(conn, scope, key)
+        if not _may_erase(request, scope, row):
+            raise ApiError("noSufficientPrivileges", scope.params)
+        if confirm != row["subject_key"]:
+            errors = ["The participant ID typed does not match: nothing was erased."] if confirm else None
+            return await _page(request, confirm_erase=True, errors=errors, status=400 if confirm else 200)
+        await erasure.erase(conn, request.config_dict[STORAGE], request[ACCOUNT].actor, row)
+    parts = {"studyOID": scope.study_oid, "siteOID": scope.site_oid, "subjectKey": key}
+    raise redirect(request, "participant", query="done=erased", **parts)

@@ -65,6 +65,7 @@ EXPLAINED = {
     "participantsEnrollmentCapReached": "The study has reached its expected total enrollment.",
     "participantSiteToStudyReassignmentNotAllowed": "A participant at a site cannot be moved to the study level.",
     "participantNotAvailable": "This participant has been removed.",
+    "participantErased": "This participant's personal data were erased: it cannot be restored.",
     "participateNotEnabled": "Participate is not enabled for this study.",
     "notSupportedFileFormat": "The file is not a CSV file this service can read.",
     "blankFile": "The file is empty.",

@@ -64,6 +64,7 @@ ROUTES = (
     Route("POST", PARTICIPANT + "/contact", participant.save_contact, "participant_contact"),
     Route("POST", PARTICIPANT + "/remove", participant.remove, "participant_remove"),
     Route("POST", PARTICIPANT + "/restore", participant.restore, "participant_restore"),
+    Route("POST", PARTICIPANT + "/erase", participant.erase, "participant_erase"),
     Route("GET", "/jobs/{jobUuid}", site.job_page, "job"),
     Route("GET", "/jobs/{jobUuid}/download", site.download, "job_download"),
     Route("POST", "/jobs/{jobUuid}/delete", site.delete, "job_delete"),

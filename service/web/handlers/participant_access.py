@@ -169,10 +169,14 @@ async def connect_participant(request: web.Request) -> web.StreamResponse:
     async with request.app[DB].acquire() as conn:
         scope = await _scope(request, conn, username)
 
-        async def work(_: Recorder | None) -> web.Response:
+        async def work(recorder: Recorder | None) -> web.Response:
             body = await read_json_model(request, ConnectIn, scope.params)
             settings = request.app[SETTINGS]
-            return reply(await connect(conn, settings, scope, request.match_info["subjectKey"], body))
+            subject_key = request.match_info["subjectKey"]
+            answer = await connect(conn, settings, scope, subject_key, body)
+            if recorder is not None:  # the kept answer holds contact data: erasure must find it
+                recorder.participant_id = (await find_visible(conn, scope, subject_key))["id"]
+            return reply(answer)
 
         return await once(request, conn, username, hashlib.sha256(raw).digest(), work)
 
