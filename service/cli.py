@@ -1,5 +1,5 @@
 """``participants``: serve, worker, migrate, dev, create-user, disable-user, enable-user, set-password,
-token, seed-demo, worker-health, webhook-receiver.
+token, seed-demo, worker-health, webhook-receiver, rotate-kek, rotate-data-key, encrypt-existing.
 
 Output is plain text or JSON (a created object), never a Python repr. Beside a running ``participants
 dev`` every command finds its servers in ``.data/dev.env`` when no variable names them."""
@@ -19,6 +19,7 @@ from service.core.logs import setup_logging
 from service.dev.instance import apply_dev_env, demo_lock, running_message
 from service.dev.webhook_receiver import add_receiver_parser
 from service.launch.dev import dev
+from service.launch.keys import COMMANDS, add_key_parsers, refusing_on_key_error, run_key_command
 from service.launch.receiver import receive_webhooks
 from service.launch.serve import serve_until_stopped
 from service.launch.startup import require_key_source, require_verification, with_conn
@@ -135,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     wh.add_argument("--queue", choices=["extract", "default", "all"], default="all")
     add_receiver_parser(sub)
+    add_key_parsers(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -178,14 +180,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
         n = 1 if args.child else process_count(settings, args.processes)
         if n == 1:
-            _run(serve_until_stopped(settings, child=args.child))
+            with refusing_on_key_error():
+                _run(serve_until_stopped(settings, child=args.child))
         else:
             sys.exit(supervise(settings, n))
     elif args.command == "worker":
         require_verification(settings)
         require_key_source(settings)
         _require_urls(settings)
-        _run(workers_until_stopped(settings, queues(settings, args.queue)))
+        with refusing_on_key_error():
+            _run(workers_until_stopped(settings, queues(settings, args.queue)))
+    elif args.command in COMMANDS:
+        _require_urls(settings)
+        run_key_command(args, settings, _run)
     elif args.command == "migrate":
         _require_urls(settings)
         applied = _run(migrate_dsn(settings.database_url))  # type: ignore[arg-type]
