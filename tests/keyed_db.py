@@ -147,6 +147,11 @@ class Traffic:
                     self._record(r.status, await r.text(), "add")
                     if r.status == 200:
                         self.added.append(key)
+                again = self.added[n // 2] if self.added else None  # an update: the transactional path
+                if again is not None:
+                    body = {"subjectKey": again, **person(again)}
+                    async with http.post(f"{API}/sites/{SITE_A}/participants", json=body) as r:
+                        self._record(r.status, await r.text(), "update")
                 for read in (
                     self.read_keys[(n * 7) % len(self.read_keys)],
                     self.added[-1] if self.added else None,

@@ -105,3 +105,21 @@ async def test_a_fresh_database_applies_the_drop_at_once(server_dsn: str) -> Non
             assert await waiting_migration(conn) is None
         finally:
             await conn.close()
+
+
+async def test_a_request_after_a_schema_change_is_answered(make_client, world, pool) -> None:
+    """A column change while serving (0025's drop) outdates the statements prepared before it; the
+    first used inside a transaction fails it, and the request runs again rather than failing."""
+    from tests.world import expect
+
+    client = await make_client(db_pool_min=1, db_pool_max=1)  # one connection: it prepared them all
+    await world.standard()
+    url = f"/pages/auth/api/clinicaldata/studies/S_JUNO(PROD)/sites/{SITE_A}/participants"
+    await expect(await client.post(url, json={"subjectKey": "P-1"}, headers=world.auth("crc_a")), 200)
+    await expect(await client.delete(url + "/P-1", headers=world.auth("crc_a")), 200)
+    await pool.execute("ALTER TABLE participants ADD COLUMN schema_change_probe text")
+    try:
+        restored = await expect(await client.post(url + "/P-1/restore", headers=world.auth("crc_a")), 200)
+        assert restored["status"] == "Available"
+    finally:
+        await pool.execute("ALTER TABLE participants DROP COLUMN schema_change_probe")
