@@ -1,5 +1,6 @@
 """``participants``: serve, worker, migrate, dev, create-user, disable-user, enable-user, set-password,
-token, seed-demo, worker-health, webhook-receiver, verify-audit, erase, erasures.
+token, seed-demo, worker-health, webhook-receiver, verify-audit, erase, erasures, rotate-kek,
+rotate-data-key, encrypt-existing.
 
 Output is plain text or JSON (a created object), never a Python repr. Beside a running ``participants
 dev`` every command finds its servers in ``.data/dev.env`` when no variable names them."""
@@ -20,6 +21,7 @@ from service.dev.instance import apply_dev_env, demo_lock, running_message
 from service.dev.webhook_receiver import add_receiver_parser
 from service.launch.dev import dev
 from service.launch.erasure_cli import add_erasure_parsers, run_erasure_command
+from service.launch.keys import COMMANDS, add_key_parsers, refusing_on_key_error, run_key_command
 from service.launch.receiver import receive_webhooks
 from service.launch.serve import serve_until_stopped
 from service.launch.startup import require_key_source, require_verification, with_conn
@@ -138,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_receiver_parser(sub)
     sub.add_parser("verify-audit", help="check the audit log's seals (exit 1 names the first bad row)")
     add_erasure_parsers(sub)
+    add_key_parsers(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -181,14 +184,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
         n = 1 if args.child else process_count(settings, args.processes)
         if n == 1:
-            _run(serve_until_stopped(settings, child=args.child))
+            with refusing_on_key_error():
+                _run(serve_until_stopped(settings, child=args.child))
         else:
             sys.exit(supervise(settings, n))
     elif args.command == "worker":
         require_verification(settings)
         require_key_source(settings)
         _require_urls(settings)
-        _run(workers_until_stopped(settings, queues(settings, args.queue)))
+        with refusing_on_key_error():
+            _run(workers_until_stopped(settings, queues(settings, args.queue)))
+    elif args.command in COMMANDS:
+        _require_urls(settings)
+        run_key_command(args, settings, _run)
     elif args.command == "migrate":
         _require_urls(settings)
         applied = _run(migrate_dsn(settings.database_url))  # type: ignore[arg-type]

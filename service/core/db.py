@@ -144,22 +144,53 @@ def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
     return sorted(p for p in sql_dir.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
-async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply every migration not yet applied; return the names applied now."""
+# A migration that cannot apply yet because of the data (participants still holding plain personal
+# fields, say) raises this SQLSTATE, its message saying why and its hint what to run: the runner
+# then stops there without failing, and applies it on a later run once the condition holds.
+WAITING_SQLSTATE = "PW001"
+
+BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS schema_migrations_waiting (
+    name text PRIMARY KEY, reason text NOT NULL, since timestamptz NOT NULL DEFAULT now()
+);
+"""
+RECORD_WAITING = """
+INSERT INTO schema_migrations_waiting (name, reason) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET reason = EXCLUDED.reason
+"""
+
+
+def _upto(path: Path, up_to: str | None) -> bool:
+    return up_to is None or path.name[: len(up_to)] <= up_to
+
+
+async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR, up_to: str | None = None) -> list[str]:
+    """Apply every migration not yet applied (with ``up_to``, e.g. "0023", none after it); return
+    the names applied now. A migration waiting on the data (``WAITING_SQLSTATE``) stops the run
+    there: it and the ones after it stay pending, a warning says what to run."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        await conn.execute(BOOTSTRAP)
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         for path in migration_files(sql_dir):
             if path.name in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(path.read_text())
-                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
+            if not _upto(path, up_to):
+                break
+            try:
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", path.name)
+                    await conn.execute("DELETE FROM schema_migrations_waiting WHERE name = $1", path.name)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) != WAITING_SQLSTATE:
+                    raise
+                reason = f"{exc.args[0] if exc.args else exc}; {getattr(exc, 'hint', None) or ''}".strip("; ")
+                await conn.execute(RECORD_WAITING, path.name, reason)
+                log.warning("migration %s is waiting, nothing after it applied: %s", path.name, reason)
+                break
             log.info("applied migration %s", path.name)
             applied_now.append(path.name)
     finally:
@@ -167,18 +198,35 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str
     return applied_now
 
 
+async def waiting_migration(conn: asyncpg.Connection) -> tuple[str, str] | None:
+    """The migration the runner last found waiting on the data (name, reason), if still unapplied."""
+    if not await conn.fetchval("SELECT to_regclass('schema_migrations_waiting') IS NOT NULL"):
+        return None
+    row = await conn.fetchrow(
+        "SELECT w.name, w.reason FROM schema_migrations_waiting w"
+        " WHERE NOT EXISTS (SELECT 1 FROM schema_migrations m WHERE m.name = w.name) ORDER BY w.name LIMIT 1"
+    )
+    return (row["name"], row["reason"]) if row else None
+
+
 async def pending_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Migrations a start would apply: the unapplied ones before any waiting on the data (that one
+    is not a fault of this process, and readiness does not wait for it: docs/key-management.md)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     done = set()
     if exists:
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-    return [p.name for p in migration_files(sql_dir) if p.name not in done]
+    waiting = await waiting_migration(conn)
+    pending = [p.name for p in migration_files(sql_dir) if p.name not in done]
+    if waiting is not None and waiting[0] in pending:
+        pending = pending[: pending.index(waiting[0])]
+    return pending
 
 
-async def migrate_dsn(dsn: str) -> list[str]:
+async def migrate_dsn(dsn: str, up_to: str | None = None) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
-        return await migrate(conn)
+        return await migrate(conn, up_to=up_to)
     finally:
         await conn.close()
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from service.core.links import Links
+from service.core.protection.kek import KeySourceError
 from service.launch.startup import stop_event
 from service.settings import Settings
 
@@ -56,6 +57,8 @@ async def _supervised_worker(settings: Settings, queue: str, stop: asyncio.Event
             await worker.close()
         if stop.is_set():
             return
+        if isinstance(error, KeySourceError):  # a wrong key-encryption key stays wrong: no restart
+            raise error
         if time.monotonic() - started > HEALTHY_RUN_SECONDS:
             delay = RESTART_MIN_SECONDS
         kind = type(error).__name__ if error else None

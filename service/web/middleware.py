@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -62,10 +63,23 @@ async def forget_broken_connections(request: web.Request, exc: BaseException) ->
     await forget_connections(request.config_dict[REDIS], exc)
 
 
+async def _once_more_after_schema_change(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A migration that changes a table's columns while the service serves (0026 drops the plain
+    personal columns) outdates the statements each connection prepared before it: the first one
+    used outside a transaction is prepared again by asyncpg; one used inside a transaction fails
+    it, and asyncpg then drops the cached statements of the whole pool. The transaction was rolled
+    back (and an idempotency key released), so the request runs again, once, as if it came now."""
+    try:
+        return await handler(request)
+    except asyncpg.InvalidCachedStatementError:
+        log.info("a statement prepared before a schema change: the request runs again")
+        return await handler(request)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return await _once_more_after_schema_change(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

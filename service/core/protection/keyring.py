@@ -97,8 +97,8 @@ class Keyring:
         for r in rows:
             if r["kek_id"] != self.kek.kek_id:
                 raise KeySourceError(
-                    f"the data keys are wrapped by {r['kek_id']}, and this process was given {self.kek.kek_id}"
-                    " (participants rotate-kek moves them from one to the other)"
+                    f"the data keys are wrapped by {r['kek_id']}, and this process was given {self.kek.kek_id}:"
+                    " start it with the KEK that wrapped them (after participants rotate-kek, the new one)"
                 )
             if r["id"] in self.loaded_ids and r["purpose"] == "fields" and r["id"] in self.field_keys:
                 field_keys[r["id"]] = self.field_keys[r["id"]]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from service.core.protection.kek import kek_from_settings
+from service.core.protection.kek import KeySourceError, kek_from_settings
 from service.core.protection.keyring import Keyring
 from service.settings import Settings
 
@@ -38,6 +38,8 @@ async def _refresh_forever(pool: asyncpg.Pool, ring: Keyring, every: float) -> N
                     log.info("data keys changed: field key %d is now the active one", ring.active_field_key)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:  # an outage: try again next time
             log.warning("could not re-read the data keys: %s", type(exc).__name__)
+        except KeySourceError as exc:  # rotate-kek ran: the keys held stay usable until a restart
+            log.error("could not take the changed data keys: %s; restart with the new KEK", exc)
 
 
 @contextlib.asynccontextmanager
