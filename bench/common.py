@@ -173,3 +173,13 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
+
+
+async def keyed_connect(dsn: str) -> asyncpg.Connection:
+    """A connection to a benchmark's database carrying its keyring (the run's KEK), to seed
+    participants encrypted as the service writes them (service/dev/synthetic.py)."""
+    from service.core.db import connect
+    from service.core.protection.loading import load_keyring
+    from service.settings import Settings
+
+    return await connect(dsn, await load_keyring(Settings(database_url=dsn, kek=BENCH_KEK)))

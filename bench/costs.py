@@ -33,10 +33,11 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench.common import BENCH_SECRET, running, running_service, service_env, settle
+from bench.common import BENCH_SECRET, keyed_connect, running, running_service, service_env, settle
 from bench.many_extracts import seed as seed_sites
 from service.core import directory
 from service.core.db import migrate_dsn
+from service.dev.synthetic import add_participants
 from service.settings import Settings
 from service.web.tokens import mint_token
 from tests.engines import PgPair, free_port, pg_available, redis_server_binary, wait_port
@@ -120,22 +121,17 @@ class Meter:
 
 
 async def seed_user(dsn: str, rows: int) -> None:
-    conn = await asyncpg.connect(dsn)
+    conn = await keyed_connect(dsn)
     try:
         await directory.create_study(conn, directory.StudyIn(oid=STUDY, name="Cost", participateEnabled=True))
         await directory.create_site(conn, STUDY, directory.SiteIn(oid=SITE, name="Cost site"))
         await directory.create_user(conn, directory.UserIn(username=USER, fullName="Bench Cost"))
         await directory.grant_role(conn, USER, directory.RoleIn(studyOid=STUDY, siteOid=SITE, role="ra"))
-        await conn.execute(
-            """
-            INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone, participate_status)
-            SELECT st.id, s.id, 'R' || lpad(g::text, 7, '0'), 'SS_R' || g, 'First' || g, 'Last, "' || g || '"',
-                   'p' || g || '@example.org', '+1 555' || g, ''
-            FROM sites s JOIN studies st ON st.id = s.study_id, generate_series(1, $1) g WHERE s.oid = $2
-            """,
-            rows,
-            SITE,
-        )
+        ids = await conn.fetchrow("SELECT study_id, id FROM sites WHERE oid = $1", SITE)
+        await add_participants(conn, ids["study_id"], ids["id"], (
+            {"subject_key": f"R{g:07d}", "first_name": f"First{g}", "last_name": f'Last, "{g}"',
+             "email": f"p{g}@example.org", "phone": f"+1 555{g}"} for g in range(1, rows + 1)
+        ))  # fmt: skip
         await settle(conn)
     finally:
         await conn.close()

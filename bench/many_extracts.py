@@ -25,9 +25,18 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.common import BENCH_SECRET, fresh_database, running, running_service, service_env, settle
+from bench.common import (
+    BENCH_SECRET,
+    fresh_database,
+    keyed_connect,
+    running,
+    running_service,
+    service_env,
+    settle,
+)
 from service.core import directory
 from service.core.extracts import extract_select
+from service.dev.synthetic import add_participants
 from service.settings import Settings
 from service.web.tokens import mint_token
 
@@ -37,7 +46,7 @@ DATABASE = "participants_bench_many"
 
 async def seed(dsn: str, sites: int, rows: int) -> list[tuple[str, int]]:
     """``sites`` sites of ``rows`` participants each (three statements); the user a CRC at each."""
-    conn = await asyncpg.connect(dsn)
+    conn = await keyed_connect(dsn)
     try:
         await directory.create_user(conn, directory.UserIn(username=USER, fullName="Bench Many"))
         await directory.create_study(conn, directory.StudyIn(oid=STUDY, name=STUDY))
@@ -47,17 +56,11 @@ async def seed(dsn: str, sites: int, rows: int) -> list[tuple[str, int]]:
             study_id,
             sites,
         )
-        await conn.execute(
-            """
-            INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone, participate_status)
-            SELECT $1, s.id, s.oid || '-' || lpad(g::text, 6, '0'), 'SS_' || s.id || '_' || g,
-                   'First' || g, 'Last, "' || g || '"', 'p' || g || '@example.org', '+1 555' || g, ''
-            FROM sites s, generate_series(1, $2) g WHERE s.study_id = $3
-            """,
-            study_id,
-            rows,
-            study_id,
-        )
+        for site_id, site_oid in await conn.fetch("SELECT id, oid FROM sites WHERE study_id = $1", study_id):
+            await add_participants(conn, study_id, site_id, (
+                {"subject_key": f"{site_oid}-{g:06d}", "first_name": f"First{g}", "last_name": f'Last, "{g}"',
+                 "email": f"p{g}@example.org", "phone": f"+1 555{g}"} for g in range(1, rows + 1)
+            ))  # fmt: skip
         await conn.execute(
             "INSERT INTO role_assignments (user_id, study_id, site_id, role)"
             " SELECT u.id, $1, s.id, 'ra' FROM users u, sites s WHERE u.username = $2 AND s.study_id = $1",
