@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import statistics
@@ -142,9 +143,9 @@ def pgbench_script(folder: Path, dsn: str) -> tuple[Path, list[str]]:
     three constant parameters pgbench cannot define are literals (see below).
     """
     ids = asyncio.run(_ids(dsn))
-    # Identifier and access code (not in the request) and the empty participate status: pgbench
-    # cannot define a NULL or empty variable, so these three are literals.
-    literals = {8: "NULL", 9: "NULL", 10: "''"}
+    # Identifier and access code (not in the request: ciphertexts and blind indexes) and the empty
+    # participate status: pgbench cannot define a NULL or empty variable, so these are literals.
+    literals = {8: "NULL", 9: "NULL", 12: "NULL", 13: "NULL", 14: "''"}
 
     def rename(sql: str, prefix: str) -> str:
         def repl(m: re.Match[str]) -> str:
@@ -168,15 +169,23 @@ def pgbench_script(folder: Path, dsn: str) -> tuple[Path, list[str]]:
         "s3": SITE,
         "i1": str(ids["study"]),
         "i2": str(ids["site"]),
-        "i4": "Ann",
-        "i5": "O'Neil",
-        "i6": "ann@example.org",
-        "i7": "+1 5550100",
-        "i11": str(ids["user"]),
-        "i12": "crc",
-        "i13": '{"fields": ["first_name", "last_name", "email", "phone"], "registered": false}',
+        # Bytes of the sizes the service stores: key id, nonce, ciphertext and tag; blind indexes.
+        "i4": _bytes(4 + 12 + len("Ann") + 16),
+        "i5": _bytes(4 + 12 + len("O'Neil") + 16),
+        "i6": _bytes(4 + 12 + len("ann@example.org") + 16),
+        "i7": _bytes(4 + 12 + len("+1 5550100") + 16),
+        "i10": _bytes(16),
+        "i11": _bytes(16),
+        "i15": str(ids["user"]),
+        "i16": "crc",
+        "i17": '{"fields": ["first_name", "last_name", "email", "phone"], "registered": false}',
     }
     return script, [f"-D{k}={v}" for k, v in values.items()]
+
+
+def _bytes(n: int) -> str:
+    """``n`` random bytes in bytea's hex input form (pgbench sends variables as text)."""
+    return "\\x" + os.urandom(n).hex()
 
 
 async def _ids(dsn: str) -> dict[str, int]:
