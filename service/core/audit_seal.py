@@ -1,4 +1,4 @@
-"""Sealing the audit log in a keyed hash chain, and verifying the chain (docs/audit-sealing.md).
+"""Sealing the audit log in a keyed hash chain, and verifying the chain (docs/data-protection.md, "Audit sealing").
 
 Each audit row, in id order, gets a seal in ``audit_seals``: ``mac = HMAC-SHA256(key, previous
 mac || the row's canonical bytes)``, the first chaining from 32 zero bytes. Writers never wait:
