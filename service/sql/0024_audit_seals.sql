@@ -1,4 +1,4 @@
--- A tamper-evident audit trail (docs/audit-sealing.md): audit rows are never changed once
+-- A tamper-evident audit trail (docs/data-protection.md): audit rows are never changed once
 -- written, and a background sealer chains them with a keyed hash into audit_seals.
 
 -- Rows of the audit log and of its seals are final: no UPDATE, no DELETE, whoever asks (the
@@ -9,7 +9,7 @@ CREATE FUNCTION audit_rows_are_final() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% rows are append-only: % refused', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'insufficient_privilege',
-              HINT = 'audit rows can be neither updated nor deleted (docs/audit-sealing.md)';
+              HINT = 'audit rows can be neither updated nor deleted (docs/data-protection.md)';
 END
 $$;
 
