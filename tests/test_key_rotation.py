@@ -189,3 +189,32 @@ def test_no_key_encryption_key_refuses_to_start(settings: Settings, command: str
     assert done.returncode == 2
     assert "refusing to start: no key-encryption key: set PARTICIPANTS_KEK" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_kept_idempotent_answer_replays_after_its_key_is_retired(keyed: Settings, tmp_path) -> None:
+    """Kept answers are sealed under the field key too: the rotation re-seals them before it
+    destroys the old key, so a CTMS retrying after the rotation still gets the first answer."""
+    import aiohttp
+
+    from tests.world import STUDY
+
+    async with keyed_pool(keyed) as pool:
+        world = await seed(pool, keyed, 5)
+        url = f"/pages/auth/api/clinicaldata/studies/{STUDY}/participants/SEED-1/connect"
+        headers = {**world.auth("crc_a"), "Idempotency-Key": "ctms-retry-1"}
+        with serving(keyed, tmp_path / "serve.log") as base:
+            async with aiohttp.ClientSession(base) as http:
+                async with http.post(url, json={"firstName": "Renamed"}, headers=headers) as first:
+                    assert first.status == 200, await first.text()
+                    answer = await first.json()
+                sealed = await pool.fetchval("SELECT body FROM idempotency_keys")
+                assert b"Renamed" not in bytes(sealed)
+                old = Keyring.key_of(bytes(sealed))
+                done = run_cli(keyed, "rotate-data-key")
+                assert done.returncode == 0, done.stderr
+                assert await pool.fetchval("SELECT state FROM data_keys WHERE id = $1", old) == "retired"
+                resealed = bytes(await pool.fetchval("SELECT body FROM idempotency_keys"))
+                assert Keyring.key_of(resealed) == await active_field_key(pool) != old
+                async with http.post(url, json={"firstName": "Renamed"}, headers=headers) as again:
+                    assert again.status == 200 and again.headers.get("Idempotent-Replayed") == "true"
+                    assert await again.json() == answer

@@ -150,3 +150,29 @@ async def purge_expired(conn: asyncpg.Connection, retention: float, batch: int) 
         batch,
     )
     return [r["body_key"] for r in rows]
+
+
+UNDER_KEYS = """
+SELECT username, key, body FROM idempotency_keys
+WHERE sealed AND substring(body FROM 1 FOR 4) = ANY($1::bytea[])
+FOR UPDATE
+"""
+
+
+async def reseal_bodies(conn: asyncpg.Connection, prefixes: list[bytes]) -> int:
+    """Re-encrypt under the active field key the kept bodies sealed under a key ``prefixes`` name
+    (a field-key rotation's retiring ones), in the caller's transaction, before that key goes:
+    a retry after the rotation still replays its answer. Returns how many."""
+    ring = keys(conn)
+    rows = await conn.fetch(UNDER_KEYS, prefixes)
+    for r in rows:
+        context = _context(r["username"], r["key"])
+        plain = await opened_blob(conn, SEAL_PURPOSE, context, bytes(r["body"]))
+        await conn.execute(
+            "UPDATE idempotency_keys SET body = $3 WHERE username = $1 AND key = $2",
+            r["username"],
+            r["key"],
+            seal(ring, SEAL_PURPOSE, context, plain),
+        )
+    return len(rows)
+

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from service.core import audit
+from service.core.idempotency import reseal_bodies
 from service.core.protection.fields import PERSONAL, keys
 from service.core.protection.kek import Kek
 from service.core.protection.keyring import HEADER, KEYS_LOCK_ID, Keyring
@@ -179,6 +180,8 @@ async def _finish(conn: asyncpg.Connection, rotation: Rotation, retiring: list[i
         await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK_ID)
         if await conn.fetchval(COUNT_UNDER, _prefixes(retiring)):
             return False
+        # Kept Idempotency-Key answers are sealed under field keys too (core/idempotency.py).
+        await reseal_bodies(conn, _prefixes(retiring))
         await conn.execute(
             "UPDATE data_keys SET state = 'retired', wrapped = ''::bytea WHERE id = ANY($1::int[])", retiring
         )
