@@ -145,6 +145,17 @@ async def test_set_password_from_stdin(settings, world, pool):
     assert [tuple(r) for r in rows] == [(None, "cli", "admin.password.set", {"user": "pat"})]
 
 
+def test_the_dev_key_encryption_key_is_random_kept_private_and_usable(tmp_path):
+    """`participants dev` (make run) encrypts with a key of its own, made once into .data/kek."""
+    from service.core.protection.kek import LocalKek
+    from service.dev.secret import KEK_FILE_NAME, dev_kek, secret_path
+
+    first = dev_kek(tmp_path)
+    assert dev_kek(tmp_path) == first and dev_kek(tmp_path / "other") != first
+    assert stat.S_IMODE(os.stat(secret_path(tmp_path, KEK_FILE_NAME)).st_mode) == 0o600
+    assert LocalKek.from_base64(first).kek_id.startswith("local:")  # 32 bytes of base64
+
+
 async def test_the_dev_secret_is_random_kept_and_private(tmp_path, settings, world):
     from service.dev.secret import dev_secret, secret_path
 
