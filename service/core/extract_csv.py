@@ -126,7 +126,7 @@ class Encoder:
             columns.append(self._column(records, prefixes, cell))
         if self.participate:
             statuses = [s or None for s in map(_SECOND, records)]  # an empty status: an empty cell
-            columns.append(statuses if None in statuses else self._guarded(statuses, False))
+            columns.append(self._guarded(statuses, False))
         else:
             columns += ([None] * n, [None] * n)
         rows = zip(*columns, strict=True)
@@ -181,7 +181,7 @@ class Encoder:
             else:
                 plain = [
                     self._key(b).decrypt(b[_KEY_END:_NONCE_END], b[_NONCE_END:], ad)
-                    for b, ad in zip(blobs, ads)
+                    for b, ad in zip(blobs, ads, strict=True)
                 ]
         except InvalidTag:
             raise Unreadable(f"a {column.decode()} ciphertext does not belong to its row") from None
