@@ -16,6 +16,7 @@ import pytest
 
 from service.settings import Settings
 from service.worker.main import build_worker
+from tests.people import seed
 from tests.s3 import s3_server, s3_settings  # noqa: F401
 from tests.world import SITE_A, SITE_B, STUDY, World, expect
 
@@ -41,42 +42,24 @@ UUID_TEXT = re.compile(r"^job uuid: ([0-9a-f-]{36})$")
 
 
 async def add_participant(pool: asyncpg.Pool, site_oid: str | None, key: str, **fields: Any) -> None:
-    """A participant written straight to the table (values the API would refuse, too)."""
-    await pool.execute(
-        """
-        INSERT INTO participants (study_id, site_id, subject_key, oid, status, first_name, last_name, email,
-                                  phone, identifier, access_code, participate_status)
-        SELECT st.id, si.id, $3, 'SS_' || upper(regexp_replace($3, '[^A-Za-z0-9]', '', 'g')) || '_' || md5($3),
-               $4, $5, $6, $7, $8, $9, $10, $11
-        FROM studies st LEFT JOIN sites si ON si.oid = $2 WHERE st.oid = $1
-        """,
-        STUDY,
-        site_oid,
-        key,
-        fields.get("status", "available"),
-        fields.get("first_name"),
-        fields.get("last_name"),
-        fields.get("email"),
-        fields.get("phone"),
-        fields.get("identifier"),
-        fields.get("access_code"),
-        fields.get("participate_status", ""),
-    )
+    """A participant written straight to the table, encrypted (values the API would refuse, too)."""
+    await seed(pool, STUDY, site_oid, [{"subject_key": key, "participate_status": "", **fields}])
 
 
 async def seed_site(pool: asyncpg.Pool, site_oid: str, n: int, prefix: str = "P") -> None:
-    """``n`` participants at a site in one statement."""
-    await pool.execute(
-        """
-        INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name, email, phone)
-        SELECT si.study_id, si.id, $2 || lpad(g::text, 7, '0'), 'SS_' || $2 || g || '_' || si.id,
-               'First' || g, 'Last, ' || g, 'p' || g || '@example.org', '+1 555' || g
-        FROM sites si, generate_series(1, $3) g WHERE si.oid = $1
-        """,
-        site_oid,
-        prefix,
-        n,
-    )
+    """``n`` participants at a site, encrypted, in batches."""
+    for start in range(1, n + 1, 20_000):
+        people = [
+            {
+                "subject_key": f"{prefix}{g:07d}",
+                "first_name": f"First{g}",
+                "last_name": f"Last, {g}",
+                "email": f"p{g}@example.org",
+                "phone": f"+1 555{g}",
+            }
+            for g in range(start, min(n, start + 19_999) + 1)
+        ]
+        await seed(pool, STUDY, site_oid, people)
 
 
 async def run_jobs(settings: Settings) -> None:

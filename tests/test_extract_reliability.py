@@ -156,14 +156,14 @@ async def test_query_error_ends_failed_with_the_reason(client, world, pool, sett
     await world.standard()
     await seed_site(pool, SITE_A, 10)
     job_uuid = await submit(client, world)
-    await pool.execute("ALTER FUNCTION csv_guard_phone(text) RENAME TO csv_guard_phone_gone")
+    await pool.execute("ALTER TABLE participants RENAME COLUMN phone_ct TO phone_ct_gone")
     try:
         await run_jobs(settings)
     finally:
-        await pool.execute("ALTER FUNCTION csv_guard_phone_gone(text) RENAME TO csv_guard_phone")
+        await pool.execute("ALTER TABLE participants RENAME COLUMN phone_ct_gone TO phone_ct")
     job = await _job(pool, job_uuid)
     assert job["status"] == "FAILED"
-    assert job["error"] == "database: UndefinedFunctionError (SQLSTATE 42883)"
+    assert job["error"] == "database: UndefinedColumnError (SQLSTATE 42703)"
     assert not (settings.storage_dir / job["object_key"]).exists()
 
 

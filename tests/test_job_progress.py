@@ -9,23 +9,26 @@ import asyncio
 from service.core import storage as storage_module
 from service.core.bulk import staging
 from tests.bulk_files import SITE_URL, csv_bytes, upload
+from tests.people import seed
 from tests.test_extract import SUBMIT, run_jobs, submit
 from tests.test_webhooks_support import run_default_worker
-from tests.world import SITE_A, expect
+from tests.world import SITE_A, STUDY, expect
 
 JOBS = "/pages/auth/api/jobs"
 ROWS = 100_000
 
 
 async def add_many(world, n: int) -> None:
-    await world.pool.execute(
-        """INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, last_name)
-           SELECT s.study_id, s.id, 'P-' || lpad(g::text, 7, '0'), 'SS_P' || lpad(g::text, 7, '0'),
-                  'Firstname-' || g, 'Lastname-of-participant-' || g
-           FROM generate_series(1, $2) g, sites s WHERE s.oid = $1""",
-        SITE_A,
-        n,
-    )
+    for start in range(1, n + 1, 20_000):
+        people = [
+            {
+                "subject_key": f"P-{g:07d}",
+                "first_name": f"Firstname-{g}",
+                "last_name": f"Lastname-of-participant-{g}",
+            }
+            for g in range(start, min(n, start + 19_999) + 1)
+        ]
+        await seed(world.pool, STUDY, SITE_A, people)
 
 
 async def watch(client, world, job_uuid: str, done: asyncio.Task) -> list[dict]:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.bulk_files import form
+from tests.people import seed
 from tests.serving import bound_port
 from tests.test_cli import ROOT, cli_env
 from tests.world import STUDY
@@ -60,15 +61,10 @@ async def test_500_jobs_two_apis_three_workers_one_killed(world, settings, pool,
     for site in SITES + BULK_SITES:
         await world.site(site)
     token = await world.user("crc_scale", [(site, "ra") for site in SITES + BULK_SITES])
-    async with pool.acquire() as conn:
-        # Something to extract at every site.
-        await conn.execute(
-            """
-            INSERT INTO participants (study_id, site_id, subject_key, oid, first_name, participate_status)
-            SELECT s.study_id, s.id, 'PRE-' || s.oid || '-' || g, 'SS_PRE_' || s.id || '_' || g, 'Ann', ''
-            FROM sites s, generate_series(1, 50) g WHERE s.oid = ANY($1::text[])
-            """,
-            SITES,
+    # Something to extract at every site.
+    for site in SITES:
+        await seed(
+            pool, STUDY, site, [{"subject_key": f"PRE-{site}-{g}", "first_name": "Ann"} for g in range(1, 51)]
         )
 
     # Job timeouts stay at their defaults: a killed worker's jobs must run again without waiting

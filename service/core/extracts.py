@@ -1,6 +1,7 @@
 """Extracting one site's participant contact information: the submit (the use-case the API and the
-console both call), the query the worker streams by COPY, the file's name and object key. No rows pass through Python: COPY quotes them (RFC 4180) and the SQL
-function ``csv_guard`` (service/sql/0003_extract.sql) defuses spreadsheet formulas.
+console both call), the query the worker streams through a cursor, the file's name and object key.
+The personal columns are read as ciphertexts; the worker decrypts, guards and quotes each batch
+(core/extract_csv.py) exactly as COPY of the plaintext with the SQL guard did.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncpg
 import orjson
 
 from service.core.connections import Connections
+from service.core.extract_csv import Cell
 from service.core.extract_options import ExtractOptions
 from service.core.files import file_stamp
 from service.core.jobs import lifecycle, queue
@@ -22,22 +24,23 @@ from service.core.roles import Action, Scope, authorize, load_scope
 
 CSV_HEADER = "ParticipantId,First Name,Last Name,Email,Mobile,Identifier,Access Code,Participate Status"
 
-# One site's extractable participants, in ID order, every cell through the formula-injection guard
-# (service/sql/0003_extract.sql). COPY does the RFC 4180 quoting; rows never pass through Python.
-# The WHERE clause matches the partial index participants_site_extract_idx exactly.
+# One site's extractable participants, in ID order: the participant ID, the participate status,
+# the personal columns' ciphertexts and, while the table still has them, their plain columns (rows
+# from before encryption). The worker decrypts, guards and quotes (core/extract_csv.py). The WHERE
+# clause matches the partial index participants_site_extract_idx exactly.
 EXTRACT_SELECT = """
-SELECT csv_guard(p.subject_key) AS "ParticipantId",
-       csv_guard(p.first_name) AS "First Name",
-       csv_guard(p.last_name) AS "Last Name",
-       csv_guard(p.email) AS "Email",
-       csv_guard_phone(p.phone) AS "Mobile",
-       csv_guard(p.identifier) AS "Identifier",
-       CASE WHEN {participate} THEN csv_guard(p.access_code) END AS "Access Code",
-       CASE WHEN {participate} THEN csv_guard(nullif(p.participate_status, '')) END AS "Participate Status"
+SELECT p.subject_key, p.participate_status, {columns}
 FROM participants p
 WHERE p.site_id = {site_id} AND p.status IN ('available', 'signed')
 ORDER BY p.subject_key
 {slice}"""
+# The personal columns of the file, in its order (the access code only with the participate info).
+FILE_COLUMNS = ("first_name", "last_name", "email", "phone", "identifier", "access_code")
+# Which plain personal columns the table still has: asked once per job (a later migration drops them).
+PLAIN_COLUMNS_SQL = """
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'participants' AND column_name = ANY($1::text[])
+"""
 
 # An attempt about to stream: the rows its slice holds (one count of the site's partial index) and
 # the phase 'writing', written in one statement, so the status knows the total from the start.
@@ -94,14 +97,29 @@ async def start_writing(
     return expected, estimated
 
 
-def extract_select(site_id: int, options: ExtractOptions = ExtractOptions()) -> str:
-    """The SELECT for one site. COPY takes no bind parameters, so the id, the flag and the slice
-    are formatted in (integers and SQL booleans only). An empty participate status is an empty cell."""
-    return EXTRACT_SELECT.format(
-        site_id=int(site_id),
-        participate="true" if options.include_participate else "false",
-        slice=options.slice_sql(),
-    )
+async def plain_columns(conn: asyncpg.Connection) -> frozenset[str]:
+    """The plain personal columns ``participants`` still has (none on a database made after they
+    were dropped)."""
+    return frozenset(r[0] for r in await conn.fetch(PLAIN_COLUMNS_SQL, list(FILE_COLUMNS)))
+
+
+def extract_select(
+    site_id: int, options: ExtractOptions = ExtractOptions(), plain: frozenset[str] = frozenset()
+) -> tuple[str, list[Cell]]:
+    """The SELECT for one site and where each personal column sits in its records. The id and the
+    slice are formatted in (integers only), so each job's plan is made for its own site and slice;
+    ``plain``: the plain columns to read too (``plain_columns``)."""
+    personal = FILE_COLUMNS if options.include_participate else FILE_COLUMNS[:-1]
+    columns = [f"p.{c}_ct" for c in personal]
+    cells = []
+    for n, column in enumerate(personal):
+        plain_index = None
+        if column in plain:
+            plain_index = 2 + len(columns)
+            columns.append(f"p.{column}")
+        cells.append(Cell(2 + n, plain_index, column.encode(), phone=column == "phone"))
+    sql = EXTRACT_SELECT.format(columns=", ".join(columns), site_id=int(site_id), slice=options.slice_sql())
+    return sql, cells
 
 
 def extract_file_name(study_oid: str, site_oid: str, at: dt.datetime) -> str:

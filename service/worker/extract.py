@@ -1,15 +1,18 @@
-"""The extract job: one site's participants, streamed by Postgres as CSV straight into object storage.
+"""The extract job: one site's participants, decrypted in the worker and streamed as CSV straight
+into object storage.
 
-``COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)`` runs through asyncpg's ``copy_from_query``;
-each chunk Postgres sends is hashed, counted and written to a streaming multipart upload. Nothing
-is held whole in memory or on local disk, and rows never pass through Python one by one (quoting
-and the formula guard are SQL). The object becomes visible only when the upload completes, and the
-job is ``COMPLETED`` only after that, so a partial file is never downloadable.
+A server-side cursor reads the rows in batches (worker/extract_rows.py); each batch is decrypted,
+guarded against formulas and quoted as COPY would (core/extract_csv.py), then hashed, counted and
+written to a streaming multipart upload in 1 MiB blocks (worker/copy_to_storage.py). Nothing is
+held whole in memory or on local disk. The object becomes visible only when the upload completes,
+and the job is ``COMPLETED`` only after that, so a partial file is never downloadable. A ciphertext
+that does not open under its row (moved from another participant, edited) fails the job with
+``errorCode.unreadableData``: the file never holds a wrong person's value.
 
 Safe to run more than once (arq's rule): a finished job is skipped, a re-run overwrites the same
 object key and the same row. The site's rows are counted first (the status shows the total from
 the start); the worker's heartbeat (worker/heartbeats.py) records the rows written every
-``job_heartbeat_seconds``; between chunks the job stops if that heartbeat found it cancelled or
+``job_heartbeat_seconds``; between blocks the job stops if that heartbeat found it cancelled or
 superseded.
 """
 
@@ -29,13 +32,14 @@ import asyncpg
 from arq.worker import func
 
 from service.core.extract_options import ExtractOptions
-from service.core.extracts import extract_select, start_writing
+from service.core.extracts import start_writing
 from service.core.files import content_disposition
 from service.core.jobs import attempts, lifecycle
 from service.core.jobs.model import CANCELLED, COMPLETED, EXTRACT_FUNCTION, FAILED
 from service.core.storage import Storage, StorageError
 from service.settings import Settings
-from service.worker.copy_to_storage import copy_query_to_storage
+from service.worker.copy_to_storage import block_writer
+from service.worker.extract_rows import rows_to_storage
 from service.worker.failures import StopRequested, failure_reason
 from service.worker.heartbeats import Heartbeats
 from service.worker.retries import Claimed, can_retry, hand_back, is_outage
@@ -100,16 +104,17 @@ async def _extract(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) -> 
                     raise StopRequested
 
             try:
-                made = await copy_query_to_storage(
-                    conn,
+                async with block_writer(
                     storage,
                     job["object_key"],
-                    extract_select(job["site_id"], options),
                     content_disposition_value=content_disposition(job["file_name"]),
                     on_progress=on_progress,
                     progress_every=settings.job_heartbeat_seconds,
                     prefix=codecs.BOM_UTF8 if options.bom else b"",
-                )
+                ) as out:
+                    rows = await rows_to_storage(conn, out, job["study_id"], job["site_id"], options)
+                    await out.finish()
+                made = out.file(rows)
             except StopRequested:
                 await lifecycle.cancel_attempt(conn, job_uuid, attempt)
                 log.info("extract cancelled", extra={"job_uuid": job_uuid_str})
@@ -139,7 +144,7 @@ async def _extract(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) -> 
                     with contextlib.suppress(OSError):
                         await storage.discard_partials(job["object_key"])
 
-        # rows_expected: the slice holds exactly what COPY wrote.
+        # rows_expected: the slice holds exactly the rows written.
         made = dataclasses.replace(made, rows_expected=made.row_count)
         done = await lifecycle.complete_job(
             conn, job_uuid, attempt, made, dt.timedelta(hours=settings.job_retention_hours)
