@@ -175,4 +175,3 @@ async def reseal_bodies(conn: asyncpg.Connection, prefixes: list[bytes]) -> int:
             seal(ring, SEAL_PURPOSE, context, plain),
         )
     return len(rows)
-
