@@ -77,13 +77,14 @@ async def seed(dsn: str, sites: int, rows: int) -> list[tuple[str, int]]:
 
 
 async def floor(dsn: str, sites: list[tuple[str, int]], folder: Path) -> float:
-    """The same N COPYs, one after another over one connection, each into its own file."""
+    """The same N COPYs of the worker's query (the rows it reads, ciphertexts as they are stored),
+    one after another over one connection, each into its own file."""
     conn = await asyncpg.connect(dsn)
     try:
         t0 = time.perf_counter()
         for oid, site_id in sites:
             await conn.copy_from_query(
-                extract_select(site_id), output=str(folder / f"{oid}.csv"), format="csv", header=True
+                extract_select(site_id)[0], output=str(folder / f"{oid}.csv"), format="csv", header=True
             )
         return time.perf_counter() - t0
     finally:
