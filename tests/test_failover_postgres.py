@@ -19,6 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.core.db import create_pool, migrate_dsn
+from service.core.protection.loading import load_keyring
 from service.web.resources import LINKS
 from tests.engines import PgPair, pg_available
 from tests.failover_load import PARTICIPANTS, Tally, report, submit_extract, until_workers_up, wait_for_jobs
@@ -34,7 +35,7 @@ AFTER_PROMOTION_SECONDS = 5.0
 OLD_PRIMARY_BACK_SECONDS = 3.0
 WRITES_BACK_WITHIN_SECONDS = 10.0
 RERUN_WITHIN_SECONDS = 10.0
-SITE_ROWS = 100_000  # an extract runs long enough (about a second) to be cut mid-COPY
+SITE_ROWS = 40_000  # an extract (decrypting in the worker) runs long enough (about a second) to be cut mid-way
 
 
 @pytest.fixture
@@ -63,13 +64,13 @@ async def test_postgres_failover_under_load(pg_pair, make_client, settings, tmp_
     await admin.close()
     dsn = pg_pair.url("participants", pg_pair.primary_port, pg_pair.standby_port)
     await migrate_dsn(dsn)
-    setup_pool = await create_pool(dsn, 1, 2)
+    on_pair = settings.model_copy(update={"database_url": dsn})
+    setup_pool = await create_pool(dsn, 1, 2, keyring=await load_keyring(on_pair))  # seeds encrypted rows
     world = World(setup_pool, settings)
     await world.standard()
     await seed_site(setup_pool, SITE_A, SITE_ROWS)
     await setup_pool.close()
 
-    on_pair = settings.model_copy(update={"database_url": dsn})
     client = await make_client(database_url=dsn, db_timeout_seconds=2.0, db_acquire_timeout_seconds=1.0)
     log_path = tmp_path / "worker.log"
     worker = _start_worker(
