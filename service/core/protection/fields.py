@@ -63,8 +63,12 @@ def stored_values(
     column missing from it: None, as for a new participant)."""
     personal = tuple(values.get(c) for c in PERSONAL)
     out: list[Any] = ring.encrypt_all(study_id, subject_key, PERSONAL, personal)
+    blind = ring.blind
     for column in BLIND:
-        out.append(blind_of(ring, column, values.get(column), study_id))
+        value = values.get(column)
+        out.append(
+            None if value is None else blind(column, value, None if column in GLOBAL_BLIND else study_id)
+        )
     return out
 
 

@@ -50,6 +50,8 @@ class Unreadable(Exception):
 
 def normalise(value: str) -> bytes:
     """What a blind index hashes: NFKC, case-folded, trimmed, so "Émile " finds "émile"."""
+    if value.isascii():  # NFKC leaves ASCII as it is: the common case skips it
+        return value.casefold().strip().encode()
     return unicodedata.normalize("NFKC", value).casefold().strip().encode()
 
 
@@ -67,6 +69,7 @@ class Keyring:
     audit_key: bytes = b""
     loaded_ids: set[int] = field(default_factory=set)
     _index_hmac: hmac.HMAC | None = None
+    _blind_starts: dict[tuple[str, int | None], hmac.HMAC] = field(default_factory=dict)
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class Keyring:
             elif r["purpose"] == "index" and r["state"] == "active":
                 self.index_key = key
                 self._index_hmac = hmac.new(key, digestmod=hashlib.sha256)
+                self._blind_starts = {}
             elif r["purpose"] == "audit" and r["state"] == "active":
                 self.audit_key = key
         self.field_keys = field_keys
@@ -184,9 +188,13 @@ class Keyring:
         normal = normalise(value)
         if not normal:
             return None
-        assert self._index_hmac is not None
-        mac = self._index_hmac.copy()
-        mac.update(b"%s\x1f%d\x1f" % (column.encode(), study_id or 0))
+        start = self._blind_starts.get((column, study_id))
+        if start is None:  # the HMAC state after the column and study, made once per pair
+            assert self._index_hmac is not None
+            start = self._index_hmac.copy()
+            start.update(b"%s\x1f%d\x1f" % (column.encode(), study_id or 0))
+            self._blind_starts[(column, study_id)] = start
+        mac = start.copy()
         mac.update(normal)
         return mac.digest()[:16]  # 128 bits: collisions stay out of reach, and the index is smaller
 
