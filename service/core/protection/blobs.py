@@ -13,7 +13,7 @@ import os
 import asyncpg
 
 from service.core.protection.fields import keys
-from service.core.protection.keyring import HEADER, NONCE, Keyring, UnknownDataKey, Unreadable
+from service.core.protection.keyring import HEADER, NONCE, Keyring, UnknownDataKey
 
 
 def _ad(purpose: str, context: bytes) -> bytes:
@@ -28,15 +28,7 @@ def seal(ring: Keyring, purpose: str, context: bytes, plain: bytes) -> bytes:
 
 
 def _open(ring: Keyring, purpose: str, context: bytes, blob: bytes) -> bytes:
-    (key_id,) = HEADER.unpack_from(blob)
-    aead = ring.field_keys.get(key_id)
-    if aead is None:
-        raise UnknownDataKey(key_id)
-    nonce = blob[HEADER.size : HEADER.size + NONCE]
-    try:
-        return aead.decrypt(nonce, blob[HEADER.size + NONCE :], _ad(purpose, context))
-    except Exception:  # cryptography's InvalidTag
-        raise Unreadable(f"a {purpose} blob does not belong to its row") from None
+    return ring.open_bytes(blob, _ad(purpose, context), purpose + " blob")
 
 
 async def opened_blob(conn: asyncpg.Connection, purpose: str, context: bytes, blob: bytes) -> bytes:

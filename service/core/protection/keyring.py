@@ -160,18 +160,20 @@ class Keyring:
     def decrypt(self, study_id: int, subject_key: str, column: str, blob: bytes | None) -> str | None:
         if blob is None:
             return None
+        return self.open_bytes(blob, associated_data(study_id, subject_key, column), column).decode()
+
+    def open_bytes(self, blob: bytes, ad: bytes, what: str) -> bytes:
+        """``blob`` (key id, nonce, ciphertext and tag) opened under its key with associated data
+        ``ad``. ``UnknownDataKey``: a key not loaded; ``Unreadable`` (naming ``what``, never a value):
+        not the ciphertext of that data."""
         (key_id,) = HEADER.unpack_from(blob)
         aead = self.field_keys.get(key_id)
         if aead is None:
             raise UnknownDataKey(key_id)
-        nonce = blob[HEADER.size : HEADER.size + NONCE]
         try:
-            plain = aead.decrypt(
-                nonce, blob[HEADER.size + NONCE :], associated_data(study_id, subject_key, column)
-            )
+            return aead.decrypt(blob[HEADER.size : HEADER.size + NONCE], blob[HEADER.size + NONCE :], ad)
         except Exception:  # cryptography's InvalidTag
-            raise Unreadable(f"a {column} ciphertext does not belong to its row") from None
-        return plain.decode()
+            raise Unreadable(f"a {what} ciphertext does not belong to its row") from None
 
     @staticmethod
     def key_of(blob: bytes) -> int:
