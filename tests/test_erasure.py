@@ -122,7 +122,8 @@ async def test_nothing_personal_in_a_dump_and_erasure_end_to_end(client, world, 
     stored = {c: v for c, v in dict(after).items() if c.endswith(("_ct", "_bidx"))}
     assert len(stored) == 10 and set(stored.values()) == {None}
     assert all(
-        after.get(c) is None for c in ("first_name", "last_name", "email", "phone", "identifier", "access_code")
+        after.get(c) is None
+        for c in ("first_name", "last_name", "email", "phone", "identifier", "access_code")
     )
     audit_row = await pool.fetchrow(
         "SELECT * FROM audit_log WHERE action = 'participant.erase' AND participant_id = $1", after["id"]
