@@ -144,7 +144,15 @@ class PromptWorker(Worker):
         """arq's poll, outliving a Redis outage: arq ends its worker on the first Redis error, and
         ending it cancels the jobs running, which need only Postgres and storage. Here the error is
         logged once, the jobs carry on, and the next poll tries again (through Sentinel, the new
-        master once it is promoted)."""
+        master once it is promoted).
+
+        A cancellation of the loop (the process stopping) that something below swallowed, as Redis
+        clients have done when a cancel lands on a command's timeout, would leave the loop polling
+        forever and the process never exiting: the task still counts the request, so it is raised
+        again here."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         try:
             await super()._poll_iteration()
         except REDIS_OUTAGE as exc:
