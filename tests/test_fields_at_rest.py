@@ -60,11 +60,13 @@ async def test_a_ciphertext_moved_to_another_participant_is_refused_not_shown(cl
     resp = await client.get(f"{API}/participants/F-1", headers=world.auth("dm"))
     text = await resp.text()
     assert resp.status == 500 and "Bathsheba" not in text and "Alice" not in text
+    assert (await resp.json())["message"] == "errorCode.unreadableData"
     await pool.execute(
         "UPDATE participants SET last_name_ct = first_name_ct WHERE subject_key = 'F-2'"  # another field
     )
     resp = await client.get(f"{API}/participants/F-2", headers=world.auth("dm"))
-    assert resp.status == 500 and "Bathsheba" not in await resp.text()
+    text = await resp.text()
+    assert resp.status == 500 and "Bathsheba" not in text and "errorCode.unreadableData" in text
 
 
 @pytest.mark.parametrize(

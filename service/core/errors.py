@@ -107,6 +107,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "headersTooLarge": 431,  # a header line past the parser's limit, or too many headers
     # 5xx: only for our own or our dependencies' failures, never for input
     "internalError": 500,
+    # Stored personal data that does not open under its key and row: edited or moved by SQL. Not
+    # the caller's input, and never retried into a success: a 500 that says what happened.
+    "unreadableData": 500,
     "serviceUnavailable": 503,
 }
 

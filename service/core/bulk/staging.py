@@ -163,8 +163,15 @@ async def create_staging(conn: asyncpg.Connection) -> None:
 
 
 async def drop_staging(conn: asyncpg.Connection) -> None:
-    if not conn.is_closed():
+    """Drop the staging table. A connection left mid-protocol (a COPY its job's cancellation cut
+    short) or lost cannot run the statement: it is closed instead, and the temporary table ends
+    with its session."""
+    if conn.is_closed():
+        return
+    try:
         await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresError, OSError):
+        conn.terminate()
 
 
 Sealer = Callable[[Row], tuple[Any, ...]]

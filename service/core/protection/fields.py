@@ -38,22 +38,18 @@ def blind_of(ring: Keyring, column: str, value: str | None, study_id: int) -> by
     return ring.blind(column, value, None if column in GLOBAL_BLIND else study_id)
 
 
-def sealed(
-    ring: Keyring, study_id: int, subject_key: str, values: Mapping[str, str | None]
-) -> dict[str, Any]:
-    """Column -> stored value for each personal column in ``values``: its ciphertext and, for a
-    looked-up column, its blind index."""
-    out: dict[str, Any] = {}
-    for column, value in values.items():
-        out[column + "_ct"] = ring.encrypt(study_id, subject_key, column, value)
-        if column in BLIND:
-            out[column + "_bidx"] = blind_of(ring, column, value, study_id)
-    return out
-
-
 # Every stored personal column, in the order the INSERT statements list them.
 STORED = tuple(c + "_ct" for c in PERSONAL) + tuple(c + "_bidx" for c in BLIND)
 STORED_LIST = ", ".join(STORED)
+
+
+def sealed(
+    ring: Keyring, study_id: int, subject_key: str, values: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """Column -> stored value for each personal column in ``values`` only (an update of some of
+    them): its ciphertext and, for a looked-up column, its blind index (``stored_values``'s)."""
+    stored = zip(STORED, stored_values(ring, study_id, subject_key, values), strict=True)
+    return {column: value for column, value in stored if column.rsplit("_", 1)[0] in values}
 
 
 def stored_values(
@@ -63,12 +59,7 @@ def stored_values(
     column missing from it: None, as for a new participant)."""
     personal = tuple(values.get(c) for c in PERSONAL)
     out: list[Any] = ring.encrypt_all(study_id, subject_key, PERSONAL, personal)
-    blind = ring.blind
-    for column in BLIND:
-        value = values.get(column)
-        out.append(
-            None if value is None else blind(column, value, None if column in GLOBAL_BLIND else study_id)
-        )
+    out += (blind_of(ring, column, values.get(column), study_id) for column in BLIND)
     return out
 
 

@@ -11,7 +11,6 @@ file-level failure carries its ``errorCode`` in ``message`` and the status of co
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -132,9 +131,7 @@ async def add_from_csv(
         )  # fmt: skip
         return await stream_summary(request, conn, scope, outcome, created_at, recorder)
     finally:
-        # A broken connection takes its temp table with it.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await staging.drop_staging(conn)
+        await staging.drop_staging(conn)
 
 
 async def stream_summary(
