@@ -51,3 +51,44 @@ async def test_two_workers_racing_for_the_same_ids_take_each_due_job_once(redis_
     finally:
         await redis.delete(queue, *(in_progress_key_prefix + i for i in ids))
         await redis.aclose()
+
+
+async def test_a_cancellation_swallowed_under_the_poll_loop_still_stops_the_worker(redis_url):
+    """A stopping process cancels the worker's loop; a call below it that loses the cancellation (as
+    Redis clients have done when it lands on a command's timeout) must not leave the loop polling
+    forever: the worker ends at its next poll."""
+    queue = f"participants:test-cancel-{uuid.uuid4().hex}"
+    redis = await create_arq_pool(redis_settings(Settings(redis_url=redis_url)), default_queue_name=queue)
+    swallowed = asyncio.Event()
+
+    class LosesACancel(PromptWorker):
+        async def record_health(self) -> None:
+            if swallowed.is_set():
+                return
+            asyncio.current_task().cancel()  # the loop's task: the process stopping, now
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                swallowed.set()  # and carries on as if nothing had happened
+
+    async def noop(ctx) -> None:
+        pass
+
+    worker = LosesACancel(
+        functions=[func(noop, name="noop")],
+        redis_pool=redis,
+        queue_name=queue,
+        handle_signals=False,
+        poll_delay=0.01,
+        keep_result=0,
+    )
+    try:
+        run = asyncio.create_task(worker.async_run())
+        done, _ = await asyncio.wait({run}, timeout=3)
+        assert swallowed.is_set()
+        assert run in done, "the worker kept polling after its cancellation was lost"
+        assert run.cancelled()
+    finally:
+        if not run.done():
+            run.cancel()
+        await redis.aclose()
