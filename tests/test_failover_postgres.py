@@ -35,9 +35,8 @@ AFTER_PROMOTION_SECONDS = 5.0
 OLD_PRIMARY_BACK_SECONDS = 3.0
 WRITES_BACK_WITHIN_SECONDS = 10.0
 RERUN_WITHIN_SECONDS = 10.0
-SITE_ROWS = (
-    40_000  # an extract (decrypting in the worker) runs long enough (about a second) to be cut mid-way
-)
+# An extract (decrypting in the worker) runs long enough (about a second) to be cut mid-way.
+SITE_ROWS = 40_000
 
 
 @pytest.fixture

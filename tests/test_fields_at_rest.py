@@ -69,6 +69,21 @@ async def test_a_ciphertext_moved_to_another_participant_is_refused_not_shown(cl
     assert resp.status == 500 and "Bathsheba" not in text and "errorCode.unreadableData" in text
 
 
+async def test_a_ciphertext_under_a_key_the_database_does_not_hold_is_unreadable_data(client, world, pool):
+    """A key id no data key has (the bytes edited, or the key deleted by hand): after one re-read of
+    the keys, the same answer as a moved ciphertext, naming nobody."""
+    await world.standard()
+    await add(client, world, "F-1", firstName="Alice")
+    await pool.execute(
+        "UPDATE participants SET first_name_ct = overlay(first_name_ct placing '\\x000f4240'::bytea from 1 for 4)"
+        " WHERE subject_key = 'F-1'"
+    )
+    resp = await client.get(f"{API}/participants/F-1", headers=world.auth("dm"))
+    text = await resp.text()
+    assert resp.status == 500 and "Alice" not in text
+    assert (await resp.json())["message"] == "errorCode.unreadableData"
+
+
 @pytest.mark.parametrize(
     ("typed", "found"),
     [

@@ -20,7 +20,15 @@ log = logging.getLogger("participants.cli")
 async def workers(settings: Settings, queues: Sequence[str], stop: asyncio.Event) -> None:
     """One supervised arq worker per queue until ``stop``."""
     links = Links()  # the process's: a new primary or master is noticed across the workers' restarts
-    await asyncio.gather(*(_supervised_worker(settings, queue, stop, links) for queue in queues))
+    # A task group, not gather: a wrong key-encryption key stops every queue's worker at its start,
+    # and each of their errors is collected (gather leaves all but the first unretrieved, which
+    # asyncio then prints with a traceback at exit); the process reports one, as every command does.
+    try:
+        async with asyncio.TaskGroup() as group:
+            for queue in queues:
+                group.create_task(_supervised_worker(settings, queue, stop, links))
+    except* KeySourceError as errors:
+        raise errors.exceptions[0] from None
 
 
 # A worker that stopped by itself is started again after this long, doubling up to the maximum;

@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from service.core.db import forget_read_only
 from service.core.errors import UNAVAILABLE, ApiError
-from service.core.protection.keyring import Unreadable
+from service.core.protection.keyring import UnknownDataKey, Unreadable
 from service.core.redis import forget_connections
 from service.web.apidoc import declared
 from service.web.input import NUL_IN_QUERY
@@ -53,7 +53,10 @@ def as_api_error(request: web.Request, exc: Exception, logger: logging.Logger = 
     if isinstance(exc, (*UNAVAILABLE, ProviderUnavailable)):
         logger.warning("dependency unavailable: %s", type(exc).__name__)
         return ApiError("serviceUnavailable", headers={"Retry-After": "5"})
-    if isinstance(exc, Unreadable):  # its message names the column only, never a value
+    # Edited or moved by SQL, or under a data key the database no longer holds (after one re-read of
+    # the keys): the extract job reports both as unreadableData too. The messages name a column or
+    # a key id, never a value.
+    if isinstance(exc, Unreadable | UnknownDataKey):
         logger.error("unreadable personal data on %s %s: %s", request.method, route_template(request), exc)
         return ApiError("unreadableData")
     logger.error("unhandled error on %s %s", request.method, route_template(request), exc_info=exc)

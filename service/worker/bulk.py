@@ -213,8 +213,7 @@ async def _bulk_add(ctx: dict[str, Any], job_uuid_str: str, claimed: Claimed) ->
             log.warning("bulk upload job failed", extra={"job_uuid": job_uuid_str, "reason": reason})
             return await fail(reason)
         finally:
-            if not conn.is_closed():
-                await asyncio.shield(staging.drop_staging(conn))
+            await asyncio.shield(staging.drop_staging(conn))
     await _delete_upload(storage, upload_key)
     log.info(
         "bulk upload job finished",

@@ -220,9 +220,12 @@ class PromptWorker(Worker):
             free = self.max_jobs - self.job_counter
             if free <= 0:
                 # Cleared and awaited with no await in between: a completion callback cannot slip through.
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result, losing the
+                # cancellation, when a slot frees just as the process stops.
                 self._slot_freed.clear()
                 try:
-                    await asyncio.wait_for(self._slot_freed.wait(), deadline - loop.time())
+                    async with asyncio.timeout(deadline - loop.time()):
+                        await self._slot_freed.wait()
                 except TimeoutError:
                     return  # back to the poll loop: heartbeat, aborts, then (no sleep left) a fresh read
                 continue

@@ -41,6 +41,8 @@ def blind_of(ring: Keyring, column: str, value: str | None, study_id: int) -> by
 # Every stored personal column, in the order the INSERT statements list them.
 STORED = tuple(c + "_ct" for c in PERSONAL) + tuple(c + "_bidx" for c in BLIND)
 STORED_LIST = ", ".join(STORED)
+# The personal column each of ``STORED`` holds.
+_STORED_FROM = PERSONAL + BLIND
 
 
 def sealed(
@@ -48,8 +50,8 @@ def sealed(
 ) -> dict[str, Any]:
     """Column -> stored value for each personal column in ``values`` only (an update of some of
     them): its ciphertext and, for a looked-up column, its blind index (``stored_values``'s)."""
-    stored = zip(STORED, stored_values(ring, study_id, subject_key, values), strict=True)
-    return {column: value for column, value in stored if column.rsplit("_", 1)[0] in values}
+    stored = zip(STORED, _STORED_FROM, stored_values(ring, study_id, subject_key, values), strict=True)
+    return {column: value for column, personal, value in stored if personal in values}
 
 
 def stored_values(
